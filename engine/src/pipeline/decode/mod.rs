@@ -1,0 +1,217 @@
+//! Turns a YAML node tree into the typed [`Pipeline`] model, reporting every wrong type,
+//! missing field and unknown key (with a "did you mean") it meets on the way.
+//!
+//! Cross-stage rules (needs, cycles, references between stages) live in `validate`; this
+//! module only checks what one node can tell on its own.
+
+mod reader;
+mod stage;
+mod triggers;
+
+pub use reader::{MAX_DURATION, is_env_name, parse_duration};
+
+use crate::pipeline::diagnostic::Sink;
+use crate::pipeline::model::{Param, ParamKind, Pipeline, Spanned, Triggers};
+use crate::pipeline::yaml::{Node, Pos};
+use reader::Reader;
+
+pub const PIPELINE_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "env",
+    "params",
+    "on",
+    "stages",
+    "finally",
+];
+pub const PARAM_KEYS: &[&str] = &["type", "default", "description", "options"];
+
+/// Names of pipelines, stages, params and services: they end up in URLs, environment
+/// variables and Kubernetes label values, so they follow label-value rules (63 characters,
+/// letters, digits, `-`, `_`, `.`, starting and ending with a letter or digit).
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+const NAME_RULE: &str =
+    "use 1-63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit";
+
+/// Decodes a whole document. Returns `None` only when the top level is unusable; otherwise a
+/// best-effort pipeline comes back even when problems were reported, so that later checks
+/// can find more of them.
+pub fn decode(root: &Node, sink: &mut Sink) -> Option<Pipeline> {
+    let mut r = Reader { sink };
+    let map = r.map(root, "the pipeline", PIPELINE_KEYS)?;
+
+    let name = match map.get("name") {
+        Some(n) => r.non_empty_string(n, "`name`").and_then(|s| {
+            if is_valid_name(&s.value) {
+                Some(s)
+            } else {
+                r.error(
+                    n,
+                    format!("pipeline name `{}` is not valid: {NAME_RULE}", s.value),
+                );
+                None
+            }
+        }),
+        None => {
+            r.error(root, "the pipeline has no `name`");
+            None
+        }
+    }
+    .unwrap_or_else(|| Spanned::new(String::new(), root.pos));
+
+    let description = map
+        .get("description")
+        .and_then(|n| r.string(n, "`description`"))
+        .map(|s| s.value);
+    let env = map
+        .get("env")
+        .map(|n| r.env(n, "`env`"))
+        .unwrap_or_default();
+    let params = map
+        .get("params")
+        .map(|n| decode_params(&mut r, n))
+        .unwrap_or_default();
+    let on = map
+        .get("on")
+        .map(|n| triggers::decode(&mut r, n))
+        .unwrap_or_else(|| Triggers {
+            manual: true,
+            ..Triggers::default()
+        });
+
+    let stages = match map.get("stages") {
+        Some(n) => stage::decode_list(&mut r, n, "`stages`"),
+        None => {
+            r.error(root, "the pipeline has no `stages`");
+            Vec::new()
+        }
+    };
+    if stages.is_empty() && map.get("stages").is_some_and(|n| !n.is_null()) {
+        // An empty list was written explicitly; the per-item errors (if any) already said why.
+    } else if let Some(n) = map.get("stages").filter(|n| n.is_null()) {
+        r.error(n, "`stages` is empty; a pipeline needs at least one stage");
+    }
+    let finally = map
+        .get("finally")
+        .map(|n| stage::decode_list(&mut r, n, "`finally`"))
+        .unwrap_or_default();
+
+    Some(Pipeline {
+        name,
+        description,
+        env,
+        params,
+        on,
+        stages,
+        finally,
+    })
+}
+
+fn decode_params(r: &mut Reader<'_>, node: &Node) -> Vec<Param> {
+    let Some(map) = r.open_map(node, "`params`") else {
+        return Vec::new();
+    };
+    let mut params = Vec::new();
+    for (name, key_node, spec) in map.entries() {
+        if !is_env_name(name) {
+            r.error(
+                key_node,
+                format!("param name `{name}` is not valid: use letters, digits and `_` (it becomes GANTRY_PARAM_{})", name.to_uppercase()),
+            );
+            continue;
+        }
+        let what = format!("param `{name}`");
+        let Some(fields) = r.map(spec, &what, PARAM_KEYS) else {
+            continue;
+        };
+        let kind_name = fields
+            .get("type")
+            .and_then(|n| r.string(n, "`type`"))
+            .map(|s| (s.value, s.pos));
+        let description = fields
+            .get("description")
+            .and_then(|n| r.string(n, "`description`"))
+            .map(|s| s.value);
+        let options: Option<Vec<String>> = fields.get("options").map(|n| {
+            r.strings(n, "`options`")
+                .into_iter()
+                .map(|s| s.value)
+                .collect()
+        });
+        let kind = match kind_name.as_ref().map(|(k, pos)| (k.as_str(), *pos)) {
+            None | Some(("string", _)) => ParamKind::String {
+                default: fields
+                    .get("default")
+                    .and_then(|n| r.string(n, "`default`"))
+                    .map(|s| s.value),
+            },
+            Some(("bool", _)) => ParamKind::Bool {
+                default: fields.get("default").and_then(|n| r.bool(n, "`default`")),
+            },
+            Some(("choice", pos)) => {
+                let options = options.clone().unwrap_or_default();
+                if options.is_empty() {
+                    r.sink
+                        .error(pos, format!("{what} is a `choice` but lists no `options`"));
+                }
+                let default = fields
+                    .get("default")
+                    .and_then(|n| r.string(n, "`default`").map(|s| (s, n)));
+                if let Some((d, n)) = &default {
+                    if !options.is_empty() && !options.contains(&d.value) {
+                        r.error(
+                            n,
+                            format!(
+                                "default `{}` of {what} is not one of its options ({})",
+                                d.value,
+                                options.join(", ")
+                            ),
+                        );
+                    }
+                }
+                ParamKind::Choice {
+                    options,
+                    default: default.map(|(d, _)| d.value),
+                }
+            }
+            Some((other, pos)) => {
+                let hint =
+                    crate::pipeline::diagnostic::suggestion(other, ["string", "bool", "choice"])
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                r.sink.error(
+                    pos,
+                    format!("unknown param type `{other}` (expected string, bool or choice){hint}"),
+                );
+                continue;
+            }
+        };
+        if options.is_some() && !matches!(kind, ParamKind::Choice { .. }) {
+            if let Some(k) = fields.key_node("options") {
+                r.error(
+                    k,
+                    format!("`options` only applies to `type: choice` ({what})"),
+                );
+            }
+        }
+        params.push(Param {
+            name: Spanned::new(name.to_owned(), key_node.pos),
+            description,
+            kind,
+        });
+    }
+    params
+}
+
+/// Position of a file's first line, for problems that belong to no particular node.
+pub const FILE_START: Pos = Pos { line: 1, col: 1 };

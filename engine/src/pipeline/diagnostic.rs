@@ -1,0 +1,124 @@
+//! Problems found in a pipeline file, each tied to a line and column.
+//!
+//! Parsing and validation collect every problem they can find instead of stopping at the
+//! first, so `gantry validate` and a failed pipeline-as-code run show the whole list at once.
+
+use std::fmt;
+
+use super::yaml::Pos;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Diagnostic {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// Every problem found in one file, sorted by position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub file: String,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    pub fn new(file: impl Into<String>, mut diagnostics: Vec<Diagnostic>) -> Self {
+        diagnostics.sort();
+        diagnostics.dedup();
+        Report {
+            file: file.into(),
+            diagnostics,
+        }
+    }
+
+    /// One `FILE:LINE:COL: message` line per problem.
+    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
+        self.diagnostics
+            .iter()
+            .map(|d| format!("{}:{}:{}: {}", self.file, d.pos.line, d.pos.col, d.message))
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, line) in self.lines().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            f.write_str(&line)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Report {}
+
+/// Collects diagnostics while a file is decoded and checked.
+#[derive(Default, Debug)]
+pub struct Sink {
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Sink {
+    pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
+        self.diagnostics.push(Diagnostic {
+            pos,
+            message: message.into(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.diagnostics.is_empty()
+    }
+
+    pub fn into_report(self, file: &str) -> Report {
+        Report::new(file, self.diagnostics)
+    }
+}
+
+/// "did you mean `x`?" for a misspelt name, when one of the candidates is close enough.
+pub fn suggestion<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(distance, c)| {
+            // Allow one edit for short words, about a third of the length for longer ones.
+            *distance <= (c.len().max(word.len()) / 3).max(1)
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        let keys = ["needs", "name", "timeout", "retries"];
+        assert_eq!(suggestion("neds", keys), Some("needs"));
+        assert_eq!(suggestion("timout", keys), Some("timeout"));
+        assert_eq!(suggestion("retrys", keys), Some("retries"));
+        assert_eq!(suggestion("completely", keys), None);
+    }
+
+    #[test]
+    fn report_lines_are_sorted_and_formatted() {
+        let report = Report::new(
+            "p.yaml",
+            vec![
+                Diagnostic {
+                    pos: Pos::new(9, 3),
+                    message: "b".into(),
+                },
+                Diagnostic {
+                    pos: Pos::new(2, 5),
+                    message: "a".into(),
+                },
+            ],
+        );
+        assert_eq!(report.to_string(), "p.yaml:2:5: a\np.yaml:9:3: b");
+    }
+}

@@ -1,0 +1,521 @@
+//! A YAML document as a tree of nodes that remember where they were written.
+//!
+//! We build our own tree from `saphyr-parser` events instead of using a generic loader so that
+//! every node keeps its line and column (semantic errors must point at the right place),
+//! duplicate keys are reported instead of silently overwritten, merge keys (`<<`) work, and
+//! aliases are expanded under a size bound so a "billion laughs" file cannot exhaust memory.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+
+/// Deepest nesting accepted. Real pipelines nest a handful of levels; the bound keeps
+/// recursive consumers (and `Drop`) far from the stack limit on hostile input.
+pub const MAX_DEPTH: usize = 64;
+/// Most nodes a document may expand to, aliases included.
+pub const MAX_NODES: usize = 200_000;
+
+/// A 1-based line and column, as editors count them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
+
+impl Pos {
+    pub fn new(line: u32, col: u32) -> Self {
+        Pos { line, col }
+    }
+
+    fn from_span(span: &Span) -> Self {
+        Pos {
+            line: u32::try_from(span.start.line()).unwrap_or(u32::MAX),
+            col: u32::try_from(span.start.col() + 1).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.col)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub pos: Pos,
+    pub value: Value,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Scalar(Scalar),
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scalar {
+    pub text: String,
+    /// Plain (unquoted) scalars are resolved by the YAML 1.2 core schema (`true`, `42`, `null`);
+    /// quoted and block scalars are always strings.
+    pub plain: bool,
+}
+
+/// What a scalar means under the YAML 1.2 core schema.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resolved<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+}
+
+impl Scalar {
+    pub fn resolve(&self) -> Resolved<'_> {
+        if !self.plain {
+            return Resolved::Str(&self.text);
+        }
+        let t = self.text.as_str();
+        match t {
+            "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
+            "true" | "True" | "TRUE" => return Resolved::Bool(true),
+            "false" | "False" | "FALSE" => return Resolved::Bool(false),
+            _ => {}
+        }
+        if let Some(i) = parse_int(t) {
+            return Resolved::Int(i);
+        }
+        if looks_like_float(t) {
+            if let Ok(f) = t.parse::<f64>() {
+                return Resolved::Float(f);
+            }
+        }
+        Resolved::Str(t)
+    }
+}
+
+fn parse_int(t: &str) -> Option<i64> {
+    let (neg, digits) = match t.as_bytes().first()? {
+        b'-' => (true, &t[1..]),
+        b'+' => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let value = if let Some(hex) = digits.strip_prefix("0x") {
+        i64::from_str_radix(hex, 16).ok()?
+    } else if let Some(oct) = digits.strip_prefix("0o") {
+        i64::from_str_radix(oct, 8).ok()?
+    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse::<i64>().ok()?
+    } else {
+        return None;
+    };
+    Some(if neg { -value } else { value })
+}
+
+fn looks_like_float(t: &str) -> bool {
+    let body = t.trim_start_matches(['-', '+']);
+    matches!(body, ".inf" | ".Inf" | ".INF" | ".nan" | ".NaN" | ".NAN")
+        || (body.bytes().any(|b| b.is_ascii_digit())
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+')))
+}
+
+impl Node {
+    /// A short name for the node's type, used in "expected X, found Y" messages.
+    pub fn type_name(&self) -> &'static str {
+        match &self.value {
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+            Value::Scalar(s) => match s.resolve() {
+                Resolved::Null => "null",
+                Resolved::Bool(_) => "a boolean",
+                Resolved::Int(_) => "an integer",
+                Resolved::Float(_) => "a number",
+                Resolved::Str(_) => "a string",
+            },
+        }
+    }
+
+    pub fn as_scalar(&self) -> Option<&Scalar> {
+        match &self.value {
+            Value::Scalar(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self.as_scalar().map(Scalar::resolve), Some(Resolved::Null))
+    }
+
+    /// Converts to JSON by the core schema (used to check documents against the JSON Schema).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.value {
+            Value::Scalar(s) => match s.resolve() {
+                Resolved::Null => J::Null,
+                Resolved::Bool(b) => J::Bool(b),
+                Resolved::Int(i) => J::from(i),
+                Resolved::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+                Resolved::Str(s) => J::String(s.to_owned()),
+            },
+            Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
+            Value::Map(entries) => J::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (key_text(k), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+fn key_text(node: &Node) -> String {
+    match &node.value {
+        Value::Scalar(s) => s.text.clone(),
+        _ => String::from("<complex key>"),
+    }
+}
+
+/// A syntax error (or a structural one such as a duplicate key) with its position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct YamlError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// Parses one YAML document. `Ok(None)` means the file holds no document at all.
+///
+/// Duplicate keys do not stop the parse: the document is returned together with them so the
+/// caller can report every problem at once. Syntax errors do stop it (the parser cannot
+/// resynchronise), and come back as the single error in `Err`.
+pub fn parse(text: &str) -> Result<(Option<Node>, Vec<YamlError>), YamlError> {
+    let mut builder = Builder::default();
+    for item in Parser::new_from_str(text) {
+        let (event, span) = item.map_err(|e| YamlError {
+            pos: Pos {
+                line: u32::try_from(e.marker().line()).unwrap_or(u32::MAX),
+                col: u32::try_from(e.marker().col() + 1).unwrap_or(u32::MAX),
+            },
+            message: format!("YAML syntax error: {}", e.info()),
+        })?;
+        builder.event(event, &span)?;
+    }
+    Ok((builder.document, builder.warnings))
+}
+
+enum Frame {
+    Seq {
+        pos: Pos,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        pos: Pos,
+        anchor: usize,
+        entries: Vec<(Node, Node)>,
+        pending_key: Option<Node>,
+        /// Indices of entries that came from a merge key; keys written explicitly replace them.
+        merged: Vec<usize>,
+    },
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Node>,
+    document: Option<Node>,
+    documents: usize,
+    nodes: usize,
+    warnings: Vec<YamlError>,
+}
+
+impl Builder {
+    fn event(&mut self, event: Event<'_>, span: &Span) -> Result<(), YamlError> {
+        let pos = Pos::from_span(span);
+        match event {
+            Event::DocumentStart(_) => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err(YamlError {
+                        pos,
+                        message: "a pipeline file holds one YAML document; found a second one"
+                            .into(),
+                    });
+                }
+            }
+            Event::Scalar(text, style, anchor, _tag) => {
+                let node = Node {
+                    pos,
+                    value: Value::Scalar(Scalar {
+                        text: text.into_owned(),
+                        plain: style == ScalarStyle::Plain,
+                    }),
+                };
+                self.finish(node, anchor)?;
+            }
+            Event::Alias(id) => {
+                let target = self.anchors.get(&id).ok_or_else(|| YamlError {
+                    pos,
+                    message: "alias refers to an unknown anchor".into(),
+                })?;
+                // Count before cloning, so an alias bomb fails before it allocates.
+                self.nodes += count_nodes(target);
+                if self.nodes > MAX_NODES {
+                    return Err(YamlError {
+                        pos,
+                        message: format!("document expands to more than {MAX_NODES} nodes"),
+                    });
+                }
+                let mut node = target.clone();
+                node.pos = pos;
+                self.finish(node, 0)?;
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.push(
+                    Frame::Seq {
+                        pos,
+                        anchor,
+                        items: Vec::new(),
+                    },
+                    pos,
+                )?;
+            }
+            Event::MappingStart(anchor, _) => {
+                self.push(
+                    Frame::Map {
+                        pos,
+                        anchor,
+                        entries: Vec::new(),
+                        pending_key: None,
+                        merged: Vec::new(),
+                    },
+                    pos,
+                )?;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (node, anchor) = match self.stack.pop() {
+                    Some(Frame::Seq { pos, anchor, items }) => (
+                        Node {
+                            pos,
+                            value: Value::Seq(items),
+                        },
+                        anchor,
+                    ),
+                    Some(Frame::Map {
+                        pos,
+                        anchor,
+                        entries,
+                        ..
+                    }) => (
+                        Node {
+                            pos,
+                            value: Value::Map(entries),
+                        },
+                        anchor,
+                    ),
+                    None => return Ok(()),
+                };
+                self.finish(node, anchor)?;
+            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, frame: Frame, pos: Pos) -> Result<(), YamlError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(YamlError {
+                pos,
+                message: format!("nesting deeper than {MAX_DEPTH} levels"),
+            });
+        }
+        self.stack.push(frame);
+        Ok(())
+    }
+
+    /// Places a completed node into its parent (or makes it the document).
+    fn finish(&mut self, node: Node, anchor: usize) -> Result<(), YamlError> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(YamlError {
+                pos: node.pos,
+                message: format!("document expands to more than {MAX_NODES} nodes"),
+            });
+        }
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.document = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map {
+                entries,
+                pending_key,
+                merged,
+                ..
+            }) => match pending_key.take() {
+                None => *pending_key = Some(node),
+                Some(key) => {
+                    let existing = entries.iter().position(|(k, _)| same_key(k, &key));
+                    if is_merge_key(&key) {
+                        merge_into(entries, merged, &node);
+                    } else if let Some(i) = existing.filter(|i| merged.contains(i)) {
+                        entries[i] = (key, node);
+                        merged.retain(|m| *m != i);
+                    } else if let Some(i) = existing {
+                        self.warnings.push(YamlError {
+                            pos: key.pos,
+                            message: format!(
+                                "duplicate key `{}` (first defined at line {})",
+                                key_text(&key),
+                                entries[i].0.pos.line
+                            ),
+                        });
+                    } else {
+                        entries.push((key, node));
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+fn count_nodes(node: &Node) -> usize {
+    match &node.value {
+        Value::Scalar(_) => 1,
+        Value::Seq(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
+        Value::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(k, v)| count_nodes(k) + count_nodes(v))
+                .sum::<usize>()
+        }
+    }
+}
+
+fn is_merge_key(key: &Node) -> bool {
+    matches!(&key.value, Value::Scalar(s) if s.plain && s.text == "<<")
+}
+
+fn same_key(a: &Node, b: &Node) -> bool {
+    match (&a.value, &b.value) {
+        (Value::Scalar(x), Value::Scalar(y)) => x.text == y.text,
+        _ => false,
+    }
+}
+
+/// `<<: *base` (or a list of them): keys of the merged mappings that the mapping does not set
+/// itself are added, as YAML 1.1 merge keys do. Keys set before or after the merge win.
+fn merge_into(entries: &mut Vec<(Node, Node)>, merged_indices: &mut Vec<usize>, value: &Node) {
+    let sources: Vec<&Node> = match &value.value {
+        Value::Seq(items) => items.iter().collect(),
+        _ => vec![value],
+    };
+    for source in sources {
+        if let Value::Map(merged) = &source.value {
+            for (k, v) in merged {
+                if !entries.iter().any(|(existing, _)| same_key(existing, k)) {
+                    merged_indices.push(entries.len());
+                    entries.push((k.clone(), v.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(text: &str) -> Node {
+        parse(text).expect("parses").0.expect("has a document")
+    }
+
+    #[test]
+    fn nodes_carry_one_based_line_and_column() {
+        let node = doc("name: x\nstages:\n  - name: build\n");
+        let Value::Map(entries) = &node.value else {
+            panic!("not a map")
+        };
+        assert_eq!(entries[0].0.pos, Pos::new(1, 1));
+        assert_eq!(entries[0].1.pos, Pos::new(1, 7));
+        let Value::Seq(items) = &entries[1].1.value else {
+            panic!("not a seq")
+        };
+        assert_eq!(items[0].pos, Pos::new(3, 5));
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_not_overwritten() {
+        let (node, warnings) = parse("a: 1\nb: 2\na: 3\n").expect("parses");
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].pos, Pos::new(3, 1));
+        assert!(warnings[0].message.contains("first defined at line 1"));
+        assert_eq!(
+            node.expect("doc").to_json(),
+            serde_json::json!({"a": 1, "b": 2})
+        );
+    }
+
+    #[test]
+    fn merge_keys_fill_in_missing_entries() {
+        let node = doc("base: &b {x: 1, y: 2}\nderived:\n  <<: *b\n  y: 3\n");
+        assert_eq!(
+            node.to_json()["derived"],
+            serde_json::json!({"x": 1, "y": 3})
+        );
+    }
+
+    #[test]
+    fn core_schema_resolution_respects_quotes() {
+        let node = doc("a: true\nb: 'true'\nc: 1.80\nd: 0x1f\ne: ~\nf: v1\n");
+        assert_eq!(
+            node.to_json(),
+            serde_json::json!({"a": true, "b": "true", "c": 1.8, "d": 31, "e": null, "f": "v1"})
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let err = parse("a: [1, 2\nb: 3\n").expect_err("unterminated flow sequence");
+        assert!(err.pos.line >= 1 && err.pos.col >= 1, "{err:?}");
+        assert!(err.message.starts_with("YAML syntax error"));
+    }
+
+    #[test]
+    fn alias_bombs_are_bounded() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let err = parse(&text).expect_err("too large");
+        assert!(err.message.contains("more than"), "{}", err.message);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let text = "[".repeat(MAX_DEPTH + 1);
+        let err = parse(&text).expect_err("too deep");
+        assert!(
+            err.message.contains("nesting deeper than"),
+            "{}",
+            err.message
+        );
+        // Far deeper input is stopped by the parser's own recursion limit.
+        assert!(parse(&"[".repeat(100_000)).is_err());
+    }
+
+    #[test]
+    fn second_document_is_an_error() {
+        let err = parse("a: 1\n---\nb: 2\n").expect_err("two docs");
+        assert_eq!(err.pos.line, 2);
+    }
+}
