@@ -386,7 +386,7 @@ pub struct SecretRef {
 
 #[derive(Clone, Debug)]
 pub struct Approval {
-    pub message: Option<String>,
+    pub message: Option<Template>,
     /// Users or `role:NAME` entries allowed to approve; empty means any maintainer.
     pub approvers: Vec<String>,
     pub timeout: Option<Spanned<Duration>>,

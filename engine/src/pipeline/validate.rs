@@ -257,6 +257,7 @@ fn stage_templates(stage: &Stage) -> Vec<&Template> {
             .flat_map(|s| std::iter::once(&s.image).chain(s.env.iter().map(|(_, t)| t))),
     );
     out.extend(stage.cache.iter().map(|c| &c.key));
+    out.extend(stage.approval.iter().filter_map(|a| a.message.as_ref()));
     match &stage.kind {
         StageKind::Steps(steps) => {
             out.extend(steps.iter().flat_map(|s| s.env.iter().map(|(_, t)| t)))

@@ -161,7 +161,11 @@ fn decode_stage(r: &mut Reader<'_>, node: &Node) -> Option<Stage> {
         .unwrap_or_default();
     let approval = map.get("approval").and_then(|n| decode_approval(r, n));
 
-    let kind = decode_kind(r, &map, node, &label, approval.is_some())?;
+    // A stage whose kind is broken is kept with no steps, so that checks across stages
+    // (needs, cycles, references) still run and report their problems too. The pipeline is
+    // rejected anyway because the kind's problem was reported.
+    let kind = decode_kind(r, &map, node, &label, approval.is_some())
+        .unwrap_or(StageKind::Steps(Vec::new()));
     if !matches!(kind, StageKind::Steps(_)) {
         // Images of s2i/b2i/deploy stages are given inside their own sections.
         if let Some(k) = map.key_node("image") {
@@ -837,8 +841,7 @@ fn decode_approval(r: &mut Reader<'_>, node: &Node) -> Option<Approval> {
     Some(Approval {
         message: map
             .get("message")
-            .and_then(|n| r.string(n, "`message`"))
-            .map(|s| s.value),
+            .and_then(|n| r.template(n, "approval `message`")),
         approvers: map
             .get("approvers")
             .map(|n| {
