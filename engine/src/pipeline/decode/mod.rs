@@ -5,8 +5,8 @@
 //! module only checks what one node can tell on its own.
 
 mod reader;
-mod stage;
-mod triggers;
+pub mod stage;
+pub mod triggers;
 
 pub use reader::{MAX_DURATION, is_env_name, parse_duration};
 
