@@ -34,7 +34,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Schema => {
             let schema = crate::pipeline::schema::schema();
             let text = serde_json::to_string_pretty(&schema).unwrap_or_default();
-            println!("{text}");
+            // Ignore write errors: `gantry schema | head` closing the pipe is not a failure.
+            let _ = writeln!(std::io::stdout(), "{text}");
             ExitCode::SUCCESS
         }
     }

@@ -26,8 +26,7 @@ fn text(bytes: &[u8]) -> String {
 
 fn expected(fixture: &str) -> String {
     let path = workspace_root().join(format!("tests/fixtures/invalid/{fixture}.expected"));
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 #[test]
@@ -101,6 +100,10 @@ fn a_missing_file_is_an_error_that_names_it() {
     let out = validate(&["pipelines/hello.yaml", missing]);
     assert_eq!(out.status.code(), Some(1));
     let printed = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(printed.lines().count(), 1, "only the missing file: {printed:?}");
+    assert_eq!(
+        printed.lines().count(),
+        1,
+        "only the missing file: {printed:?}"
+    );
     assert!(printed.contains(missing));
 }

@@ -61,13 +61,31 @@ fn schema_accepts_every_example_pipeline() {
 fn schema_rejects_misspelt_keys_and_wrong_types() {
     let validator = jsonschema::validator_for(&schema()).expect("schema compiles");
     for (text, why) in [
-        ("name: x\nstages:\n  - name: a\n    neds: [b]\n    steps: [echo]\n", "unknown stage key"),
-        ("name: x\nstages:\n  - name: a\n    retries: many\n    steps: [echo]\n", "retries type"),
-        ("name: x\nstages:\n  - name: a\n    timeout: 10\n    steps: [echo]\n", "duration without unit"),
-        ("name: x\non:\n  push:\n    branchs: [main]\nstages:\n  - name: a\n    steps: [echo]\n", "unknown push key"),
-        ("name: x\nenv:\n  GANTRY_BRANCH: x\nstages:\n  - name: a\n    steps: [echo]\n", "reserved env name"),
+        (
+            "name: x\nstages:\n  - name: a\n    neds: [b]\n    steps: [echo]\n",
+            "unknown stage key",
+        ),
+        (
+            "name: x\nstages:\n  - name: a\n    retries: many\n    steps: [echo]\n",
+            "retries type",
+        ),
+        (
+            "name: x\nstages:\n  - name: a\n    timeout: 10\n    steps: [echo]\n",
+            "duration without unit",
+        ),
+        (
+            "name: x\non:\n  push:\n    branchs: [main]\nstages:\n  - name: a\n    steps: [echo]\n",
+            "unknown push key",
+        ),
+        (
+            "name: x\nenv:\n  GANTRY_BRANCH: x\nstages:\n  - name: a\n    steps: [echo]\n",
+            "reserved env name",
+        ),
         ("stages:\n  - name: a\n    steps: [echo]\n", "missing name"),
     ] {
-        assert!(!validator.is_valid(&as_json(text)), "schema accepted: {why}");
+        assert!(
+            !validator.is_valid(&as_json(text)),
+            "schema accepted: {why}"
+        );
     }
 }

@@ -36,8 +36,8 @@ fn example_files() -> Vec<(String, PathBuf)> {
 
 fn load(stem: &str) -> Plan {
     let path = pipelines_dir().join(format!("{stem}.yaml"));
-    let text = fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text =
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let file = format!("pipelines/{stem}.yaml");
     gantry::pipeline::load(&file, &text)
         .unwrap_or_else(|report| panic!("{file} should be valid, but:\n{report}"))
@@ -105,7 +105,9 @@ fn dag_fans_out_and_in_with_a_finally_stage() {
     assert_eq!(needs_of(&plan, "unit"), set(&["checkout"]));
     assert_eq!(needs_of(&plan, "report"), set(&["lint", "unit"]));
 
-    let cleanup = &plan.stages[plan.find("cleanup").expect("dag.yaml has a `cleanup` stage")];
+    let cleanup = &plan.stages[plan
+        .find("cleanup")
+        .expect("dag.yaml has a `cleanup` stage")];
     assert!(cleanup.finally, "`cleanup` should be a finally stage");
     assert_eq!(plan.stage(cleanup).name.value, "cleanup");
     assert_eq!(
@@ -162,7 +164,8 @@ fn matrix_expands_minus_the_exclusion_and_summary_waits_for_all() {
 #[test]
 fn deploy_rollout_is_approved_then_deployed() {
     let plan = load("deploy");
-    let rollout = plan.stage(&plan.stages[plan.find("rollout").expect("deploy.yaml has `rollout`")]);
+    let rollout =
+        plan.stage(&plan.stages[plan.find("rollout").expect("deploy.yaml has `rollout`")]);
     let approval = rollout
         .approval
         .as_ref()
@@ -173,7 +176,10 @@ fn deploy_rollout_is_approved_then_deployed() {
         Some(std::time::Duration::from_secs(24 * 3600))
     );
     let StageKind::Deploy(deploy) = &rollout.kind else {
-        panic!("`rollout` should be a deploy stage, found {}", rollout.kind.label());
+        panic!(
+            "`rollout` should be a deploy stage, found {}",
+            rollout.kind.label()
+        );
     };
     assert_eq!(deploy.namespace, "demo");
     assert_eq!(deploy.deployment, "web");

@@ -92,7 +92,9 @@ fn invalid_pipelines_match_their_expected_output() {
     let root = workspace_root();
     let dir = root.join(FIXTURES);
     let bless = std::env::var_os("GANTRY_BLESS").is_some_and(|v| v == "1");
-    let only = std::env::var("GANTRY_FIXTURE").ok().filter(|s| !s.is_empty());
+    let only = std::env::var("GANTRY_FIXTURE")
+        .ok()
+        .filter(|s| !s.is_empty());
 
     let files = fixture_files(&dir);
     let fixtures: Vec<&PathBuf> = files.iter().filter(|p| has_extension(p, "yaml")).collect();

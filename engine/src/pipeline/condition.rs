@@ -50,15 +50,16 @@ impl Condition {
             let details: Vec<String> = errors
                 .errors
                 .iter()
-                .map(|e| format!("column {}: {}", e.pos.1 + 1, e.msg))
+                .map(|e| format!("column {}: {}", e.pos.1, e.msg))
                 .collect();
             format!("invalid CEL in `when`: {}", details.join("; "))
         })?;
         let references = program.references();
+        let bound = comprehension_variables(&source.value);
         let mut unknown: Vec<&str> = references
             .variables()
             .into_iter()
-            .filter(|v| !VARIABLES.contains(v))
+            .filter(|v| !VARIABLES.contains(v) && !bound.iter().any(|b| b == v))
             .collect();
         unknown.sort_unstable();
         if let Some(name) = unknown.first() {
@@ -93,6 +94,23 @@ impl Condition {
             }),
         }
     }
+}
+
+/// Variables bound by CEL's comprehension macros (`list.exists(x, x > 1)`): not free variables.
+fn comprehension_variables(source: &str) -> Vec<String> {
+    let mut bound = Vec::new();
+    for macro_name in ["exists_one(", "exists(", "all(", "map(", "filter("] {
+        for (at, _) in source.match_indices(macro_name) {
+            let rest = &source[at + macro_name.len()..];
+            if let Some((var, _)) = rest.split_once(',') {
+                let var = var.trim();
+                if !var.is_empty() && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    bound.push(var.to_owned());
+                }
+            }
+        }
+    }
+    bound
 }
 
 fn to_map(map: &BTreeMap<String, String>) -> cel::Value {
@@ -149,6 +167,13 @@ mod tests {
                 .unwrap_err()
                 .contains("did you mean `branch`")
         );
+    }
+
+    #[test]
+    fn comprehension_variables_are_not_unknown() {
+        let c = compile("params.targets.split(',').exists(t, t == 'prod')");
+        assert!(c.is_ok(), "{c:?}");
+        assert!(compile("[1, 2].all(n, n > m)").unwrap_err().contains("`m`"));
     }
 
     #[test]

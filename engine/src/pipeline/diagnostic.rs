@@ -84,11 +84,21 @@ pub fn suggestion<'a>(
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(word, c), c))
         .filter(|(distance, c)| {
-            // Allow one edit for short words, about a third of the length for longer ones.
-            *distance <= (c.len().max(word.len()) / 3).max(1)
+            // About a third of the length may differ. Short words only match when the letters
+            // are the same but swapped (`sah` for `sha`): `gpu` is not a typo of `cpu`.
+            let allowed = (c.len().max(word.len()) - 1) / 3;
+            *distance <= allowed || (*distance == 1 && same_letters(word, c))
         })
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, c)| c)
+}
+
+fn same_letters(a: &str, b: &str) -> bool {
+    let mut a: Vec<char> = a.chars().collect();
+    let mut b: Vec<char> = b.chars().collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
 }
 
 #[cfg(test)]
@@ -102,6 +112,7 @@ mod tests {
         assert_eq!(suggestion("timout", keys), Some("timeout"));
         assert_eq!(suggestion("retrys", keys), Some("retries"));
         assert_eq!(suggestion("completely", keys), None);
+        assert_eq!(suggestion("gpu", ["cpu", "memory"]), None);
     }
 
     #[test]

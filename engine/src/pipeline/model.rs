@@ -205,7 +205,7 @@ pub struct ScheduleTrigger {
     pub timezone: chrono_tz::Tz,
     /// The branch whose pipeline file and head commit a scheduled run uses.
     pub branch: Option<String>,
-    pub params: Vec<(String, String)>,
+    pub params: Vec<(Spanned<String>, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -255,6 +255,12 @@ impl StageKind {
             StageKind::Deploy(_) => "deploy",
             StageKind::Gate => "approval",
         }
+    }
+
+    /// Stages whose kind failed to decode are kept as empty `steps` so cross-stage checks still
+    /// run; a valid pipeline never has one (`steps: []` is rejected).
+    pub fn is_placeholder(&self) -> bool {
+        matches!(self, StageKind::Steps(steps) if steps.is_empty())
     }
 
     /// The image a stage of this kind produces, for `${{ stages.NAME.image }}`.

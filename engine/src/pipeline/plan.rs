@@ -107,9 +107,9 @@ fn topological_order(graph: &Graph<'_>) -> Vec<usize> {
         }
     }
     // Finally stages also wait for every regular stage.
-    for s in graph.main_len..n {
+    for (s, waiting) in remaining.iter_mut().enumerate().skip(graph.main_len) {
         if !graph.deps[s].iter().any(|&d| graph.is_finally(d)) {
-            remaining[s] += graph.main_len;
+            *waiting += graph.main_len;
             for d in dependents.iter_mut().take(graph.main_len) {
                 d.push(s);
             }
@@ -132,7 +132,7 @@ fn topological_order(graph: &Graph<'_>) -> Vec<usize> {
 
 /// Every combination of a stage's matrix in axis order, minus the excluded ones. A stage
 /// without a matrix has one empty combination.
-fn combinations(stage: &Stage) -> Vec<Vec<(String, String)>> {
+pub(crate) fn combinations(stage: &Stage) -> Vec<Vec<(String, String)>> {
     let Some(matrix) = &stage.matrix else {
         return vec![Vec::new()];
     };

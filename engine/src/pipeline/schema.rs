@@ -7,7 +7,6 @@
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{PARAM_KEYS, PIPELINE_KEYS};
 use super::decode::stage::{
     APPROVAL_KEYS, B2I_KEYS, CACHE_KEYS, DEPLOY_KEYS, QUANTITY_KEYS, RESOURCES_KEYS, S2I_KEYS,
     SERVICE_KEYS, STAGE_KEYS, STEP_KEYS,
@@ -15,6 +14,7 @@ use super::decode::stage::{
 use super::decode::triggers::{
     PULL_REQUEST_KEYS, PUSH_KEYS, SCHEDULE_KEYS, TRIGGER_KEYS, WEBHOOK_KEYS,
 };
+use super::decode::{PARAM_KEYS, PIPELINE_KEYS};
 use super::model::{B2iPreset, PullRequestAction};
 
 pub const SCHEMA_ID: &str = "https://gantry.dev/schemas/pipeline.schema.json";
@@ -62,9 +62,18 @@ pub fn schema() -> Value {
             json!({ "type": "object", "additionalProperties": r("param"), "propertyNames": { "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" } }),
             "Typed parameters, asked for on manual runs; steps see GANTRY_PARAM_<NAME>.",
         ),
-        "on" => doc(r("on"), "What starts a run. Without `on`, only manual runs."),
-        "stages" => doc(json!({ "type": "array", "items": r("stage"), "minItems": 1 }), "The stages, in order."),
-        _ => doc(json!({ "type": "array", "items": r("stage") }), "Stages that run after all others, whatever the outcome."),
+        "on" => doc(
+            r("on"),
+            "What starts a run. Without `on`, only manual runs.",
+        ),
+        "stages" => doc(
+            json!({ "type": "array", "items": r("stage"), "minItems": 1 }),
+            "The stages, in order.",
+        ),
+        _ => doc(
+            json!({ "type": "array", "items": r("stage") }),
+            "Stages that run after all others, whatever the outcome.",
+        ),
     });
 
     let param = object(PARAM_KEYS, &[], |k| match k {
@@ -92,9 +101,14 @@ pub fn schema() -> Value {
     ]});
 
     let schedule = object(SCHEDULE_KEYS, &["cron"], |k| match k {
-        "cron" => doc(string(), "Five-field cron (minute hour day-of-month month day-of-week) or @daily, @hourly, ..."),
+        "cron" => doc(
+            string(),
+            "Five-field cron (minute hour day-of-month month day-of-week) or @daily, @hourly, ...",
+        ),
         "timezone" => doc(string(), "IANA time zone, default UTC."),
-        "params" => json!({ "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } }),
+        "params" => {
+            json!({ "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } })
+        }
         _ => string(),
     });
 
@@ -104,7 +118,10 @@ pub fn schema() -> Value {
             json!({ "oneOf": [{ "type": "null" }, string(), { "type": "array", "items": string() }] }),
             "Stages this one waits for. Omitted: the stage above. []: none.",
         ),
-        "when" => doc(string(), "A CEL condition over event, branch, tag, params, env and matrix."),
+        "when" => doc(
+            string(),
+            "A CEL condition over event, branch, tag, params, env and matrix.",
+        ),
         "image" => doc(string(), "Container image the steps run in."),
         "steps" => json!({ "type": "array", "minItems": 1, "items": r("step") }),
         "s2i" => r("s2i"),
@@ -112,14 +129,24 @@ pub fn schema() -> Value {
         "deploy" => r("deploy"),
         "env" => r("env"),
         "timeout" => r("duration"),
-        "retries" => json!({ "type": "integer", "minimum": 0, "maximum": super::decode::stage::MAX_RETRIES }),
-        "resources" => object(RESOURCES_KEYS, &[], |_| object(QUANTITY_KEYS, &[], |_| json!({ "type": ["string", "number"] }))),
-        "services" => json!({ "type": "array", "items": object(SERVICE_KEYS, &["name", "image"], |k| match k {
+        "retries" => {
+            json!({ "type": "integer", "minimum": 0, "maximum": super::decode::stage::MAX_RETRIES })
+        }
+        "resources" => object(RESOURCES_KEYS, &[], |_| {
+            object(
+                QUANTITY_KEYS,
+                &[],
+                |_| json!({ "type": ["string", "number"] }),
+            )
+        }),
+        "services" => {
+            json!({ "type": "array", "items": object(SERVICE_KEYS, &["name", "image"], |k| match k {
             "env" => r("env"),
             "command" => r("command"),
             "ports" => r("ports"),
             _ => string(),
-        }) }),
+        }) })
+        }
         "matrix" => json!({
             "type": "object",
             "properties": { "exclude": { "type": "array", "items": { "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } } } },
@@ -137,11 +164,13 @@ pub fn schema() -> Value {
             { "type": "array", "items": string() },
             { "type": "object", "additionalProperties": string() },
         ] }),
-        "approval" => json!({ "oneOf": [boolean(), { "type": "null" }, object(APPROVAL_KEYS, &[], |k| match k {
+        "approval" => {
+            json!({ "oneOf": [boolean(), { "type": "null" }, object(APPROVAL_KEYS, &[], |k| match k {
             "approvers" => json!({ "type": "array", "items": string() }),
             "timeout" => r("duration"),
             _ => string(),
-        })] }),
+        })] })
+        }
         _ => boolean(),
     });
 
@@ -168,8 +197,14 @@ pub fn schema() -> Value {
         "ports" => r("ports"),
         "env" => r("env"),
         "labels" => json!({ "type": "object", "additionalProperties": string() }),
-        "artifact" => doc(string(), "Path of the file in the artifacts of a needed stage."),
-        "from" => doc(string(), "The needed stage that keeps the artifact (found automatically when omitted)."),
+        "artifact" => doc(
+            string(),
+            "Path of the file in the artifacts of a needed stage.",
+        ),
+        "from" => doc(
+            string(),
+            "The needed stage that keeps the artifact (found automatically when omitted).",
+        ),
         _ => string(),
     });
     let deploy = object(DEPLOY_KEYS, &["deployment", "image"], |k| match k {
@@ -247,7 +282,10 @@ mod tests {
         assert_eq!(keys_of(&defs["schedule"]), sorted(SCHEDULE_KEYS));
         let on = &defs["on"]["oneOf"][2];
         assert_eq!(keys_of(on), sorted(TRIGGER_KEYS));
-        assert_eq!(keys_of(&on["properties"]["push"]["oneOf"][1]), sorted(PUSH_KEYS));
+        assert_eq!(
+            keys_of(&on["properties"]["push"]["oneOf"][1]),
+            sorted(PUSH_KEYS)
+        );
         assert_eq!(
             keys_of(&on["properties"]["pull_request"]["oneOf"][1]),
             sorted(PULL_REQUEST_KEYS)
@@ -256,6 +294,9 @@ mod tests {
         assert_eq!(keys_of(&stage["resources"]), sorted(RESOURCES_KEYS));
         assert_eq!(keys_of(&stage["cache"]), sorted(CACHE_KEYS));
         assert_eq!(keys_of(&stage["services"]["items"]), sorted(SERVICE_KEYS));
-        assert_eq!(keys_of(&stage["approval"]["oneOf"][2]), sorted(APPROVAL_KEYS));
+        assert_eq!(
+            keys_of(&stage["approval"]["oneOf"][2]),
+            sorted(APPROVAL_KEYS)
+        );
     }
 }

@@ -193,14 +193,15 @@ fn parse_reference(expr: &str) -> Result<Reference, String> {
             Ok(Reference::Run(field(&RUN_FIELDS, "run", segments[1])?))
         }
         "stages" => {
-            want(3, "stages.NAME.image")?;
+            // Stage names may contain dots (`build.linux`): the field is the last segment.
+            if segments.len() < 3 {
+                want(3, "stages.NAME.image")?;
+            }
+            let name = segments[1..segments.len() - 1].join(".");
+            let last = segments[segments.len() - 1];
             Ok(Reference::Stage {
-                name: segments[1].to_owned(),
-                field: field(
-                    &STAGE_FIELDS,
-                    &format!("stages.{}", segments[1]),
-                    segments[2],
-                )?,
+                field: field(&STAGE_FIELDS, &format!("stages.{name}"), last)?,
+                name,
             })
         }
         other => {
@@ -253,6 +254,18 @@ mod tests {
             vec![&Reference::Stage {
                 name: "package".into(),
                 field: StageField::Image
+            }]
+        );
+    }
+
+    #[test]
+    fn stage_names_may_contain_dots() {
+        let t = parse("${{ stages.build.linux.digest }}").expect("valid");
+        assert_eq!(
+            t.references().collect::<Vec<_>>(),
+            vec![&Reference::Stage {
+                name: "build.linux".into(),
+                field: StageField::Digest
             }]
         );
     }

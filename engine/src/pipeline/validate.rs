@@ -189,22 +189,31 @@ pub fn validate(pipeline: &Pipeline, sink: &mut Sink) {
         sink.error(pos, format!("`needs` form a cycle: {}", names.join(" -> ")));
     }
 
+    check_pipeline_env(pipeline, sink);
+    check_schedule_params(pipeline, sink);
     let mut total = 0usize;
     for (i, stage) in graph.stages.iter().enumerate() {
+        if let Some(when) = &stage.when {
+            check_when(pipeline, stage, when, sink);
+        }
         total += check_matrix(stage, sink);
         check_references(pipeline, &graph, i, sink);
         if let StageKind::B2i(b2i) = &stage.kind {
             check_b2i_artifact(&graph, i, b2i, sink);
         }
-        let mut services: Vec<&str> = Vec::new();
-        for service in &stage.services {
-            if services.contains(&service.name.value.as_str()) {
+        for (k, service) in stage.services.iter().enumerate() {
+            if let Some(first) = stage.services[..k]
+                .iter()
+                .find(|s| s.name.value == service.name.value)
+            {
                 sink.error(
                     service.name.pos,
-                    format!("duplicate service name `{}`", service.name.value),
+                    format!(
+                        "duplicate service name `{}` (first used at line {})",
+                        service.name.value, first.name.pos.line
+                    ),
                 );
             }
-            services.push(&service.name.value);
         }
     }
     if total > MAX_PLAN_STAGES {
@@ -214,6 +223,137 @@ pub fn validate(pipeline: &Pipeline, sink: &mut Sink) {
                 "the pipeline expands to {total} stage instances; the limit is {MAX_PLAN_STAGES}"
             ),
         );
+    }
+}
+
+/// Pipeline-level env applies to every stage, so it may use params, git and run facts but not a
+/// stage's matrix or another stage's image.
+fn check_pipeline_env(pipeline: &Pipeline, sink: &mut Sink) {
+    for (name, template) in &pipeline.env {
+        for reference in template.references() {
+            match reference {
+                Reference::Param(p) if pipeline.param(p).is_none() => {
+                    let hint = suggestion(p, pipeline.params.iter().map(|x| x.name.value.as_str()))
+                        .map(|s| format!("; did you mean `params.{s}`?"))
+                        .unwrap_or_default();
+                    sink.error(
+                        template.raw.pos,
+                        format!("`${{{{ params.{p} }}}}`: no param `{p}` is declared{hint}"),
+                    )
+                }
+                Reference::Matrix(_) | Reference::Stage { .. } => sink.error(
+                    template.raw.pos,
+                    format!(
+                        "pipeline `env` `{}` cannot use `${{{{ {reference} }}}}`: it belongs to one stage; set it in that stage's `env`",
+                        name.value
+                    ),
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn check_schedule_params(pipeline: &Pipeline, sink: &mut Sink) {
+    for schedule in &pipeline.on.schedule {
+        for (name, value) in &schedule.params {
+            let (pos, name) = (name.pos, name.value.as_str());
+            match pipeline.param(name).map(|p| &p.kind) {
+                None => {
+                    let hint = suggestion(name, pipeline.params.iter().map(|p| p.name.value.as_str()))
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                    sink.error(pos, format!("schedule param `{name}` is not declared under `params`{hint}"))
+                }
+                Some(super::model::ParamKind::Bool { .. }) if value != "true" && value != "false" => {
+                    sink.error(pos, format!("schedule sets bool param `{name}` to `{value}`; use true or false"))
+                }
+                Some(super::model::ParamKind::Choice { options, .. }) if !options.contains(value) => sink.error(
+                    pos,
+                    format!("schedule sets param `{name}` to `{value}`, which is not one of its options ({})", options.join(", ")),
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Names after `params.` (or `matrix.`) in a CEL source, skipping string literals.
+fn cel_fields<'a>(source: &'a str, root: &str) -> Vec<&'a str> {
+    let bytes = source.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    let mut quote: Option<u8> = None;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) => {
+                if b == b'\\' {
+                    i += 1;
+                } else if b == q {
+                    quote = None;
+                }
+            }
+            None if b == b'\'' || b == b'"' => quote = Some(b),
+            None => {
+                let starts_word = i == 0
+                    || !(bytes[i - 1].is_ascii_alphanumeric()
+                        || bytes[i - 1] == b'_'
+                        || bytes[i - 1] == b'.');
+                if starts_word
+                    && source[i..].starts_with(root)
+                    && source[i + root.len()..].starts_with('.')
+                {
+                    let rest = &source[i + root.len() + 1..];
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(rest.len());
+                    if end > 0 {
+                        found.push(&rest[..end]);
+                    }
+                    i += root.len() + 1 + end;
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+    found
+}
+
+/// `when: params.x == 'y'` with no param `x` would fail at run time; catch it now.
+fn check_when(
+    pipeline: &Pipeline,
+    stage: &Stage,
+    when: &super::condition::Condition,
+    sink: &mut Sink,
+) {
+    let source = &when.source.value;
+    for name in cel_fields(source, "params") {
+        if pipeline.param(name).is_none() {
+            let hint = suggestion(name, pipeline.params.iter().map(|p| p.name.value.as_str()))
+                .map(|s| format!("; did you mean `params.{s}`?"))
+                .unwrap_or_default();
+            sink.error(
+                when.source.pos,
+                format!("`when` uses `params.{name}`, but no param `{name}` is declared{hint}"),
+            );
+        }
+    }
+    for axis in cel_fields(source, "matrix") {
+        let known = stage
+            .matrix
+            .as_ref()
+            .is_some_and(|m| m.axes.iter().any(|(a, _)| a.value == axis));
+        if !known {
+            sink.error(
+                when.source.pos,
+                format!(
+                    "`when` uses `matrix.{axis}`, but stage `{}` has no matrix axis `{axis}`",
+                    stage.name.value
+                ),
+            );
+        }
     }
 }
 
@@ -240,6 +380,15 @@ fn check_matrix(stage: &Stage, sink: &mut Sink) -> usize {
                 } else {
                     size.to_string()
                 }
+            ),
+        );
+    }
+    if size <= MAX_MATRIX && super::plan::combinations(stage).is_empty() {
+        sink.error(
+            matrix.pos,
+            format!(
+                "`exclude` leaves no combination of stage `{}`'s matrix to run",
+                stage.name.value
             ),
         );
     }
@@ -315,6 +464,12 @@ fn check_references(pipeline: &Pipeline, graph: &Graph<'_>, i: usize, sink: &mut
                             .unwrap_or_default();
                         sink.error(pos, format!("`${{{{ {reference} }}}}`: there is no stage `{name}`{hint}"));
                     }
+                    Some(j) if j == i => sink.error(
+                        pos,
+                        format!("`${{{{ {reference} }}}}`: stage `{name}` cannot use its own image"),
+                    ),
+                    // A stage whose kind failed to decode was already reported.
+                    Some(j) if graph.stages[j].kind.is_placeholder() => {}
                     Some(j) if !graph.stages[j].kind.produces_image() => sink.error(
                         pos,
                         format!(
@@ -363,6 +518,13 @@ pub fn artifact_covered(kept: &str, artifact: &str) -> bool {
 fn check_b2i_artifact(graph: &Graph<'_>, i: usize, b2i: &super::model::B2i, sink: &mut Sink) {
     let stage = graph.stages[i];
     let path = &b2i.artifact.value;
+    // A needed stage whose kind failed to decode was already reported; its artifacts are unknown.
+    if graph.deps[i]
+        .iter()
+        .any(|&j| graph.stages[j].kind.is_placeholder())
+    {
+        return;
+    }
     let produces = |j: usize| {
         graph.stages[j]
             .artifacts
@@ -430,6 +592,21 @@ fn check_b2i_artifact(graph: &Graph<'_>, i: usize, b2i: &super::model::B2i, sink
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cel_field_scan_skips_string_literals() {
+        assert_eq!(
+            cel_fields(
+                "params.a == 'params.b' && xparams.c == params.d_1",
+                "params"
+            ),
+            vec!["a", "d_1"]
+        );
+        assert_eq!(
+            cel_fields(r#"matrix.os == "x\\" || matrix.rust"#, "matrix"),
+            vec!["os", "rust"]
+        );
+    }
 
     #[test]
     fn artifact_paths_cover_files_directories_and_globs() {

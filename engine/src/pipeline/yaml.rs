@@ -88,10 +88,10 @@ impl Scalar {
         if let Some(i) = parse_int(t) {
             return Resolved::Int(i);
         }
-        if looks_like_float(t) {
-            if let Ok(f) = t.parse::<f64>() {
-                return Resolved::Float(f);
-            }
+        if looks_like_float(t)
+            && let Ok(f) = t.parse::<f64>()
+        {
+            return Resolved::Float(f);
         }
         Resolved::Str(t)
     }

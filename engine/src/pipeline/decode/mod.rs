@@ -26,9 +26,9 @@ pub const PIPELINE_KEYS: &[&str] = &[
 ];
 pub const PARAM_KEYS: &[&str] = &["type", "default", "description", "options"];
 
-/// Names of pipelines, stages, params and services: they end up in URLs, environment
-/// variables and Kubernetes label values, so they follow label-value rules (63 characters,
-/// letters, digits, `-`, `_`, `.`, starting and ending with a letter or digit).
+/// Names of pipelines and stages end up in URLs and Kubernetes label values, so they follow
+/// label-value rules (63 characters, letters, digits, `-`, `_`, `.`, starting and ending with a
+/// letter or digit). Param names become environment variables and follow shell rules instead.
 pub fn is_valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
@@ -96,10 +96,12 @@ pub fn decode(root: &Node, sink: &mut Sink) -> Option<Pipeline> {
             Vec::new()
         }
     };
-    if stages.is_empty() && map.get("stages").is_some_and(|n| !n.is_null()) {
-        // An empty list was written explicitly; the per-item errors (if any) already said why.
-    } else if let Some(n) = map.get("stages").filter(|n| n.is_null()) {
-        r.error(n, "`stages` is empty; a pipeline needs at least one stage");
+    if let Some(n) = map.get("stages") {
+        let written_empty = n.is_null()
+            || matches!(&n.value, crate::pipeline::yaml::Value::Seq(items) if items.is_empty());
+        if written_empty {
+            r.error(n, "`stages` is empty; a pipeline needs at least one stage");
+        }
     }
     let finally = map
         .get("finally")
@@ -130,7 +132,30 @@ fn decode_params(r: &mut Reader<'_>, node: &Node) -> Vec<Param> {
             );
             continue;
         }
+        let upper = name.to_uppercase();
+        if let Some(other) = params
+            .iter()
+            .find(|p: &&Param| p.name.value.to_uppercase() == upper)
+        {
+            r.error(
+                key_node,
+                format!(
+                    "params `{}` and `{name}` would both be GANTRY_PARAM_{upper}; rename one",
+                    other.name.value
+                ),
+            );
+            continue;
+        }
         let what = format!("param `{name}`");
+        if spec.is_null() {
+            // `params: {version: }`: a string param with no default.
+            params.push(Param {
+                name: Spanned::new(name.to_owned(), key_node.pos),
+                description: None,
+                kind: ParamKind::String { default: None },
+            });
+            continue;
+        }
         let Some(fields) = r.map(spec, &what, PARAM_KEYS) else {
             continue;
         };
@@ -167,17 +192,18 @@ fn decode_params(r: &mut Reader<'_>, node: &Node) -> Vec<Param> {
                 let default = fields
                     .get("default")
                     .and_then(|n| r.string(n, "`default`").map(|s| (s, n)));
-                if let Some((d, n)) = &default {
-                    if !options.is_empty() && !options.contains(&d.value) {
-                        r.error(
-                            n,
-                            format!(
-                                "default `{}` of {what} is not one of its options ({})",
-                                d.value,
-                                options.join(", ")
-                            ),
-                        );
-                    }
+                if let Some((d, n)) = &default
+                    && !options.is_empty()
+                    && !options.contains(&d.value)
+                {
+                    r.error(
+                        n,
+                        format!(
+                            "default `{}` of {what} is not one of its options ({})",
+                            d.value,
+                            options.join(", ")
+                        ),
+                    );
                 }
                 ParamKind::Choice {
                     options,
@@ -185,10 +211,18 @@ fn decode_params(r: &mut Reader<'_>, node: &Node) -> Vec<Param> {
                 }
             }
             Some((other, pos)) => {
-                let hint =
-                    crate::pipeline::diagnostic::suggestion(other, ["string", "bool", "choice"])
-                        .map(|s| format!("; did you mean `{s}`?"))
-                        .unwrap_or_default();
+                let alias = match other {
+                    "boolean" => Some("bool"),
+                    "str" | "text" => Some("string"),
+                    "enum" | "select" => Some("choice"),
+                    _ => None,
+                };
+                let hint = alias
+                    .or_else(|| {
+                        crate::pipeline::diagnostic::suggestion(other, ["string", "bool", "choice"])
+                    })
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
                 r.sink.error(
                     pos,
                     format!("unknown param type `{other}` (expected string, bool or choice){hint}"),
@@ -196,13 +230,14 @@ fn decode_params(r: &mut Reader<'_>, node: &Node) -> Vec<Param> {
                 continue;
             }
         };
-        if options.is_some() && !matches!(kind, ParamKind::Choice { .. }) {
-            if let Some(k) = fields.key_node("options") {
-                r.error(
-                    k,
-                    format!("`options` only applies to `type: choice` ({what})"),
-                );
-            }
+        if options.is_some()
+            && !matches!(kind, ParamKind::Choice { .. })
+            && let Some(k) = fields.key_node("options")
+        {
+            r.error(
+                k,
+                format!("`options` only applies to `type: choice` ({what})"),
+            );
         }
         params.push(Param {
             name: Spanned::new(name.to_owned(), key_node.pos),

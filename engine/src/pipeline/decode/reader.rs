@@ -219,6 +219,13 @@ impl Reader<'_> {
                 );
                 continue;
             }
+            if value.is_null() {
+                self.error(
+                    value,
+                    format!("{what} `{key}` has no value; write `{key}: \"\"` for an empty one"),
+                );
+                continue;
+            }
             if let Value::Scalar(_) = &value.value {
                 let raw = Spanned::new(
                     value
@@ -326,7 +333,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total += number * seconds;
         rest = &rest[unit_len..];
     }
-    let duration = Duration::from_secs_f64(total);
+    if total > MAX_DURATION.as_secs_f64() {
+        return Err(format!("`{text}` is longer than the 7 day maximum"));
+    }
+    let duration = Duration::try_from_secs_f64(total).map_err(|_| bad())?;
     if duration.is_zero() {
         return Err(format!("`{text}` is zero; a duration must be positive"));
     }

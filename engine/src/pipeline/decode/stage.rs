@@ -92,8 +92,10 @@ fn decode_stage(r: &mut Reader<'_>, node: &Node) -> Option<Stage> {
     let map = r.map(node, "stage", STAGE_KEYS)?;
     let name = match map.get("name") {
         Some(n) => {
-            let name = r.non_empty_string(n, "stage `name`")?;
-            if !is_valid_name(&name.value) {
+            let name = r
+                .non_empty_string(n, "stage `name`")
+                .unwrap_or_else(|| Spanned::new(String::new(), n.pos));
+            if !name.value.is_empty() && !is_valid_name(&name.value) {
                 r.error(
                     n,
                     format!("stage name `{}` is not valid: {NAME_RULE}", name.value),
@@ -106,7 +108,11 @@ fn decode_stage(r: &mut Reader<'_>, node: &Node) -> Option<Stage> {
             Spanned::new(String::new(), node.pos)
         }
     };
-    let label = format!("stage `{}`", name.value);
+    let label = if name.value.is_empty() {
+        "unnamed stage".to_owned()
+    } else {
+        format!("stage `{}`", name.value)
+    };
 
     let needs = map.get("needs").map(|n| {
         if n.is_null() {
@@ -172,7 +178,7 @@ fn decode_stage(r: &mut Reader<'_>, node: &Node) -> Option<Stage> {
             r.error(
                 k,
                 format!(
-                    "`image` applies to stages with `steps`; {label} is a `{}` stage",
+                    "`image` applies to stages with `steps`, not to {label} (kind: {})",
                     kind.label()
                 ),
             );
@@ -358,9 +364,12 @@ fn decode_b2i(r: &mut Reader<'_>, node: &Node) -> Option<B2i> {
         .and_then(|n| r.non_empty_string(n, "`from`"));
     let base = required(r, &map, "base", "`b2i`").and_then(|n| r.template(n, "`base`"));
     let output = required(r, &map, "output", "`b2i`").and_then(|n| r.template(n, "`output`"));
-    let preset = match map.get("preset") {
-        Some(n) => {
-            let text = r.string(n, "`preset`")?;
+    let inferred = artifact
+        .as_ref()
+        .map(|a| preset_for(&a.value))
+        .unwrap_or(B2iPreset::Binary);
+    let preset = match map.get("preset").map(|n| (n, r.string(n, "`preset`"))) {
+        Some((n, Some(text))) => {
             let found = B2iPreset::ALL
                 .iter()
                 .find(|(name, _)| *name == text.value)
@@ -374,12 +383,9 @@ fn decode_b2i(r: &mut Reader<'_>, node: &Node) -> Option<B2i> {
                     ),
                 );
             }
-            found?
+            found.unwrap_or(inferred)
         }
-        None => artifact
-            .as_ref()
-            .map(|a| preset_for(&a.value))
-            .unwrap_or(B2iPreset::Binary),
+        _ => inferred,
     };
     let labels = map
         .get("labels")
@@ -393,42 +399,45 @@ fn decode_b2i(r: &mut Reader<'_>, node: &Node) -> Option<B2i> {
                 .collect()
         })
         .unwrap_or_default();
+    let entrypoint = map
+        .get("entrypoint")
+        .and_then(|n| r.command(n, "`entrypoint`"));
+    let cmd = map.get("cmd").and_then(|n| r.command(n, "`cmd`"));
+    let mut text = |key: &str| {
+        map.get(key)
+            .and_then(|n| r.non_empty_string(n, &format!("`{key}`")))
+            .map(|s| s.value)
+    };
+    let (workdir, webapps_dir, user) = (text("workdir"), text("webapps_dir"), text("user"));
+    let ports = map
+        .get("ports")
+        .map(|n| r.ports(n, "`ports`"))
+        .unwrap_or_default();
+    let env = map
+        .get("env")
+        .map(|n| r.env(n, "`env`"))
+        .unwrap_or_default();
+    // Every field is read before giving up on a missing one, so all problems are reported.
     let b2i = B2i {
         artifact: artifact?,
         from,
         preset,
         base: base?,
         output: output?,
-        entrypoint: map
-            .get("entrypoint")
-            .and_then(|n| r.command(n, "`entrypoint`")),
-        cmd: map.get("cmd").and_then(|n| r.command(n, "`cmd`")),
-        workdir: map
-            .get("workdir")
-            .and_then(|n| r.non_empty_string(n, "`workdir`"))
-            .map(|s| s.value),
-        webapps_dir: map
-            .get("webapps_dir")
-            .and_then(|n| r.non_empty_string(n, "`webapps_dir`"))
-            .map(|s| s.value),
-        user: map
-            .get("user")
-            .and_then(|n| r.non_empty_string(n, "`user`"))
-            .map(|s| s.value),
-        ports: map
-            .get("ports")
-            .map(|n| r.ports(n, "`ports`"))
-            .unwrap_or_default(),
-        env: map
-            .get("env")
-            .map(|n| r.env(n, "`env`"))
-            .unwrap_or_default(),
+        entrypoint,
+        cmd,
+        workdir,
+        webapps_dir,
+        user,
+        ports,
+        env,
         labels,
     };
-    if b2i.webapps_dir.is_some() && b2i.preset != B2iPreset::War {
-        if let Some(k) = map.key_node("webapps_dir") {
-            r.error(k, "`webapps_dir` only applies to the `war` preset");
-        }
+    if b2i.webapps_dir.is_some()
+        && b2i.preset != B2iPreset::War
+        && let Some(k) = map.key_node("webapps_dir")
+    {
+        r.error(k, "`webapps_dir` only applies to the `war` preset");
     }
     Some(b2i)
 }
@@ -464,8 +473,8 @@ fn decode_deploy(r: &mut Reader<'_>, node: &Node) -> Option<Deploy> {
         Some(s.value)
     };
     let namespace = match map.get("namespace") {
-        Some(n) => k8s_name(r, n, "`namespace`")?,
-        None => "default".to_owned(),
+        Some(n) => k8s_name(r, n, "`namespace`"),
+        None => Some("default".to_owned()),
     };
     let deployment = required(r, &map, "deployment", "`deploy`").and_then(|n| {
         let s = r.non_empty_string(n, "`deployment`")?;
@@ -474,7 +483,10 @@ fn decode_deploy(r: &mut Reader<'_>, node: &Node) -> Option<Deploy> {
         } else {
             r.error(
                 n,
-                format!("`deployment` `{}` is not a valid Kubernetes name", s.value),
+                format!(
+                    "`deployment` `{}` is not a valid Kubernetes name (lower-case letters, digits, `-` and `.`, at most 253)",
+                    s.value
+                ),
             );
             None
         }
@@ -493,7 +505,7 @@ fn decode_deploy(r: &mut Reader<'_>, node: &Node) -> Option<Deploy> {
         .get("container")
         .and_then(|n| k8s_name(r, n, "`container`"));
     Some(Deploy {
-        namespace,
+        namespace: namespace?,
         deployment: deployment?,
         container,
         image: image?,
@@ -568,16 +580,16 @@ fn decode_resources(r: &mut Reader<'_>, node: &Node) -> Resources {
             &resources.limits.memory,
         ),
     ] {
-        if let (Some(req), Some(lim)) = (request, limit) {
-            if parse_quantity(&req.value) > parse_quantity(&lim.value) {
-                r.sink.error(
-                    req.pos,
-                    format!(
-                        "{field} request `{}` is above its limit `{}`",
-                        req.value, lim.value
-                    ),
-                );
-            }
+        if let (Some(req), Some(lim)) = (request, limit)
+            && parse_quantity(&req.value) > parse_quantity(&lim.value)
+        {
+            r.sink.error(
+                req.pos,
+                format!(
+                    "{field} request `{}` is above its limit `{}`",
+                    req.value, lim.value
+                ),
+            );
         }
     }
     resources
@@ -635,18 +647,21 @@ fn decode_service(r: &mut Reader<'_>, node: &Node) -> Option<Service> {
     });
     let image =
         required(r, &map, "image", "a service").and_then(|n| r.template(n, "service `image`"));
+    let env = map
+        .get("env")
+        .map(|n| r.env(n, "`env`"))
+        .unwrap_or_default();
+    let command = map.get("command").and_then(|n| r.command(n, "`command`"));
+    let ports = map
+        .get("ports")
+        .map(|n| r.ports(n, "`ports`"))
+        .unwrap_or_default();
     Some(Service {
         name: name?,
         image: image?,
-        env: map
-            .get("env")
-            .map(|n| r.env(n, "`env`"))
-            .unwrap_or_default(),
-        command: map.get("command").and_then(|n| r.command(n, "`command`")),
-        ports: map
-            .get("ports")
-            .map(|n| r.ports(n, "`ports`"))
-            .unwrap_or_default(),
+        env,
+        command,
+        ports,
     })
 }
 
@@ -689,8 +704,11 @@ fn decode_matrix(r: &mut Reader<'_>, node: &Node) -> Option<Matrix> {
         }
         axes.push((Spanned::new(key.to_owned(), key_node.pos), values));
     }
+    let wrote_axes = map.entries().any(|(k, _, _)| k != "exclude");
     if axes.is_empty() {
-        r.error(node, "`matrix` has no axes");
+        if !wrote_axes {
+            r.error(node, "`matrix` has no axes");
+        }
         return None;
     }
     let mut exclude = Vec::new();
@@ -777,7 +795,15 @@ fn decode_secrets(r: &mut Reader<'_>, node: &Node) -> Vec<SecretRef> {
         // `secrets: [NPM_TOKEN]`: the variable has the secret's name.
         Value::Seq(_) | Value::Scalar(_) => {
             for name in r.strings(node, "`secrets`") {
-                if is_env_name(&name.value) {
+                if name.value.starts_with("GANTRY_") {
+                    r.sink.error(
+                        name.pos,
+                        format!(
+                            "`{}`: names starting with `GANTRY_` are set by Gantry itself",
+                            name.value
+                        ),
+                    );
+                } else if is_env_name(&name.value) {
                     refs.push(SecretRef {
                         env: name.clone(),
                         secret: name,

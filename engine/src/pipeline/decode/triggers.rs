@@ -81,19 +81,19 @@ pub fn decode(r: &mut Reader<'_>, node: &Node) -> Triggers {
             r.bool(n, "`manual`").unwrap_or(false)
         };
     }
-    if let Some(n) = map.get("webhook") {
-        if let Some(m) = r.map(n, "`webhook`", WEBHOOK_KEYS) {
-            match m
-                .get("secret")
-                .and_then(|s| r.non_empty_string(s, "`secret`"))
-            {
-                Some(secret) => triggers.webhook = Some(WebhookTrigger { secret }),
-                None if !m.has("secret") => r.error(
-                    n,
-                    "`webhook` needs `secret`: the name of the Gantry secret holding its token",
-                ),
-                None => {}
-            }
+    if let Some(n) = map.get("webhook")
+        && let Some(m) = r.map(n, "`webhook`", WEBHOOK_KEYS)
+    {
+        match m
+            .get("secret")
+            .and_then(|s| r.non_empty_string(s, "`secret`"))
+        {
+            Some(secret) => triggers.webhook = Some(WebhookTrigger { secret }),
+            None if !m.has("secret") => r.error(
+                n,
+                "`webhook` needs `secret`: the name of the Gantry secret holding its token",
+            ),
+            None => {}
         }
     }
     triggers
@@ -240,9 +240,9 @@ fn decode_schedule(r: &mut Reader<'_>, node: &Node) -> Option<ScheduleTrigger> {
         .and_then(|n| r.open_map(n, "schedule `params`"))
         .map(|m| {
             m.entries()
-                .filter_map(|(k, _, v)| {
-                    r.string(v, &format!("param `{k}`"))
-                        .map(|s| (k.to_owned(), s.value))
+                .filter_map(|(k, key_node, v)| {
+                    let value = r.string(v, &format!("param `{k}`"))?;
+                    Some((Spanned::new(k.to_owned(), key_node.pos), value.value))
                 })
                 .collect()
         })
@@ -265,9 +265,79 @@ pub fn parse_cron(text: &str) -> Result<croner::Cron, String> {
             "bad cron `{text}`: expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"
         ));
     }
+    if let Some(message) = cron_range_error(text) {
+        return Err(format!("bad cron `{text}`: {message}"));
+    }
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Disallowed)
         .build()
         .parse(text)
-        .map_err(|e| format!("bad cron `{text}`: {e}"))
+        .map_err(|e| {
+            if text.trim_start().starts_with('@') {
+                format!("bad cron `{text}`: supported nicknames are @yearly, @annually, @monthly, @weekly, @daily and @hourly")
+            } else {
+                format!("bad cron `{text}`: {e}")
+            }
+        })
+}
+
+/// A clearer message than the cron library's for the common mistake of a number out of range.
+fn cron_range_error(text: &str) -> Option<String> {
+    const FIELDS: [(&str, u32, u32); 5] = [
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day of month", 1, 31),
+        ("month", 1, 12),
+        ("day of week", 0, 7),
+    ];
+    for (field, (name, min, max)) in text.split_whitespace().zip(FIELDS) {
+        let numbers = field
+            .split([',', '-', '/'])
+            .enumerate()
+            .filter(|(i, part)| !(field.contains('/') && *i > 0 && field.ends_with(part)));
+        for (_, part) in numbers {
+            if let Ok(n) = part.parse::<u32>()
+                && (n < min || n > max)
+            {
+                return Some(format!("{name} `{n}` is out of range ({min}-{max})"));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_accepts_five_fields_and_nicknames() {
+        assert!(parse_cron("0 3 * * 1-5").is_ok());
+        assert!(parse_cron("*/15 * * * *").is_ok());
+        assert!(parse_cron("@daily").is_ok());
+        assert!(
+            parse_cron("0 0 3 * * *")
+                .unwrap_err()
+                .contains("expected 5 fields")
+        );
+        assert!(
+            parse_cron("@reboot")
+                .unwrap_err()
+                .contains("supported nicknames")
+        );
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_named() {
+        assert_eq!(
+            parse_cron("0 25 * * *").unwrap_err(),
+            "bad cron `0 25 * * *`: hour `25` is out of range (0-23)"
+        );
+        assert!(
+            parse_cron("61 * * * *")
+                .unwrap_err()
+                .contains("minute `61`")
+        );
+        assert!(parse_cron("0 0 * 13 *").unwrap_err().contains("month `13`"));
+    }
 }

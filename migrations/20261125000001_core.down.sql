@@ -1,0 +1,14 @@
+DROP TABLE engine_settings;
+DROP TABLE events;
+DROP TABLE secrets;
+DROP TABLE artifact_chunks;
+DROP TABLE artifacts;
+DROP TABLE log_chunks;
+DROP TABLE steps;
+DROP TABLE stage_runs;
+DROP TABLE runs;
+DROP TABLE pipeline_versions;
+DROP TABLE pipelines;
+DROP TABLE projects;
+DROP TYPE stage_status;
+DROP TYPE run_status;
