@@ -62,12 +62,14 @@ CREATE TABLE runs (
     concurrency_group TEXT,
     rerun_of     BIGINT REFERENCES runs(id) ON DELETE SET NULL,
     cancel_requested BOOLEAN NOT NULL DEFAULT false,
+    -- Set whenever something happened that may let the run move on; the scheduler clears it.
+    dirty        BOOLEAN NOT NULL DEFAULT true,
     created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     started_at   TIMESTAMPTZ,
     finished_at  TIMESTAMPTZ,
     UNIQUE (pipeline_id, number)
 );
-CREATE INDEX runs_active ON runs (id) WHERE status IN ('queued', 'running');
+CREATE INDEX runs_dirty ON runs (id) WHERE dirty;
 
 CREATE TABLE stage_runs (
     id            BIGSERIAL PRIMARY KEY,
@@ -96,6 +98,8 @@ CREATE TABLE stage_runs (
     started_at    TIMESTAMPTZ,
     finished_at   TIMESTAMPTZ,
     heartbeat_at  TIMESTAMPTZ,
+    -- Log lines stored for the current attempt: the next batch must start at log_lines + 1.
+    log_lines     BIGINT NOT NULL DEFAULT 0,
     -- The image a s2i/b2i stage pushed, for `${{ stages.NAME.image }}`.
     image         TEXT,
     UNIQUE (run_id, key),

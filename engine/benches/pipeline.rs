@@ -8,7 +8,8 @@
 //! small matrices, b2i stages packaging artifacts of the stages they need, deploys behind
 //! approvals, timeouts, retries, resources, caches, services and a `finally` section.
 //!
-//! Run with `cargo bench -p gantry --bench pipeline`.
+//! Run with `cargo bench -p gantry --bench pipeline`; with `GANTRY_BENCH_DUMP=DIR` the generated
+//! files are also written to DIR. Figures: docs/performance.md.
 
 use std::hint::black_box;
 
@@ -317,6 +318,19 @@ fn checked(n: usize) -> Generated {
             );
         }
         Err(report) => panic!("the generated {n}-stage pipeline does not load:\n{report}"),
+    }
+    eprintln!(
+        "generated {n}-stage pipeline: {} bytes, {} lines, {} planned instances",
+        generated.yaml.len(),
+        generated.yaml.lines().count(),
+        generated.instances
+    );
+    // GANTRY_BENCH_DUMP=DIR writes the generated files there, to read or to reuse.
+    if let Some(dir) = std::env::var_os("GANTRY_BENCH_DUMP") {
+        let path = std::path::Path::new(&dir).join(format!("bench-{n}-stages.yaml"));
+        if let Err(e) = std::fs::write(&path, &generated.yaml) {
+            panic!("cannot write {}: {e}", path.display());
+        }
     }
     generated
 }

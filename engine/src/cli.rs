@@ -26,10 +26,89 @@ pub enum Command {
     },
     /// Print the JSON Schema of the pipeline format (for editors' YAML language servers).
     Schema,
+    /// Run the engine: API, scheduler and local executor (with its own PostgreSQL unless
+    /// DATABASE_URL is set).
+    Serve(ServeArgs),
+    /// Run a pipeline file once, from the current directory, and exit with its status.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Where the embedded database, keys and workspaces live.
+    #[arg(long, env = "GANTRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Use this PostgreSQL instead of starting one.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Stage attempts run at once by the local executor.
+    #[arg(long, default_value_t = 8)]
+    pub slots: usize,
+    /// The gantry-runner binary (default: next to this program, else on PATH).
+    #[arg(long, env = "GANTRY_RUNNER")]
+    pub runner: Option<PathBuf>,
+    /// Base64 32-byte key encrypting secrets (default: a key file in the data directory).
+    #[arg(long, env = "GANTRY_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "GANTRY_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// URL runners use to reach this engine (default: http://LISTEN).
+    #[arg(long, env = "GANTRY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Names this engine among replicas sharing a database (default: HOST:PORT).
+    #[arg(long, env = "GANTRY_ENGINE_ID")]
+    pub engine_id: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// A parameter, as NAME=VALUE (repeatable).
+    #[arg(long = "param", short = 'p', value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("gantry")
+}
+
+impl EngineArgs {
+    pub fn config(&self) -> crate::engine::Config {
+        crate::engine::Config {
+            data_dir: self.data_dir.clone().unwrap_or_else(default_data_dir),
+            database_url: self.database_url.clone(),
+            local_slots: self.slots.max(1),
+            runner_path: self.runner.clone(),
+            secret_key: self.secret_key.clone(),
+            ..crate::engine::Config::default()
+        }
+    }
 }
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Serve(args) => block_on(serve(args)),
+        Command::Run(args) => block_on(crate::oneshot::run(args)),
         Command::Validate { files, plan } => validate(&files, plan),
         Command::Schema => {
             let schema = crate::pipeline::schema::schema();
@@ -98,5 +177,54 @@ fn validate(files: &[PathBuf], show_plan: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn block_on(future: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(future),
+        Err(e) => {
+            eprintln!("gantry: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    init_tracing();
+    let mut config = args.engine.config();
+    config.listen = args.listen;
+    config.public_url = args.public_url;
+    config.engine_id = args.engine_id;
+    let server = match crate::server::Server::start(config).await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("gantry: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("gantry: serving on {} (Ctrl-C to stop)", server.url());
+    let _ = shutdown_signal().await;
+    eprintln!("gantry: stopping");
+    server.stop().await;
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
     }
 }

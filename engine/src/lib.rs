@@ -2,4 +2,15 @@
 //! so tests and benchmarks reach it directly.
 
 pub mod cli;
+pub mod engine;
+pub mod executor;
+pub mod http;
+pub mod oneshot;
 pub mod pipeline;
+pub mod run;
+pub mod scheduler;
+pub mod secret;
+pub mod server;
+pub mod spec;
+pub mod store;
+pub mod token;

@@ -1,0 +1,296 @@
+//! The local executor: each stage attempt is a `gantry-runner` process on this machine, in its
+//! own process group and session-independent of the engine, so a crash or restart of the engine
+//! does not take running stages with it. Handles are `pid:starttime`, so a recycled pid is
+//! never mistaken for our runner.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use super::{Executor, ExecutorError, Observation, StartRequest};
+use gantry_runner::wire;
+
+#[derive(Clone, Debug)]
+pub struct LocalConfig {
+    pub runner_path: PathBuf,
+    /// Workspaces and runner logs live under here.
+    pub work_dir: PathBuf,
+    pub slots: usize,
+    /// How long the runner gets to stop its steps after SIGTERM before SIGKILL.
+    pub kill_grace: Duration,
+    /// Files to place in every workspace (see `Config::source_dir`).
+    pub source_dir: Option<PathBuf>,
+}
+
+pub struct LocalExecutor {
+    config: LocalConfig,
+    /// Exit statuses of runners this process started and reaped, by handle.
+    exited: Arc<Mutex<HashMap<String, Option<i32>>>>,
+}
+
+impl LocalExecutor {
+    pub fn new(config: LocalConfig) -> Self {
+        LocalExecutor {
+            config,
+            exited: Arc::default(),
+        }
+    }
+
+    pub fn workspace(&self, stage_run_id: i64, attempt: i32) -> PathBuf {
+        self.config
+            .work_dir
+            .join("workspaces")
+            .join(format!("{stage_run_id}-{attempt}"))
+    }
+}
+
+/// The runner binary: next to the current executable (as cargo builds them), else on PATH.
+pub fn default_runner_path() -> PathBuf {
+    let name = "gantry-runner";
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from(name)
+}
+
+/// Field 22 of /proc/PID/stat (start time in clock ticks since boot) and the state letter.
+fn proc_stat(pid: i32) -> Option<(u64, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((start, state))
+}
+
+fn parse_handle(handle: &str) -> Result<(i32, u64), ExecutorError> {
+    let bad = || ExecutorError::BadHandle(handle.to_owned());
+    let (pid, start) = handle.split_once(':').ok_or_else(bad)?;
+    Ok((
+        pid.parse().map_err(|_| bad())?,
+        start.parse().map_err(|_| bad())?,
+    ))
+}
+
+fn alive(pid: i32, start: u64) -> bool {
+    matches!(proc_stat(pid), Some((s, state)) if s == start && state != 'Z' && state != 'X')
+}
+
+/// The files of `source` a build should see: with Git, the tracked and untracked-but-not-
+/// ignored ones (so `target/` and `node_modules/` stay behind); otherwise everything.
+fn source_files(source: &Path) -> Vec<PathBuf> {
+    let git = std::process::Command::new("git")
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .current_dir(source)
+        .output();
+    if let Ok(out) = git
+        && out.status.success()
+    {
+        return out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| PathBuf::from(String::from_utf8_lossy(p).into_owned()))
+            .collect();
+    }
+    let mut files = Vec::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(source.join(&rel)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = rel.join(entry.file_name());
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => todo.push(path),
+                Ok(_) => files.push(path),
+                Err(_) => {}
+            }
+        }
+    }
+    files
+}
+
+fn copy_source(source: &Path, target: &Path) -> Result<(), ExecutorError> {
+    for rel in source_files(source) {
+        let from = source.join(&rel);
+        let to = target.join(&rel);
+        if let Some(parent) = to.parent() {
+            create_dir(parent)?;
+        }
+        let meta = match std::fs::symlink_metadata(&from) {
+            Ok(m) => m,
+            Err(_) => continue, // listed by git but deleted from the work tree
+        };
+        if meta.file_type().is_symlink() {
+            if let Ok(link) = std::fs::read_link(&from) {
+                let _ = std::os::unix::fs::symlink(link, &to);
+            }
+        } else if meta.is_file() {
+            std::fs::copy(&from, &to)
+                .map_err(|e| ExecutorError::Start(format!("copying {}: {e}", from.display())))?;
+        }
+    }
+    Ok(())
+}
+
+fn create_dir(path: &Path) -> Result<(), ExecutorError> {
+    std::fs::create_dir_all(path)
+        .map_err(|e| ExecutorError::Start(format!("creating {}: {e}", path.display())))
+}
+
+#[async_trait]
+impl Executor for LocalExecutor {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn slots(&self) -> usize {
+        self.config.slots
+    }
+
+    async fn start(&self, request: &StartRequest) -> Result<String, ExecutorError> {
+        let workspace = self.workspace(request.stage_run_id, request.attempt);
+        create_dir(&workspace)?;
+        if let Some(source) = &self.config.source_dir {
+            let (source, target) = (source.clone(), workspace.clone());
+            tokio::task::spawn_blocking(move || copy_source(&source, &target))
+                .await
+                .map_err(|e| ExecutorError::Start(e.to_string()))??;
+        }
+        let logs = self.config.work_dir.join("runner-logs");
+        create_dir(&logs)?;
+        let log_path = logs.join(format!("{}-{}.log", request.stage_run_id, request.attempt));
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| ExecutorError::Start(format!("creating {}: {e}", log_path.display())))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| ExecutorError::Start(e.to_string()))?;
+        let mut command = tokio::process::Command::new(&self.config.runner_path);
+        command
+            .env(wire::ENV_ENGINE_URL, &request.engine_url)
+            .env(wire::ENV_TOKEN, &request.token)
+            .env(wire::ENV_WORKSPACE, &workspace)
+            .env(
+                "GANTRY_RUNNER_KILL_GRACE_SECS",
+                self.config.kill_grace.as_secs().to_string(),
+            )
+            .current_dir(&workspace)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            // Its own process group: a Ctrl-C to the engine's terminal does not reach it, and
+            // the runner survives an engine crash to be re-adopted.
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = command.spawn().map_err(|e| {
+            ExecutorError::Start(format!("{}: {e}", self.config.runner_path.display()))
+        })?;
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| ExecutorError::Start("the runner exited at once".into()))?;
+        let start = proc_stat(pid).map_or(0, |(s, _)| s);
+        let handle = format!("{pid}:{start}");
+        // Reap the runner when it ends (no zombies) and remember how it ended.
+        let exited = Arc::clone(&self.exited);
+        let key = handle.clone();
+        tokio::spawn(async move {
+            let code = child.wait().await.ok().and_then(|status| {
+                use std::os::unix::process::ExitStatusExt;
+                status.code().or_else(|| status.signal().map(|s| 128 + s))
+            });
+            if let Ok(mut map) = exited.lock() {
+                map.insert(key, code);
+            }
+            // The workspace is only needed while the stage runs.
+            let _ = tokio::fs::remove_dir_all(&workspace).await;
+        });
+        Ok(handle)
+    }
+
+    async fn cancel(&self, handle: &str) -> Result<(), ExecutorError> {
+        let (pid, start) = parse_handle(handle)?;
+        if !alive(pid, start) {
+            return Ok(());
+        }
+        // The runner handles SIGTERM by stopping its steps' process groups and reporting the
+        // attempt as cancelled; SIGKILL follows if it does not manage in time.
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+        let grace = self.config.kill_grace + Duration::from_secs(5);
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + grace;
+            while tokio::time::Instant::now() < deadline {
+                if !alive(pid, start) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            if alive(pid, start) {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        });
+        Ok(())
+    }
+
+    async fn observe(&self, handle: &str) -> Result<Observation, ExecutorError> {
+        if let Some(code) = self.exited.lock().ok().and_then(|m| m.get(handle).copied()) {
+            return Ok(Observation::Exited {
+                code,
+                detail: match code {
+                    Some(c) if c > 128 => format!("killed by signal {}", c - 128),
+                    Some(c) => format!("exit code {c}"),
+                    None => "unknown exit status".into(),
+                },
+            });
+        }
+        let (pid, start) = parse_handle(handle)?;
+        Ok(if alive(pid, start) {
+            Observation::Running
+        } else {
+            Observation::Gone
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_reads_our_own_process() {
+        let pid = i32::try_from(std::process::id()).expect("pid fits");
+        let (start, state) = proc_stat(pid).expect("we exist");
+        assert!(start > 0);
+        assert!(matches!(state, 'R' | 'S'));
+        assert!(alive(pid, start));
+        assert!(
+            !alive(pid, start + 1),
+            "a different start time is another process"
+        );
+    }
+
+    #[test]
+    fn handles_parse() {
+        assert_eq!(parse_handle("12:345").expect("valid"), (12, 345));
+        assert!(parse_handle("job/x").is_err());
+    }
+}

@@ -1,0 +1,58 @@
+//! Executors run stage attempts somewhere: as local processes, or (later) as Kubernetes Jobs.
+//! Whatever the executor, the attempt runs `gantry-runner`, which talks to the engine over HTTP;
+//! the executor only starts it, stops it and tells whether it is still there.
+
+pub mod local;
+
+use async_trait::async_trait;
+
+/// Everything an executor needs to start one stage attempt.
+#[derive(Clone, Debug)]
+pub struct StartRequest {
+    pub stage_run_id: i64,
+    pub attempt: i32,
+    pub run_id: i64,
+    /// The stage's plan key, for names and labels.
+    pub key: String,
+    /// Where the runner reaches the engine.
+    pub engine_url: String,
+    /// The runner's bearer token, scoped to this attempt.
+    pub token: String,
+}
+
+/// What an executor can tell about an attempt it started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    Running,
+    /// The runner ended; `code` is its exit status when known.
+    Exited {
+        code: Option<i32>,
+        detail: String,
+    },
+    /// Nothing by that handle exists (any more).
+    Gone,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error("cannot start the runner: {0}")]
+    Start(String),
+    #[error("malformed executor handle `{0}`")]
+    BadHandle(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Shaped so a Kubernetes Job executor fits: `start` returns an opaque handle (a pid, a Job
+/// name) that is stored with the attempt and is all `cancel` and `observe` get, so they work
+/// for attempts started before an engine restart (re-adoption).
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// How many attempts this executor runs at once (per engine process).
+    fn slots(&self) -> usize;
+    async fn start(&self, request: &StartRequest) -> Result<String, ExecutorError>;
+    /// Stops the attempt: the runner gets a chance to stop its steps, then is killed.
+    async fn cancel(&self, handle: &str) -> Result<(), ExecutorError>;
+    async fn observe(&self, handle: &str) -> Result<Observation, ExecutorError>;
+}

@@ -1,0 +1,146 @@
+//! Reading logs: plain download (streamed from the stored chunks, so a 1 GB log never sits in
+//! memory) and live following over Server-Sent Events, resumable with `Last-Event-ID` (the
+//! last line number the viewer has).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::{Stream, StreamExt};
+use gantry_runner::wire;
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::store::{StageRunId, StageStatus, logs, stages};
+
+/// One line as the API shows it.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct LineView<'a> {
+    pub n: i64,
+    pub ts_ms: i64,
+    pub stream: wire::Stream,
+    pub text: &'a str,
+}
+
+/// Calls `f` for each stored line of a chunk with its line number, starting after `after`.
+pub fn each_line<'a>(chunk: &'a logs::Chunk, after: i64, mut f: impl FnMut(LineView<'a>)) {
+    for (i, raw) in chunk.data.split_terminator('\n').enumerate() {
+        let n = chunk.first_seq + i64::try_from(i).unwrap_or(i64::MAX);
+        if n <= after {
+            continue;
+        }
+        if let Ok(line) = wire::decode_line(raw) {
+            f(LineView {
+                n,
+                ts_ms: line.ts_ms,
+                stream: line.stream,
+                text: line.text,
+            });
+        }
+    }
+}
+
+/// The plain-text log of one attempt: the lines' text only, streamed chunk by chunk.
+pub fn plain(engine: Arc<Engine>, id: StageRunId, attempt: i32) -> Body {
+    let stream = futures_util::stream::unfold(Some(0i64), move |after| {
+        let engine = Arc::clone(&engine);
+        async move {
+            let after = after?;
+            // One chunk per round trip keeps memory at one chunk however long the log is.
+            let chunk = logs::chunks_after(&engine.store.pool, id, attempt, after)
+                .next()
+                .await;
+            match chunk {
+                None => None,
+                Some(Err(e)) => Some((Err(std::io::Error::other(e)), None)),
+                Some(Ok(chunk)) => {
+                    let mut text = String::with_capacity(chunk.data.len());
+                    each_line(&chunk, after, |line| {
+                        text.push_str(line.text);
+                        text.push('\n');
+                    });
+                    Some((Ok(text), Some(chunk.last_seq)))
+                }
+            }
+        }
+    });
+    Body::from_stream(stream)
+}
+
+/// Follows a stage's log live: everything after line `after`, then new lines as they are
+/// stored, then an `end` event once the attempt has finished and every line was sent.
+pub fn follow(
+    engine: Arc<Engine>,
+    id: StageRunId,
+    attempt: i32,
+    after: i64,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // Subscribe before the first read so no notification falls between the two.
+    let notifications = engine.logs.subscribe();
+    let state = (engine, notifications, after, false);
+    let stream =
+        futures_util::stream::unfold(state, move |(engine, mut rx, after, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let mut events = Vec::new();
+                let mut last = after;
+                let mut chunks = logs::chunks_after(&engine.store.pool, id, attempt, after);
+                while let Some(Ok(chunk)) = chunks.next().await {
+                    each_line(&chunk, last, |line| {
+                        let data = serde_json::to_string(&line).unwrap_or_default();
+                        events.push(Event::default().id(line.n.to_string()).data(data));
+                    });
+                    last = chunk.last_seq;
+                    if events.len() >= 5_000 {
+                        break;
+                    }
+                }
+                drop(chunks);
+                if !events.is_empty() {
+                    let batch = futures_util::stream::iter(events.into_iter().map(Ok));
+                    return Some((batch.boxed(), (engine, rx, last, false)));
+                }
+                // Nothing new: has the attempt ended?
+                let finished = match stages::get(&engine.store.pool, id).await {
+                    Ok(row) => {
+                        row.attempt != attempt
+                            || !matches!(
+                                row.status,
+                                StageStatus::Running
+                                    | StageStatus::Pending
+                                    | StageStatus::Queued
+                                    | StageStatus::WaitingApproval
+                            )
+                    }
+                    Err(_) => true,
+                };
+                if finished {
+                    let end = Event::default().event("end").data("{}");
+                    return Some((
+                        futures_util::stream::iter(vec![Ok(end)]).boxed(),
+                        (engine, rx, last, true),
+                    ));
+                }
+                // Wait for lines of this stage (or poll, should a notification be lost).
+                let wait = async {
+                    loop {
+                        match rx.recv().await {
+                            Ok(stage) if stage == id => return,
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                std::future::pending::<()>().await
+                            }
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
+            }
+        })
+        .flatten();
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

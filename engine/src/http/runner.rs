@@ -1,0 +1,297 @@
+//! The runner API (`/api/runner/v1`): what `gantry-runner` calls while it executes a stage
+//! attempt. Every call is authorised by the attempt's token; a runner of an earlier attempt
+//! gets 409 so it stops instead of overwriting the current one.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use gantry_runner::wire::{
+    self, Completion, HeartbeatReply, LogAck, Outcome, StepFinished, StepStarted,
+};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use crate::engine::Engine;
+use crate::store::{self, StageRunId, StageStatus, artifacts, logs, stages};
+use crate::token::Grant;
+
+pub fn router() -> Router<Arc<Engine>> {
+    Router::new()
+        .route("/spec", get(spec))
+        .route("/logs", post(append_logs))
+        .route("/steps/start", post(step_started))
+        .route("/steps/finish", post(step_finished))
+        .route("/heartbeat", post(heartbeat))
+        .route(
+            "/artifacts/{id}",
+            get(download_artifact).put(upload_artifact),
+        )
+        .route("/complete", post(complete))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            wire::MAX_LOG_BATCH_BYTES + 1024,
+        ))
+}
+
+/// The verified token of the calling runner.
+pub struct RunnerGrant(pub Grant);
+
+impl FromRequestParts<Arc<Engine>> for RunnerGrant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, engine: &Arc<Engine>) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::Unauthorized("missing `Authorization: Bearer <runner token>`".into())
+            })?;
+        let token = header.strip_prefix("Bearer ").ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
+        })?;
+        let grant = engine
+            .tokens
+            .verify(token, chrono::Utc::now().timestamp())
+            .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+        Ok(RunnerGrant(grant))
+    }
+}
+
+fn stale(grant: &Grant) -> ApiError {
+    ApiError::Conflict(format!(
+        "attempt {} of stage run {} is no longer current",
+        grant.attempt, grant.stage_run
+    ))
+}
+
+/// Fails unless the grant's attempt is the stage's current, running attempt.
+async fn current(engine: &Engine, grant: &Grant) -> Result<stages::StageRunRow, ApiError> {
+    let row = stages::get(&engine.store.pool, grant.stage_run).await?;
+    if row.attempt != grant.attempt || row.status != StageStatus::Running {
+        return Err(stale(grant));
+    }
+    Ok(row)
+}
+
+async fn spec(
+    State(engine): State<Arc<Engine>>,
+    RunnerGrant(grant): RunnerGrant,
+) -> Result<Json<wire::StageSpec>, ApiError> {
+    current(&engine, &grant).await?;
+    Ok(Json(crate::spec::build(&engine, grant.stage_run).await?))
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    first_seq: u64,
+}
+
+async fn append_logs(
+    State(engine): State<Arc<Engine>>,
+    RunnerGrant(grant): RunnerGrant,
+    Query(query): Query<LogQuery>,
+    body: String,
+) -> Result<Response, ApiError> {
+    if query.first_seq == 0 {
+        return Err(ApiError::BadRequest("line numbers start at 1".into()));
+    }
+    let lines = wire::count_batch_lines(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mut tx = engine.store.pool.begin().await?;
+    let appended = logs::append(
+        &mut tx,
+        grant.stage_run,
+        grant.attempt,
+        query.first_seq,
+        lines,
+        &body,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(match appended {
+        logs::Appended::Acked { acked } => Json(LogAck { acked }).into_response(),
+        logs::Appended::Gap { acked } => {
+            (StatusCode::CONFLICT, Json(LogAck { acked })).into_response()
+        }
+        logs::Appended::Stale => return Err(stale(&grant)),
+    })
+}
+
+async fn step_started(
+    State(engine): State<Arc<Engine>>,
+    RunnerGrant(grant): RunnerGrant,
+    Json(step): Json<StepStarted>,
+) -> Result<StatusCode, ApiError> {
+    current(&engine, &grant).await?;
+    stages::step_started(
+        &engine.store.pool,
+        grant.stage_run,
+        grant.attempt,
+        i32::try_from(step.index).unwrap_or(i32::MAX),
+        &step.name,
+        i64::try_from(step.first_line).unwrap_or(i64::MAX),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn step_finished(
+    State(engine): State<Arc<Engine>>,
+    RunnerGrant(grant): RunnerGrant,
+    Json(step): Json<StepFinished>,
+) -> Result<StatusCode, ApiError> {
+    current(&engine, &grant).await?;
+    stages::step_finished(
+        &engine.store.pool,
+        grant.stage_run,
+        grant.attempt,
+        i32::try_from(step.index).unwrap_or(i32::MAX),
+        step.exit_code,
+        i64::try_from(step.duration_ms).unwrap_or(i64::MAX),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn heartbeat(
+    State(engine): State<Arc<Engine>>,
+    RunnerGrant(grant): RunnerGrant,
+) -> Result<Json<HeartbeatReply>, ApiError> {
+    match stages::heartbeat(&engine.store.pool, grant.stage_run, grant.attempt).await? {
+        Some(cancel) => Ok(Json(HeartbeatReply { cancel })),
+        None => Err(stale(&grant)),
+    }
+}
+
+/// Whether the calling attempt may read artifacts kept by `owner` (a stage of its own run, or
+/// one whose result its run reused).
+async fn may_read(engine: &Engine, grant: &Grant, owner: StageRunId) -> Result<bool, ApiError> {
+    let me = stages::get(&engine.store.pool, grant.stage_run).await?;
+    let all = stages::for_run(&engine.store.pool, me.run_id).await?;
+    Ok(all
+        .iter()
+        .any(|s| s.id == owner || s.reused_from == Some(owner)))
+}
+
+async fn download_artifact(
+    State(engine): State<Arc<Engine>>,
+    RunnerGrant(grant): RunnerGrant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("`{id}` is not an artifact id")))?;
+    let artifact = artifacts::get(&engine.store.pool, id).await?;
+    if !may_read(&engine, &grant, artifact.stage_run_id).await? {
+        return Err(ApiError::NotFound(format!("artifact {id} not found")));
+    }
+    let pool = engine.store.pool.clone();
+    let stream = async_stream_chunks(pool, id);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/gzip")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Streams an artifact one stored chunk at a time, so memory stays at one chunk.
+fn async_stream_chunks(
+    pool: sqlx::PgPool,
+    id: i64,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send {
+    futures_util::stream::unfold(Some(0i32), move |seq| {
+        let pool = pool.clone();
+        async move {
+            let seq = seq?;
+            match artifacts::chunk(&pool, id, seq).await {
+                Ok(Some(data)) => Some((Ok(data), Some(seq + 1))),
+                Ok(None) => None,
+                Err(e) => Some((Err(std::io::Error::other(e)), None)),
+            }
+        }
+    })
+}
+
+async fn upload_artifact(
+    State(engine): State<Arc<Engine>>,
+    RunnerGrant(grant): RunnerGrant,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    current(&engine, &grant).await?;
+    let mut tx = engine.store.pool.begin().await?;
+    let id = artifacts::begin(&mut tx, grant.stage_run, &name).await?;
+    let mut stream = body.into_data_stream();
+    let mut pending: Vec<u8> = Vec::with_capacity(artifacts::CHUNK_BYTES);
+    let mut hasher = Sha256::new();
+    let mut size: i64 = 0;
+    let mut seq = 0i32;
+    while let Some(piece) = stream.next().await {
+        let piece = piece.map_err(|e| ApiError::BadRequest(format!("reading the upload: {e}")))?;
+        hasher.update(&piece);
+        size += i64::try_from(piece.len()).unwrap_or(0);
+        pending.extend_from_slice(&piece);
+        while pending.len() >= artifacts::CHUNK_BYTES {
+            let rest = pending.split_off(artifacts::CHUNK_BYTES);
+            artifacts::add_chunk(&mut *tx, id, seq, &pending).await?;
+            seq += 1;
+            pending = rest;
+        }
+    }
+    if !pending.is_empty() {
+        artifacts::add_chunk(&mut *tx, id, seq, &pending).await?;
+    }
+    artifacts::complete(&mut *tx, id, size, &hex::encode(hasher.finalize())).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn complete(
+    State(engine): State<Arc<Engine>>,
+    RunnerGrant(grant): RunnerGrant,
+    Json(completion): Json<Completion>,
+) -> Result<StatusCode, ApiError> {
+    let row = stages::get(&engine.store.pool, grant.stage_run).await?;
+    if u64::try_from(row.log_lines).unwrap_or(0) < completion.lines && row.attempt == grant.attempt
+    {
+        return Err(ApiError::Conflict(format!(
+            "{} log lines were reported but only {} stored; send the rest first",
+            completion.lines, row.log_lines
+        )));
+    }
+    let status = match completion.outcome {
+        Outcome::Succeeded => StageStatus::Succeeded,
+        Outcome::Failed => StageStatus::Failed,
+        Outcome::Cancelled => StageStatus::Cancelled,
+        Outcome::TimedOut => StageStatus::TimedOut,
+    };
+    let mut tx = engine.store.pool.begin().await?;
+    let ended = stages::finish_attempt(
+        &mut tx,
+        grant.stage_run,
+        grant.attempt,
+        status,
+        completion.reason.as_deref(),
+    )
+    .await?;
+    store::wake(&mut *tx).await?;
+    tx.commit().await?;
+    match ended {
+        Some(s) => {
+            tracing::info!(stage = %row.key, attempt = grant.attempt, status = s.as_str(), "stage attempt completed");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        // Completing twice (a retried request) is fine if it is the same attempt.
+        None if row.attempt == grant.attempt && row.status.is_terminal() => {
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(stale(&grant)),
+    }
+}

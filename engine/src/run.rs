@@ -1,0 +1,366 @@
+//! Starting and steering runs: apply a pipeline, trigger it, rerun, cancel, approve, reject.
+//! Each operation validates, writes in one transaction, and wakes the schedulers.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Engine, EngineError};
+use crate::pipeline::{ParamKind, Pipeline, Plan, Report};
+use crate::store::{
+    self, PipelineId, RunId, StageRunId, StageStatus, StoreError, pipelines, runs, stages,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid pipeline:\n{0}")]
+    Invalid(Report),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<sqlx::Error> for RunError {
+    fn from(e: sqlx::Error) -> Self {
+        RunError::Store(StoreError::Database(e))
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Applied {
+    pub pipeline_id: PipelineId,
+    pub project: String,
+    pub name: String,
+    pub version: i32,
+    pub created: bool,
+}
+
+/// Validates and stores a pipeline file as the newest version of its pipeline.
+pub async fn apply(
+    engine: &Engine,
+    project: &str,
+    file: &str,
+    yaml: &str,
+) -> Result<Applied, RunError> {
+    let pipeline = crate::pipeline::parse(file, yaml).map_err(RunError::Invalid)?;
+    if !crate::pipeline::decode::is_valid_name(project) {
+        return Err(RunError::BadRequest(format!(
+            "project name `{project}` is not valid"
+        )));
+    }
+    let mut tx = engine.store.pool.begin().await?;
+    let project_id = pipelines::ensure_project(&mut *tx, project).await?;
+    let pipeline_id =
+        pipelines::ensure_pipeline(&mut *tx, project_id, &pipeline.name.value).await?;
+    let (_, version, created) = pipelines::add_version(&mut tx, pipeline_id, yaml).await?;
+    tx.commit().await?;
+    Ok(Applied {
+        pipeline_id,
+        project: project.to_owned(),
+        name: pipeline.name.value,
+        version,
+        created,
+    })
+}
+
+/// What a run is about: the event and the commit. Reaches steps as GANTRY_* variables and
+/// `when` conditions as `event`, `branch`, `tag`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunContext {
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_sha: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_number: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_title: Option<String>,
+    /// A pull request from a fork: no secrets unless the pipeline opts in.
+    #[serde(default)]
+    pub from_fork: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct TriggerRequest {
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    #[serde(default)]
+    pub context: Option<RunContext>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Triggered {
+    pub run_id: RunId,
+    pub number: i32,
+}
+
+/// Checks given params against the declaration and fills in defaults.
+pub fn resolve_params(
+    pipeline: &Pipeline,
+    given: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, RunError> {
+    let mut out = BTreeMap::new();
+    for name in given.keys() {
+        if pipeline.param(name).is_none() {
+            let known: Vec<&str> = pipeline
+                .params
+                .iter()
+                .map(|p| p.name.value.as_str())
+                .collect();
+            return Err(RunError::BadRequest(format!(
+                "unknown param `{name}` (declared: {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+    }
+    for param in &pipeline.params {
+        let name = &param.name.value;
+        let value = match given.get(name) {
+            Some(v) => v.clone(),
+            None => param.kind.default_text().ok_or_else(|| {
+                RunError::BadRequest(format!("param `{name}` has no default and was not given"))
+            })?,
+        };
+        match &param.kind {
+            ParamKind::Bool { .. } if value != "true" && value != "false" => {
+                return Err(RunError::BadRequest(format!(
+                    "param `{name}` must be true or false, got `{value}`"
+                )));
+            }
+            ParamKind::Choice { options, .. } if !options.contains(&value) => {
+                return Err(RunError::BadRequest(format!(
+                    "param `{name}` must be one of {}, got `{value}`",
+                    options.join(", ")
+                )));
+            }
+            _ => {}
+        }
+        out.insert(name.clone(), value);
+    }
+    Ok(out)
+}
+
+fn new_stages(plan: &Plan) -> Vec<runs::NewStage> {
+    plan.stages
+        .iter()
+        .enumerate()
+        .map(|(i, planned)| {
+            let stage = plan.stage(planned);
+            let to_i32 = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
+            runs::NewStage {
+                key: planned.key.clone(),
+                plan_index: to_i32(i),
+                needs: planned.needs.iter().map(|&n| to_i32(n)).collect(),
+                finally: planned.finally,
+                allow_failure: stage.allow_failure,
+                max_attempts: i32::try_from(stage.retries).unwrap_or(0) + 1,
+                timeout_secs: stage
+                    .timeout
+                    .as_ref()
+                    .map(|t| i32::try_from(t.value.as_secs().max(1)).unwrap_or(i32::MAX)),
+            }
+        })
+        .collect()
+}
+
+/// Starts a run of the pipeline's newest version.
+pub async fn trigger(
+    engine: &Engine,
+    project: &str,
+    name: &str,
+    trigger: &str,
+    request: TriggerRequest,
+) -> Result<Triggered, RunError> {
+    let row = pipelines::find(&engine.store.pool, project, name).await?;
+    let plan = engine.plan(row.version_id).await?;
+    let params = resolve_params(&plan.pipeline, &request.params)?;
+    let context = request.context.unwrap_or(RunContext {
+        event: trigger.to_owned(),
+        ..RunContext::default()
+    });
+    let params_json = serde_json::to_value(&params).unwrap_or_default();
+    let context_json = serde_json::to_value(&context).unwrap_or_default();
+    let mut tx = engine.store.pool.begin().await?;
+    let (run_id, number) = runs::create(
+        &mut tx,
+        runs::NewRun {
+            pipeline: row.id,
+            version: row.version_id,
+            trigger,
+            params: &params_json,
+            context: &context_json,
+            concurrency_group: None,
+            rerun_of: None,
+        },
+        &new_stages(&plan),
+    )
+    .await?;
+    store::wake(&mut *tx).await?;
+    tx.commit().await?;
+    tracing::info!(
+        run.id = run_id.0,
+        run.number = number,
+        pipeline = name,
+        "run triggered"
+    );
+    Ok(Triggered { run_id, number })
+}
+
+/// A new run of the same version, params and commit. With `failed_only`, stages that
+/// succeeded keep their results (and artifacts) and only the rest run again.
+pub async fn rerun(engine: &Engine, id: RunId, failed_only: bool) -> Result<Triggered, RunError> {
+    let old = runs::get(&engine.store.pool, id).await?;
+    if !old.status.is_terminal() {
+        return Err(RunError::Conflict(format!(
+            "run {id} is still {}",
+            old.status.as_str()
+        )));
+    }
+    let plan = engine.plan(old.version_id).await?;
+    let old_stages = stages::for_run(&engine.store.pool, id).await?;
+    let mut tx = engine.store.pool.begin().await?;
+    let (run_id, number) = runs::create(
+        &mut tx,
+        runs::NewRun {
+            pipeline: old.pipeline_id,
+            version: old.version_id,
+            trigger: "rerun",
+            params: &old.params,
+            context: &old.context,
+            concurrency_group: None,
+            rerun_of: Some(id),
+        },
+        &new_stages(&plan),
+    )
+    .await?;
+    if failed_only {
+        let fresh = stages::for_run(&mut *tx, run_id).await?;
+        for (new, old) in fresh.iter().zip(&old_stages) {
+            if old.status == StageStatus::Succeeded && !old.finally {
+                stages::reuse_result(&mut *tx, new.id, old).await?;
+            }
+        }
+    }
+    store::wake(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(Triggered { run_id, number })
+}
+
+/// Cancels a whole run, or one running stage of it.
+pub async fn cancel(
+    engine: &Engine,
+    run: RunId,
+    stage: Option<StageRunId>,
+) -> Result<(), RunError> {
+    let mut tx = engine.store.pool.begin().await?;
+    match stage {
+        None => {
+            if !runs::request_cancel(&mut *tx, run).await? {
+                return Err(RunError::Conflict(format!("run {run} has already ended")));
+            }
+        }
+        Some(stage) => {
+            let row = stages::get(&mut *tx, stage).await?;
+            if row.run_id != run {
+                return Err(StoreError::NotFound(format!("stage run {stage} of run {run}")).into());
+            }
+            match row.status {
+                StageStatus::Running => {
+                    stages::request_cancel(&mut *tx, run, Some(stage)).await?;
+                }
+                StageStatus::Pending | StageStatus::Queued | StageStatus::WaitingApproval => {
+                    stages::set_status(&mut *tx, stage, StageStatus::Cancelled, Some("cancelled"))
+                        .await?;
+                    runs::mark_dirty(&mut *tx, run).await?;
+                }
+                other => {
+                    return Err(RunError::Conflict(format!(
+                        "stage `{}` has already {}",
+                        row.key,
+                        other.as_str()
+                    )));
+                }
+            }
+        }
+    }
+    store::wake(&mut *tx).await?;
+    tx.commit().await?;
+    // Stop running attempts right away (their runners would also see it on the next heartbeat).
+    crate::scheduler::stop_cancelled(engine, run).await;
+    Ok(())
+}
+
+/// Approves (or rejects) a stage waiting for approval. `who` is recorded on the stage.
+pub async fn decide_approval(
+    engine: &Engine,
+    run: RunId,
+    key: &str,
+    who: &str,
+    approve: bool,
+) -> Result<(), RunError> {
+    let row = stages::find(&engine.store.pool, run, key).await?;
+    let run_row = runs::get(&engine.store.pool, run).await?;
+    let plan = engine.plan(run_row.version_id).await?;
+    let index = usize::try_from(row.plan_index).unwrap_or(usize::MAX);
+    let stage = plan
+        .stages
+        .get(index)
+        .map(|p| plan.stage(p))
+        .ok_or_else(|| StoreError::NotFound(format!("stage `{key}` in the plan")))?;
+    if let Some(approval) = &stage.approval {
+        // Role entries (`role:maintainer`) are checked by the access layer; named users here.
+        let users: Vec<&String> = approval
+            .approvers
+            .iter()
+            .filter(|a| !a.starts_with("role:"))
+            .collect();
+        let roles_allowed = approval.approvers.iter().any(|a| a.starts_with("role:"));
+        if !users.is_empty() && !roles_allowed && !users.iter().any(|a| *a == who) {
+            return Err(RunError::Conflict(format!(
+                "`{who}` may not approve stage `{key}` (approvers: {})",
+                approval.approvers.join(", ")
+            )));
+        }
+    }
+    let mut tx = engine.store.pool.begin().await?;
+    let (_, status, _, _) = stages::lock(&mut tx, row.id).await?;
+    if status != StageStatus::WaitingApproval {
+        return Err(RunError::Conflict(format!(
+            "stage `{key}` is not waiting for approval (it is {})",
+            status.as_str()
+        )));
+    }
+    stages::set_approved_by(&mut *tx, row.id, who).await?;
+    if approve {
+        let next = if matches!(stage.kind, crate::pipeline::StageKind::Gate) {
+            StageStatus::Succeeded
+        } else {
+            StageStatus::Queued
+        };
+        stages::set_status(&mut *tx, row.id, next, None).await?;
+    } else {
+        stages::set_status(
+            &mut *tx,
+            row.id,
+            StageStatus::Failed,
+            Some(&format!("rejected by {who}")),
+        )
+        .await?;
+    }
+    runs::mark_dirty(&mut *tx, run).await?;
+    store::wake(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}

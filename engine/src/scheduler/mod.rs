@@ -1,0 +1,446 @@
+//! The scheduler: moves runs forward. Each engine process runs one; they coordinate only
+//! through the database (row locks with SKIP LOCKED, LISTEN/NOTIFY to wake each other), so
+//! any number may share it and each stage attempt runs exactly once.
+
+pub mod decide;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::watch;
+
+use crate::engine::Engine;
+use crate::executor::{Observation, StartRequest};
+use crate::pipeline::condition::Facts;
+use crate::run::RunContext;
+use crate::store::{self, RunId, RunStatus, StageStatus, runs, stages};
+use crate::token::Grant;
+use decide::{Change, StageState, decide};
+
+/// How often the scheduler looks even without a notification (the fallback for a lost one).
+const POLL: Duration = Duration::from_secs(1);
+/// How often running attempts are checked on (crashed runners, timeouts, lost heartbeats).
+const HOUSEKEEPING: Duration = Duration::from_secs(2);
+
+/// Runs until `shutdown` turns true.
+pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    readopt(&engine).await;
+    let mut last_housekeeping = tokio::time::Instant::now();
+    loop {
+        if let Err(e) = tick(&engine).await {
+            tracing::warn!(error = %e, "scheduler tick failed; retrying");
+        }
+        if last_housekeeping.elapsed() >= HOUSEKEEPING {
+            last_housekeeping = tokio::time::Instant::now();
+            if let Err(e) = housekeeping(&engine).await {
+                tracing::warn!(error = %e, "scheduler housekeeping failed; retrying");
+            }
+        }
+        tokio::select! {
+            _ = engine.wake.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+async fn tick(engine: &Engine) -> Result<(), crate::run::RunError> {
+    while advance_next(engine).await? {}
+    start_queued(engine).await?;
+    Ok(())
+}
+
+pub fn facts_for(run: &runs::RunRow, plan: &crate::pipeline::Plan, index: usize) -> Facts {
+    let context: RunContext = serde_json::from_value(run.context.clone()).unwrap_or_default();
+    let params = serde_json::from_value(run.params.clone()).unwrap_or_default();
+    let env = plan
+        .pipeline
+        .env
+        .iter()
+        .filter(|(_, t)| t.is_literal())
+        .map(|(k, t)| (k.value.clone(), t.raw.value.clone()))
+        .collect();
+    Facts {
+        event: context.event,
+        branch: context.branch.unwrap_or_default(),
+        tag: context.tag.unwrap_or_default(),
+        params,
+        env,
+        matrix: plan
+            .stages
+            .get(index)
+            .map(|p| p.matrix.iter().cloned().collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// Advances one dirty run, if any; returns whether it found one.
+async fn advance_next(engine: &Engine) -> Result<bool, crate::run::RunError> {
+    let mut tx = engine.store.pool.begin().await?;
+    let Some(run_id) = runs::lock_next_dirty(&mut tx).await? else {
+        return Ok(false);
+    };
+    let run = runs::get(&mut *tx, run_id).await?;
+    if run.status.is_terminal() {
+        tx.commit().await?;
+        return Ok(true);
+    }
+    let plan = engine.plan(run.version_id).await?;
+    let rows = stages::for_run(&mut *tx, run_id).await?;
+    let states: Vec<StageState> = rows
+        .iter()
+        .map(|r| StageState {
+            status: r.status,
+            allow_failure: r.allow_failure,
+            approved: r.approved_by.is_some(),
+            error: r.error.clone(),
+        })
+        .collect();
+    if states.len() != plan.stages.len() {
+        runs::set_status(
+            &mut *tx,
+            run_id,
+            RunStatus::Failed,
+            Some("the run's stages do not match its plan"),
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(true);
+    }
+    let decision = decide(&plan, &states, run.status, run.cancel_requested, &|i| {
+        facts_for(&run, &plan, i)
+    });
+    let mut queued = false;
+    for (i, change) in &decision.changes {
+        let row = &rows[*i];
+        let (status, error) = match change {
+            Change::Queue => {
+                queued = true;
+                // Only steps stages run in a runner today; other kinds arrive with their issues.
+                let stage = plan.stage(&plan.stages[*i]);
+                match &stage.kind {
+                    crate::pipeline::StageKind::Steps(_) => (StageStatus::Queued, None),
+                    other => (
+                        StageStatus::Failed,
+                        Some(format!(
+                            "`{}` stages are not supported by this engine yet",
+                            other.label()
+                        )),
+                    ),
+                }
+            }
+            Change::AwaitApproval => (StageStatus::WaitingApproval, None),
+            Change::Succeed => (StageStatus::Succeeded, None),
+            Change::Skip(why) => (StageStatus::Skipped, Some(why.clone())),
+            Change::Cancel(why) => (StageStatus::Cancelled, Some(why.clone())),
+            Change::Fail(why) => (StageStatus::Failed, Some(why.clone())),
+        };
+        stages::set_status(&mut *tx, row.id, status, error.as_deref()).await?;
+        tracing::debug!(run.id = run_id.0, stage = %row.key, status = status.as_str(), "stage changed");
+    }
+    if !decision.stop.is_empty() {
+        stages::request_cancel(&mut *tx, run_id, None).await?;
+    }
+    if let Some((status, reason)) = &decision.run {
+        runs::set_status(&mut *tx, run_id, *status, reason.as_deref()).await?;
+        if status.is_terminal() {
+            tracing::info!(
+                run.id = run_id.0,
+                status = status.as_str(),
+                reason = reason.as_deref().unwrap_or(""),
+                "run ended"
+            );
+        }
+    }
+    // Decisions may enable further decisions (a gate that succeeded, a skip that cascades).
+    if decision
+        .changes
+        .iter()
+        .any(|(_, c)| !matches!(c, Change::Queue | Change::AwaitApproval))
+    {
+        runs::mark_dirty(&mut *tx, run_id).await?;
+    }
+    if queued {
+        store::wake(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    if !decision.stop.is_empty() {
+        stop_cancelled(engine, run_id).await;
+    }
+    Ok(true)
+}
+
+/// Running attempts of this engine, per executor.
+fn running_here(rows: &[stages::StageRunRow], executor: &str) -> usize {
+    rows.iter()
+        .filter(|r| r.executor.as_deref() == Some(executor))
+        .count()
+}
+
+/// Claims queued stages up to each executor's free slots and starts them.
+async fn start_queued(engine: &Engine) -> Result<(), crate::run::RunError> {
+    let name = engine.default_executor();
+    let Some(executor) = engine.executor(name).cloned() else {
+        return Ok(());
+    };
+    let mine = stages::running_claimed_by(&engine.store.pool, &engine.id).await?;
+    let free = executor.slots().saturating_sub(running_here(&mine, name));
+    if free == 0 {
+        return Ok(());
+    }
+    let claimed = stages::claim_queued(
+        &engine.store.pool,
+        &engine.id,
+        name,
+        i64::try_from(free).unwrap_or(0),
+    )
+    .await?;
+    for stage in claimed {
+        let expires =
+            Utc::now().timestamp() + i64::from(stage.timeout_secs.unwrap_or(24 * 3600)) + 3600;
+        let token = engine.tokens.issue(Grant {
+            stage_run: stage.id,
+            attempt: stage.attempt,
+            expires,
+        });
+        let request = StartRequest {
+            stage_run_id: stage.id.0,
+            attempt: stage.attempt,
+            run_id: stage.run_id.0,
+            key: stage.key.clone(),
+            engine_url: engine.url.clone(),
+            token,
+        };
+        match executor.start(&request).await {
+            Ok(handle) => {
+                stages::set_handle(&engine.store.pool, stage.id, stage.attempt, &handle).await?;
+                tracing::info!(run.id = stage.run_id.0, stage = %stage.key, attempt = stage.attempt, handle = %handle, "stage started");
+            }
+            Err(e) => {
+                tracing::warn!(stage = %stage.key, error = %e, "could not start stage");
+                let mut tx = engine.store.pool.begin().await?;
+                stages::finish_attempt(
+                    &mut tx,
+                    stage.id,
+                    stage.attempt,
+                    StageStatus::Failed,
+                    Some(&e.to_string()),
+                )
+                .await?;
+                store::wake(&mut *tx).await?;
+                tx.commit().await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tells executors to stop the running attempts of a run that were asked to cancel.
+pub async fn stop_cancelled(engine: &Engine, run: RunId) {
+    let Ok(rows) = stages::for_run(&engine.store.pool, run).await else {
+        return;
+    };
+    for row in rows
+        .iter()
+        .filter(|r| r.status == StageStatus::Running && r.cancel_requested)
+    {
+        if let (Some(name), Some(handle)) = (&row.executor, &row.executor_handle)
+            && let Some(executor) = engine.executor(name)
+            && let Err(e) = executor.cancel(handle).await
+        {
+            tracing::warn!(stage = %row.key, error = %e, "cancel failed");
+        }
+    }
+}
+
+async fn fail_attempt(
+    engine: &Engine,
+    row: &stages::StageRunRow,
+    status: StageStatus,
+    why: &str,
+) -> Result<(), crate::run::RunError> {
+    let mut tx = engine.store.pool.begin().await?;
+    if stages::finish_attempt(&mut tx, row.id, row.attempt, status, Some(why))
+        .await?
+        .is_some()
+    {
+        tracing::warn!(run.id = row.run_id.0, stage = %row.key, attempt = row.attempt, reason = why, "stage attempt ended by the engine");
+    }
+    store::wake(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// After a restart: attempts this engine started are either still running (their runners
+/// reconnect on their own) or ended without reporting, which fails the attempt.
+async fn readopt(engine: &Engine) {
+    match stages::running_claimed_by(&engine.store.pool, &engine.id).await {
+        Ok(rows) => {
+            if !rows.is_empty() {
+                tracing::info!(count = rows.len(), "re-adopting running stage attempts");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not list running attempts to re-adopt"),
+    }
+    if let Err(e) = housekeeping(engine).await {
+        tracing::warn!(error = %e, "housekeeping after restart failed");
+    }
+}
+
+async fn housekeeping(engine: &Engine) -> Result<(), crate::run::RunError> {
+    // Runners of this engine that ended without completing their attempt.
+    for row in stages::running_claimed_by(&engine.store.pool, &engine.id).await? {
+        let (Some(name), Some(handle)) = (&row.executor, &row.executor_handle) else {
+            // Claimed but never started (the engine died in between): no runner will report.
+            if row
+                .started_at
+                .is_some_and(|t| Utc::now() - t > chrono::TimeDelta::seconds(30))
+            {
+                fail_attempt(
+                    engine,
+                    &row,
+                    StageStatus::Failed,
+                    "the engine stopped before the runner started",
+                )
+                .await?;
+            }
+            continue;
+        };
+        let Some(executor) = engine.executor(name) else {
+            continue;
+        };
+        match executor.observe(handle).await {
+            Ok(Observation::Running) => {}
+            Ok(Observation::Exited { detail, .. }) => {
+                // Give a just-finished runner's completion call time to land first.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                fail_attempt(
+                    engine,
+                    &row,
+                    StageStatus::Failed,
+                    &format!("the runner ended without reporting a result ({detail})"),
+                )
+                .await?;
+            }
+            Ok(Observation::Gone) => {
+                fail_attempt(
+                    engine,
+                    &row,
+                    StageStatus::Failed,
+                    "the runner process disappeared",
+                )
+                .await?;
+            }
+            Err(e) => tracing::warn!(stage = %row.key, error = %e, "cannot observe attempt"),
+        }
+    }
+    // Attempts anywhere whose runner went silent.
+    let silent_before = Utc::now()
+        - chrono::TimeDelta::seconds(i64::try_from(engine.config.lost_after_secs).unwrap_or(60));
+    for row in stages::silent_since(&engine.store.pool, silent_before).await? {
+        let why = format!(
+            "the runner stopped calling in (no heartbeat for {}s)",
+            engine.config.lost_after_secs
+        );
+        cancel_attempt(engine, &row).await;
+        fail_attempt(engine, &row, StageStatus::Failed, &why).await?;
+    }
+    // Attempts past their stage timeout (the runner should have stopped them itself).
+    for row in stages::overdue(&engine.store.pool, 30).await? {
+        cancel_attempt(engine, &row).await;
+        let why = format!(
+            "the stage exceeded its {}s timeout",
+            row.timeout_secs.unwrap_or(0)
+        );
+        fail_attempt(engine, &row, StageStatus::TimedOut, &why).await?;
+    }
+    approval_timeouts(engine).await?;
+    Ok(())
+}
+
+async fn cancel_attempt(engine: &Engine, row: &stages::StageRunRow) {
+    if let (Some(name), Some(handle)) = (&row.executor, &row.executor_handle)
+        && let Some(executor) = engine.executor(name)
+    {
+        let _ = executor.cancel(handle).await;
+    }
+}
+
+async fn approval_timeouts(engine: &Engine) -> Result<(), crate::run::RunError> {
+    for row in stages::waiting_since(&engine.store.pool).await? {
+        let run = runs::get(&engine.store.pool, row.run_id).await?;
+        let plan = engine.plan(run.version_id).await?;
+        let Some(planned) = plan
+            .stages
+            .get(usize::try_from(row.plan_index).unwrap_or(usize::MAX))
+        else {
+            continue;
+        };
+        let Some(timeout) = plan
+            .stage(planned)
+            .approval
+            .as_ref()
+            .and_then(|a| a.timeout.as_ref())
+        else {
+            continue;
+        };
+        let waited = row.queued_at.map(|t| Utc::now() - t).unwrap_or_default();
+        if waited.to_std().unwrap_or_default() > timeout.value {
+            let mut tx = engine.store.pool.begin().await?;
+            let (_, status, _, _) = stages::lock(&mut tx, row.id).await?;
+            if status == StageStatus::WaitingApproval {
+                let why = format!("no approval within {}s", timeout.value.as_secs());
+                stages::set_status(&mut *tx, row.id, StageStatus::TimedOut, Some(&why)).await?;
+                runs::mark_dirty(&mut *tx, row.run_id).await?;
+                store::wake(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+/// Listens for wake-ups and log notifications, reconnecting after database restarts.
+pub async fn listen(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match sqlx::postgres::PgListener::connect_with(&engine.store.pool).await {
+            Ok(mut listener) => {
+                if let Err(e) = listener
+                    .listen_all([store::WAKE_CHANNEL, store::LOGS_CHANNEL])
+                    .await
+                {
+                    tracing::warn!(error = %e, "LISTEN failed");
+                } else {
+                    loop {
+                        tokio::select! {
+                            message = listener.recv() => match message {
+                                Ok(n) if n.channel() == store::LOGS_CHANNEL => {
+                                    if let Ok(id) = n.payload().parse::<i64>() {
+                                        let _ = engine.logs.send(store::StageRunId(id));
+                                    }
+                                }
+                                Ok(_) => engine.wake.notify_one(),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "lost the database notification connection; reconnecting");
+                                    break;
+                                }
+                            },
+                            _ = shutdown.changed() => return,
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot connect for LISTEN; retrying"),
+        }
+        // Wake everything after a reconnect: notifications may have been missed meanwhile.
+        engine.wake.notify_one();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! One engine process: the embedded database when no `DATABASE_URL` is given, the HTTP server,
+//! the scheduler and the notification listener, started together and stopped together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::engine::{Config, Engine, EngineError};
+use crate::store::embedded::{EmbeddedError, EmbeddedPostgres};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Server {
+    pub engine: Arc<Engine>,
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Result<Server, ServerError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let (embedded, url) = match &config.database_url {
+            Some(url) => (None, url.clone()),
+            None => {
+                let pg = EmbeddedPostgres::start(&config.data_dir.join("postgres")).await?;
+                let url = pg.url().to_owned();
+                (Some(pg), url)
+            }
+        };
+        let public = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let mut config = config;
+        if config.engine_id.is_none() {
+            // Stable per data directory and port, so a restarted engine re-adopts its runners.
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            config.engine_id = Some(format!("{}:{}", host.trim(), addr.port()));
+        }
+        let engine = Engine::new(config, &url, public).await?;
+        let (shutdown, rx) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(crate::scheduler::listen(Arc::clone(&engine), rx.clone())),
+            tokio::spawn(crate::scheduler::run(Arc::clone(&engine), rx.clone())),
+            tokio::spawn({
+                let engine = Arc::clone(&engine);
+                async move {
+                    if let Err(e) = crate::http::serve(listener, engine, rx).await {
+                        tracing::error!(error = %e, "HTTP server failed");
+                    }
+                }
+            }),
+        ];
+        tracing::info!(addr = %addr, engine = %engine.id, "gantry engine started");
+        Ok(Server {
+            engine,
+            addr,
+            shutdown,
+            tasks,
+            embedded,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving and scheduling. Running stages are left to their runners: a restarted
+    /// engine picks them up again.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.engine.store.pool.close().await;
+        if let Some(pg) = self.embedded {
+            pg.stop().await;
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The stage spec a runner receives: steps, the environment (GANTRY_* facts, env, params,
+//! secrets), artifacts to fetch and keep. Templates are rendered here, on the engine, so event
+//! data reaches steps only as environment variable values, never as shell text.
+
+use std::collections::HashMap;
+
+use gantry_runner::wire::{ArtifactInput, StageSpec, StepSpec};
+
+use crate::engine::Engine;
+use crate::pipeline::template::{GitField, Reference, RunField, StageField, Template};
+use crate::pipeline::{Env, StageKind};
+use crate::run::{RunContext, RunError};
+use crate::store::{self, StageRunId, runs, stages};
+
+/// Everything templates may refer to in one stage instance.
+struct Scope<'a> {
+    params: HashMap<String, String>,
+    context: &'a RunContext,
+    run: &'a runs::RunRow,
+    images: HashMap<String, String>,
+    matrix: &'a [(String, String)],
+}
+
+impl Scope<'_> {
+    fn lookup(&self, reference: &Reference) -> Option<String> {
+        match reference {
+            Reference::Param(p) => self.params.get(p).cloned(),
+            Reference::Matrix(m) => self
+                .matrix
+                .iter()
+                .find(|(k, _)| k == m)
+                .map(|(_, v)| v.clone()),
+            Reference::Git(field) => {
+                let sha = self.context.commit_sha.clone();
+                Some(match field {
+                    GitField::Sha => sha.unwrap_or_default(),
+                    GitField::ShortSha => {
+                        sha.map(|s| s.chars().take(7).collect()).unwrap_or_default()
+                    }
+                    GitField::Branch => self.context.branch.clone().unwrap_or_default(),
+                    GitField::Tag => self.context.tag.clone().unwrap_or_default(),
+                    GitField::Ref => match (&self.context.tag, &self.context.branch) {
+                        (Some(t), _) => format!("refs/tags/{t}"),
+                        (None, Some(b)) => format!("refs/heads/{b}"),
+                        _ => String::new(),
+                    },
+                })
+            }
+            Reference::Run(RunField::Number) => Some(self.run.number.to_string()),
+            Reference::Run(RunField::Id) => Some(self.run.id.to_string()),
+            Reference::Stage { name, field } => {
+                let image = self.images.get(name)?;
+                Some(match field {
+                    StageField::Image => image.clone(),
+                    StageField::Digest => image
+                        .rsplit_once('@')
+                        .map(|(_, d)| d.to_owned())
+                        .unwrap_or_default(),
+                })
+            }
+        }
+    }
+
+    fn render(&self, template: &Template) -> Result<String, RunError> {
+        template.render(|r| self.lookup(r)).map_err(|missing| {
+            RunError::BadRequest(format!("`${{{{ {missing} }}}}` has no value in this run"))
+        })
+    }
+
+    fn render_env(&self, env: &Env, out: &mut Vec<(String, String)>) -> Result<(), RunError> {
+        for (name, value) in env {
+            out.push((name.value.clone(), self.render(value)?));
+        }
+        Ok(())
+    }
+}
+
+/// Builds the spec for the runner of `stage_run`'s current attempt.
+pub async fn build(engine: &Engine, stage_run: StageRunId) -> Result<StageSpec, RunError> {
+    let pool = &engine.store.pool;
+    let row = stages::get(pool, stage_run).await?;
+    let run = runs::get(pool, row.run_id).await?;
+    let plan = engine.plan(run.version_id).await?;
+    let index = usize::try_from(row.plan_index).unwrap_or(usize::MAX);
+    let planned = plan
+        .stages
+        .get(index)
+        .ok_or_else(|| RunError::Conflict(format!("stage `{}` is not in its plan", row.key)))?;
+    let stage = plan.stage(planned);
+    let context: RunContext = serde_json::from_value(run.context.clone()).unwrap_or_default();
+    let params: HashMap<String, String> =
+        serde_json::from_value(run.params.clone()).unwrap_or_default();
+    let all = stages::for_run(pool, row.run_id).await?;
+    let images = all
+        .iter()
+        .filter_map(|s| Some((base_name(&s.key).to_owned(), s.image.clone()?)))
+        .collect();
+    let scope = Scope {
+        params: params.clone(),
+        context: &context,
+        run: &run,
+        images,
+        matrix: &planned.matrix,
+    };
+
+    let mut env: Vec<(String, String)> = vec![
+        ("CI".into(), "true".into()),
+        ("GANTRY".into(), "true".into()),
+        ("GANTRY_PROJECT".into(), run.project.clone()),
+        ("GANTRY_PIPELINE".into(), run.pipeline.clone()),
+        ("GANTRY_RUN_ID".into(), run.id.to_string()),
+        ("GANTRY_RUN_NUMBER".into(), run.number.to_string()),
+        ("GANTRY_STAGE".into(), row.key.clone()),
+        ("GANTRY_ATTEMPT".into(), row.attempt.to_string()),
+        ("GANTRY_EVENT".into(), context.event.clone()),
+        (
+            "GANTRY_BRANCH".into(),
+            context.branch.clone().unwrap_or_default(),
+        ),
+        ("GANTRY_TAG".into(), context.tag.clone().unwrap_or_default()),
+        (
+            "GANTRY_COMMIT_SHA".into(),
+            context.commit_sha.clone().unwrap_or_default(),
+        ),
+    ];
+    if let Some(pr) = context.pr_number {
+        env.push(("GANTRY_PR_NUMBER".into(), pr.to_string()));
+        env.push((
+            "GANTRY_PR_TITLE".into(),
+            context.pr_title.clone().unwrap_or_default(),
+        ));
+    }
+    for (axis, value) in &planned.matrix {
+        env.push((
+            format!("GANTRY_MATRIX_{}", axis.to_uppercase()),
+            value.clone(),
+        ));
+    }
+    let mut names: Vec<&String> = params.keys().collect();
+    names.sort();
+    for name in names {
+        env.push((
+            format!("GANTRY_PARAM_{}", name.to_uppercase()),
+            params[name].clone(),
+        ));
+    }
+    scope.render_env(&plan.pipeline.env, &mut env)?;
+    scope.render_env(&stage.env, &mut env)?;
+
+    // Secrets: decrypted only here, only for this runner; their values are masked in logs.
+    let mut mask = Vec::new();
+    let fork_blocked = context.from_fork
+        && !plan
+            .pipeline
+            .on
+            .pull_request
+            .as_ref()
+            .is_some_and(|p| p.secrets_for_forks);
+    if !stage.secrets.is_empty() && !fork_blocked {
+        let project_id = store::pipelines::project_of(pool, run.pipeline_id).await?;
+        let wanted: Vec<String> = stage
+            .secrets
+            .iter()
+            .map(|s| s.secret.value.clone())
+            .collect();
+        let stored = store::secrets::encrypted(pool, project_id, &wanted).await?;
+        for secret in &stage.secrets {
+            let Some((_, nonce, ciphertext)) =
+                stored.iter().find(|(n, _, _)| *n == secret.secret.value)
+            else {
+                return Err(RunError::BadRequest(format!(
+                    "secret `{}` (for ${}) does not exist in project `{}`",
+                    secret.secret.value, secret.env.value, run.project
+                )));
+            };
+            let value = engine
+                .secrets
+                .decrypt(nonce, ciphertext)
+                .map_err(|e| RunError::Conflict(e.to_string()))?;
+            let value = String::from_utf8_lossy(&value).into_owned();
+            if !value.is_empty() {
+                mask.push(value.clone());
+            }
+            env.push((secret.env.value.clone(), value));
+        }
+    }
+
+    let steps = match &stage.kind {
+        StageKind::Steps(steps) => steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let mut step_env = Vec::new();
+                scope.render_env(&step.env, &mut step_env)?;
+                Ok(StepSpec {
+                    name: step
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("step {}", i + 1)),
+                    run: step.run.clone(),
+                    env: step_env,
+                    timeout_secs: step.timeout.as_ref().map(|t| t.value.as_secs().max(1)),
+                })
+            })
+            .collect::<Result<Vec<_>, RunError>>()?,
+        other => {
+            return Err(RunError::Conflict(format!(
+                "`{}` stages do not run in a runner",
+                other.label()
+            )));
+        }
+    };
+
+    // Artifacts of the stages this one needs (following results reused by a rerun).
+    let needed: Vec<i64> = row
+        .needs
+        .iter()
+        .filter_map(|&n| all.iter().find(|s| s.plan_index == n))
+        .map(|s| s.reused_from.unwrap_or(s.id).0)
+        .collect();
+    let inputs = store::artifacts::of_stages(pool, &needed)
+        .await?
+        .into_iter()
+        .map(|a| ArtifactInput {
+            id: a.id,
+            stage: all
+                .iter()
+                .find(|s| s.reused_from.unwrap_or(s.id) == a.stage_run_id)
+                .map_or_else(String::new, |s| s.key.clone()),
+        })
+        .collect();
+
+    Ok(StageSpec {
+        stage_run_id: row.id.0,
+        attempt: row.attempt,
+        key: row.key.clone(),
+        steps,
+        env,
+        mask,
+        timeout_secs: stage.timeout.as_ref().map(|t| t.value.as_secs().max(1)),
+        inputs,
+        artifacts: stage.artifacts.iter().map(|a| a.value.clone()).collect(),
+        heartbeat_secs: engine.config.heartbeat_secs,
+        logged_lines: u64::try_from(row.log_lines).unwrap_or(0),
+    })
+}
+
+/// `test[os=linux]` → `test`.
+fn base_name(key: &str) -> &str {
+    key.split_once('[').map_or(key, |(name, _)| name)
+}

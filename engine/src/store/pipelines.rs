@@ -1,0 +1,166 @@
+//! Projects, pipelines and the versions of their YAML. Every applied file is kept, so a run
+//! always knows exactly which definition it ran.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::PgExecutor;
+
+use super::{PipelineId, ProjectId, Result, StoreError, VersionId};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PipelineRow {
+    pub id: PipelineId,
+    pub project: String,
+    pub name: String,
+    pub version_id: VersionId,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct VersionRow {
+    pub id: VersionId,
+    pub pipeline_id: PipelineId,
+    pub version: i32,
+    pub yaml: String,
+}
+
+pub async fn ensure_project(db: impl PgExecutor<'_>, name: &str) -> Result<ProjectId> {
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO projects (name) VALUES ($1)
+           ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+           RETURNING id AS "id: ProjectId""#,
+        name
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(id)
+}
+
+pub async fn ensure_pipeline(
+    db: impl PgExecutor<'_>,
+    project: ProjectId,
+    name: &str,
+) -> Result<PipelineId> {
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO pipelines (project_id, name) VALUES ($1, $2)
+           ON CONFLICT (project_id, name) DO UPDATE SET name = EXCLUDED.name
+           RETURNING id AS "id: PipelineId""#,
+        project.0,
+        name
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(id)
+}
+
+pub fn digest(yaml: &str) -> String {
+    hex::encode(Sha256::digest(yaml.as_bytes()))
+}
+
+/// Stores `yaml` as the pipeline's newest version unless it is identical to the newest one.
+/// Returns the version's id and number, and whether it is new. Run inside a transaction: the
+/// pipeline row is locked so concurrent applies number versions without gaps or clashes.
+pub async fn add_version(
+    tx: &mut sqlx::PgConnection,
+    pipeline: PipelineId,
+    yaml: &str,
+) -> Result<(VersionId, i32, bool)> {
+    let digest = digest(yaml);
+    sqlx::query!(
+        "SELECT id FROM pipelines WHERE id = $1 FOR UPDATE",
+        pipeline.0
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let latest = sqlx::query!(
+        r#"SELECT id AS "id: VersionId", version, digest FROM pipeline_versions
+           WHERE pipeline_id = $1 ORDER BY version DESC LIMIT 1"#,
+        pipeline.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(latest) = &latest
+        && latest.digest == digest
+    {
+        return Ok((latest.id, latest.version, false));
+    }
+    let version = latest.map_or(1, |l| l.version + 1);
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO pipeline_versions (pipeline_id, version, yaml, digest)
+           VALUES ($1, $2, $3, $4) RETURNING id AS "id: VersionId""#,
+        pipeline.0,
+        version,
+        yaml,
+        digest
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok((id, version, true))
+}
+
+pub async fn list(db: impl PgExecutor<'_>) -> Result<Vec<PipelineRow>> {
+    let rows = sqlx::query_as!(
+        PipelineRow,
+        r#"SELECT p.id AS "id: PipelineId", pr.name AS project, p.name, v.id AS "version_id: VersionId",
+                  v.version, p.created_at
+           FROM pipelines p
+           JOIN projects pr ON pr.id = p.project_id
+           JOIN LATERAL (SELECT id, version FROM pipeline_versions
+                         WHERE pipeline_id = p.id ORDER BY version DESC LIMIT 1) v ON true
+           ORDER BY pr.name, p.name"#
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows)
+}
+
+pub async fn find(db: impl PgExecutor<'_>, project: &str, name: &str) -> Result<PipelineRow> {
+    sqlx::query_as!(
+        PipelineRow,
+        r#"SELECT p.id AS "id: PipelineId", pr.name AS project, p.name, v.id AS "version_id: VersionId",
+                  v.version, p.created_at
+           FROM pipelines p
+           JOIN projects pr ON pr.id = p.project_id
+           JOIN LATERAL (SELECT id, version FROM pipeline_versions
+                         WHERE pipeline_id = p.id ORDER BY version DESC LIMIT 1) v ON true
+           WHERE pr.name = $1 AND p.name = $2"#,
+        project,
+        name
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("pipeline {project}/{name}")))
+}
+
+pub async fn version(db: impl PgExecutor<'_>, id: VersionId) -> Result<VersionRow> {
+    sqlx::query_as!(
+        VersionRow,
+        r#"SELECT id AS "id: VersionId", pipeline_id AS "pipeline_id: PipelineId", version, yaml
+           FROM pipeline_versions WHERE id = $1"#,
+        id.0
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("pipeline version {id}")))
+}
+
+pub async fn project_of(db: impl PgExecutor<'_>, pipeline: PipelineId) -> Result<ProjectId> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT project_id AS "id: ProjectId" FROM pipelines WHERE id = $1"#,
+        pipeline.0
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+pub async fn project_id(db: impl PgExecutor<'_>, name: &str) -> Result<ProjectId> {
+    sqlx::query_scalar!(
+        r#"SELECT id AS "id: ProjectId" FROM projects WHERE name = $1"#,
+        name
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("project {name}")))
+}

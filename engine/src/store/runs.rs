@@ -1,0 +1,232 @@
+//! Runs: one execution of one pipeline version, numbered per pipeline.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgExecutor;
+
+use super::{PipelineId, Result, RunId, RunStatus, StoreError, VersionId};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRow {
+    pub id: RunId,
+    pub pipeline_id: PipelineId,
+    pub project: String,
+    pub pipeline: String,
+    pub version_id: VersionId,
+    pub number: i32,
+    pub trigger: String,
+    pub params: serde_json::Value,
+    pub context: serde_json::Value,
+    pub status: RunStatus,
+    pub reason: Option<String>,
+    pub cancel_requested: bool,
+    pub rerun_of: Option<RunId>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+pub struct NewRun<'a> {
+    pub pipeline: PipelineId,
+    pub version: VersionId,
+    pub trigger: &'a str,
+    pub params: &'a serde_json::Value,
+    pub context: &'a serde_json::Value,
+    pub concurrency_group: Option<&'a str>,
+    pub rerun_of: Option<RunId>,
+}
+
+/// One planned stage instance to store with a new run.
+pub struct NewStage {
+    pub key: String,
+    pub plan_index: i32,
+    pub needs: Vec<i32>,
+    pub finally: bool,
+    pub allow_failure: bool,
+    pub max_attempts: i32,
+    pub timeout_secs: Option<i32>,
+}
+
+/// Creates the run and its stage rows in the caller's transaction. The run number comes from
+/// the pipeline row, whose update serialises concurrent triggers of one pipeline.
+pub async fn create(
+    tx: &mut sqlx::PgConnection,
+    run: NewRun<'_>,
+    stages: &[NewStage],
+) -> Result<(RunId, i32)> {
+    let number = sqlx::query_scalar!(
+        "UPDATE pipelines SET last_run_number = last_run_number + 1 WHERE id = $1 RETURNING last_run_number",
+        run.pipeline.0
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO runs (pipeline_id, version_id, number, trigger, params, context, concurrency_group, rerun_of)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id AS "id: RunId""#,
+        run.pipeline.0,
+        run.version.0,
+        number,
+        run.trigger,
+        run.params,
+        run.context,
+        run.concurrency_group,
+        run.rerun_of.map(|r| r.0),
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let keys: Vec<String> = stages.iter().map(|s| s.key.clone()).collect();
+    let indices: Vec<i32> = stages.iter().map(|s| s.plan_index).collect();
+    // Postgres arrays cannot be ragged, so needs travel as text (`{1,2}`) and are cast back.
+    let needs: Vec<String> = stages
+        .iter()
+        .map(|s| {
+            let items: Vec<String> = s.needs.iter().map(i32::to_string).collect();
+            format!("{{{}}}", items.join(","))
+        })
+        .collect();
+    let finally: Vec<bool> = stages.iter().map(|s| s.finally).collect();
+    let allow: Vec<bool> = stages.iter().map(|s| s.allow_failure).collect();
+    let attempts: Vec<i32> = stages.iter().map(|s| s.max_attempts).collect();
+    let timeouts: Vec<Option<i32>> = stages.iter().map(|s| s.timeout_secs).collect();
+    sqlx::query!(
+        r#"INSERT INTO stage_runs (run_id, key, plan_index, needs, finally, allow_failure, max_attempts, timeout_secs)
+           SELECT $1, k, i, n::int[], f, a, m, t
+           FROM UNNEST($2::text[], $3::int[], $4::text[], $5::bool[], $6::bool[], $7::int[], $8::int[])
+                AS s(k, i, n, f, a, m, t)"#,
+        id.0,
+        &keys,
+        &indices,
+        &needs,
+        &finally,
+        &allow,
+        &attempts,
+        &timeouts as &[Option<i32>],
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok((id, number))
+}
+
+macro_rules! select_runs {
+    ($tail:literal $(, $arg:expr)*) => {
+        sqlx::query_as!(
+            RunRow,
+            r#"SELECT r.id AS "id: RunId", r.pipeline_id AS "pipeline_id: PipelineId", pr.name AS project,
+                      p.name AS pipeline, r.version_id AS "version_id: VersionId", r.number, r.trigger,
+                      r.params, r.context, r.status AS "status: RunStatus", r.reason, r.cancel_requested,
+                      r.rerun_of AS "rerun_of: RunId", r.created_at, r.started_at, r.finished_at
+               FROM runs r JOIN pipelines p ON p.id = r.pipeline_id JOIN projects pr ON pr.id = p.project_id "# + $tail
+            $(, $arg)*
+        )
+    };
+}
+
+pub async fn get(db: impl PgExecutor<'_>, id: RunId) -> Result<RunRow> {
+    select_runs!("WHERE r.id = $1", id.0)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("run {id}")))
+}
+
+/// Newest first; `before` pages backwards by id.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    pipeline: Option<PipelineId>,
+    before: Option<RunId>,
+    limit: i64,
+) -> Result<Vec<RunRow>> {
+    let rows = select_runs!(
+        "WHERE ($1::bigint IS NULL OR r.pipeline_id = $1) AND ($2::bigint IS NULL OR r.id < $2)
+         ORDER BY r.id DESC LIMIT $3",
+        pipeline.map(|p| p.0),
+        before.map(|b| b.0),
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows)
+}
+
+/// Locks the next run that may move on (skipping runs other schedulers hold) and clears its
+/// dirty flag; the caller advances it in the same transaction.
+pub async fn lock_next_dirty(tx: &mut sqlx::PgConnection) -> Result<Option<RunId>> {
+    // SKIP LOCKED: several engine processes share the database; a run another one is
+    // advancing right now is simply left to it.
+    let id = sqlx::query_scalar!(
+        r#"UPDATE runs SET dirty = false
+           WHERE id = (SELECT id FROM runs WHERE dirty ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+           RETURNING id AS "id: RunId""#
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(id)
+}
+
+pub async fn mark_dirty(db: impl PgExecutor<'_>, id: RunId) -> Result<()> {
+    sqlx::query!("UPDATE runs SET dirty = true WHERE id = $1", id.0)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_status(
+    db: impl PgExecutor<'_>,
+    id: RunId,
+    status: RunStatus,
+    reason: Option<&str>,
+) -> Result<()> {
+    sqlx::query!(
+        r#"UPDATE runs SET status = $2::run_status, reason = COALESCE($3, reason),
+               started_at = CASE WHEN $2::run_status <> 'queued' THEN COALESCE(started_at, now()) ELSE started_at END,
+               finished_at = CASE WHEN $2::run_status IN ('succeeded', 'failed', 'cancelled', 'timed_out') THEN now() ELSE NULL END
+           WHERE id = $1"#,
+        id.0,
+        status as RunStatus,
+        reason
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Asks for the run to stop; the scheduler cancels its stages. Returns false if it had ended.
+pub async fn request_cancel(db: impl PgExecutor<'_>, id: RunId) -> Result<bool> {
+    let updated = sqlx::query!(
+        "UPDATE runs SET cancel_requested = true, dirty = true
+         WHERE id = $1 AND status IN ('queued', 'running')",
+        id.0
+    )
+    .execute(db)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Active runs of the same concurrency group older than `id`, for cancel-in-progress.
+pub async fn older_active_in_group(
+    db: impl PgExecutor<'_>,
+    pipeline: PipelineId,
+    group: &str,
+    id: RunId,
+) -> Result<Vec<RunId>> {
+    let ids = sqlx::query_scalar!(
+        r#"SELECT id AS "id: RunId" FROM runs
+           WHERE pipeline_id = $1 AND concurrency_group = $2 AND id < $3
+             AND status IN ('queued', 'running') AND NOT cancel_requested"#,
+        pipeline.0,
+        group,
+        id.0
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(ids)
+}
+
+/// Run counts by status, for /metrics.
+pub async fn count_by_status(db: impl PgExecutor<'_>) -> Result<Vec<(RunStatus, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT status AS "status: RunStatus", count(*) AS "n!" FROM runs GROUP BY status"#
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
+}

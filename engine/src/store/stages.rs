@@ -1,0 +1,395 @@
+//! Stage runs (one row per planned stage instance of a run, reused across retry attempts) and
+//! their steps. The scheduler decides transitions; these functions only record them.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgExecutor;
+
+use super::{Result, RunId, StageRunId, StageStatus, StoreError};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StageRunRow {
+    pub id: StageRunId,
+    pub run_id: RunId,
+    pub key: String,
+    pub plan_index: i32,
+    pub needs: Vec<i32>,
+    pub finally: bool,
+    pub allow_failure: bool,
+    pub status: StageStatus,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub timeout_secs: Option<i32>,
+    pub executor: Option<String>,
+    pub executor_handle: Option<String>,
+    pub claimed_by: Option<String>,
+    pub cancel_requested: bool,
+    pub error: Option<String>,
+    pub approved_by: Option<String>,
+    pub reused_from: Option<StageRunId>,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub image: Option<String>,
+    pub log_lines: i64,
+}
+
+macro_rules! select_stages {
+    ($tail:literal $(, $arg:expr)*) => {
+        sqlx::query_as!(
+            StageRunRow,
+            r#"SELECT id AS "id: StageRunId", run_id AS "run_id: RunId", key, plan_index, needs,
+                      finally, allow_failure, status AS "status: StageStatus", attempt, max_attempts,
+                      timeout_secs, executor, executor_handle, claimed_by, cancel_requested, error,
+                      approved_by, reused_from AS "reused_from: StageRunId", queued_at, started_at,
+                      finished_at, heartbeat_at, image, log_lines
+               FROM stage_runs "# + $tail
+            $(, $arg)*
+        )
+    };
+}
+
+pub async fn for_run(db: impl PgExecutor<'_>, run: RunId) -> Result<Vec<StageRunRow>> {
+    Ok(
+        select_stages!("WHERE run_id = $1 ORDER BY plan_index", run.0)
+            .fetch_all(db)
+            .await?,
+    )
+}
+
+pub async fn get(db: impl PgExecutor<'_>, id: StageRunId) -> Result<StageRunRow> {
+    select_stages!("WHERE id = $1", id.0)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("stage run {id}")))
+}
+
+pub async fn find(db: impl PgExecutor<'_>, run: RunId, key: &str) -> Result<StageRunRow> {
+    select_stages!("WHERE run_id = $1 AND key = $2", run.0, key)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("stage `{key}` of run {run}")))
+}
+
+/// Records a scheduler decision. `queued` stamps `queued_at`; terminal states stamp
+/// `finished_at`.
+pub async fn set_status(
+    db: impl PgExecutor<'_>,
+    id: StageRunId,
+    status: StageStatus,
+    error: Option<&str>,
+) -> Result<()> {
+    sqlx::query!(
+        r#"UPDATE stage_runs SET status = $2::stage_status, error = COALESCE($3, error),
+               queued_at = CASE WHEN $2::stage_status IN ('queued', 'waiting_approval') THEN now() ELSE queued_at END,
+               finished_at = CASE WHEN $2::stage_status IN ('succeeded', 'failed', 'cancelled', 'skipped', 'timed_out')
+                                  THEN now() ELSE finished_at END
+           WHERE id = $1"#,
+        id.0,
+        status as StageStatus,
+        error
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A stage attempt this engine has taken from the queue.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub id: StageRunId,
+    pub run_id: RunId,
+    pub key: String,
+    pub attempt: i32,
+    pub timeout_secs: Option<i32>,
+}
+
+/// Takes up to `limit` queued stages for this engine, oldest first, and marks them running
+/// with a new attempt number.
+pub async fn claim_queued(
+    db: impl PgExecutor<'_>,
+    engine: &str,
+    executor: &str,
+    limit: i64,
+) -> Result<Vec<Claimed>> {
+    // FOR UPDATE SKIP LOCKED: with several engines on one database, each queued stage is
+    // taken by exactly one of them, and none waits on rows another is claiming.
+    let rows = sqlx::query_as!(
+        Claimed,
+        r#"UPDATE stage_runs SET status = 'running', attempt = attempt + 1, claimed_by = $1,
+               executor = $2, executor_handle = NULL, started_at = now(), heartbeat_at = now(),
+               finished_at = NULL, log_lines = 0, cancel_requested = false
+           WHERE id IN (SELECT id FROM stage_runs WHERE status = 'queued'
+                        ORDER BY queued_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+           RETURNING id AS "id: StageRunId", run_id AS "run_id: RunId", key, attempt, timeout_secs"#,
+        engine,
+        executor,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows)
+}
+
+pub async fn set_handle(
+    db: impl PgExecutor<'_>,
+    id: StageRunId,
+    attempt: i32,
+    handle: &str,
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE stage_runs SET executor_handle = $3 WHERE id = $1 AND attempt = $2",
+        id.0,
+        attempt,
+        handle
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Records a heartbeat; returns whether the attempt should stop, or `None` if the attempt is
+/// not the stage's current running one (a stale runner).
+pub async fn heartbeat(
+    db: impl PgExecutor<'_>,
+    id: StageRunId,
+    attempt: i32,
+) -> Result<Option<bool>> {
+    let cancel = sqlx::query_scalar!(
+        "UPDATE stage_runs SET heartbeat_at = now()
+         WHERE id = $1 AND attempt = $2 AND status = 'running'
+         RETURNING cancel_requested",
+        id.0,
+        attempt
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(cancel)
+}
+
+/// Locks the stage row for a runner call and returns its current attempt and status.
+pub async fn lock(
+    tx: &mut sqlx::PgConnection,
+    id: StageRunId,
+) -> Result<(i32, StageStatus, i64, RunId)> {
+    let row = sqlx::query!(
+        r#"SELECT attempt, status AS "status: StageStatus", log_lines, run_id AS "run_id: RunId"
+           FROM stage_runs WHERE id = $1 FOR UPDATE"#,
+        id.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("stage run {id}")))?;
+    Ok((row.attempt, row.status, row.log_lines, row.run_id))
+}
+
+/// Ends a running attempt. A failure with attempts left puts the stage back in the queue.
+/// Returns the status the stage ends up in.
+pub async fn finish_attempt(
+    tx: &mut sqlx::PgConnection,
+    id: StageRunId,
+    attempt: i32,
+    outcome: StageStatus,
+    error: Option<&str>,
+) -> Result<Option<StageStatus>> {
+    let row = sqlx::query!(
+        r#"SELECT status AS "status: StageStatus", attempt, max_attempts, cancel_requested, run_id
+           FROM stage_runs WHERE id = $1 FOR UPDATE"#,
+        id.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("stage run {id}")))?;
+    if row.status != StageStatus::Running || row.attempt != attempt {
+        // A stale report (an earlier attempt, or the stage was already ended elsewhere).
+        return Ok(None);
+    }
+    let retry = matches!(outcome, StageStatus::Failed | StageStatus::TimedOut)
+        && row.attempt < row.max_attempts
+        && !row.cancel_requested;
+    let status = if retry { StageStatus::Queued } else { outcome };
+    let error = match (retry, error) {
+        (true, Some(e)) => Some(format!("attempt {attempt} of {}: {e}", row.max_attempts)),
+        (_, e) => e.map(str::to_owned),
+    };
+    set_status(&mut *tx, id, status, error.as_deref()).await?;
+    super::runs::mark_dirty(&mut *tx, RunId(row.run_id)).await?;
+    Ok(Some(status))
+}
+
+/// Asks running stages of a run (or one stage of it) to stop; their runners see it on their
+/// next heartbeat. Returns the stages asked, with their executor handles.
+pub async fn request_cancel(
+    db: impl PgExecutor<'_>,
+    run: RunId,
+    only: Option<StageRunId>,
+) -> Result<Vec<(StageRunId, i32, Option<String>, Option<String>)>> {
+    let rows = sqlx::query!(
+        r#"UPDATE stage_runs SET cancel_requested = true
+           WHERE run_id = $1 AND ($2::bigint IS NULL OR id = $2) AND status = 'running'
+           RETURNING id AS "id: StageRunId", attempt, executor, executor_handle"#,
+        run.0,
+        only.map(|s| s.0)
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.id, r.attempt, r.executor, r.executor_handle))
+        .collect())
+}
+
+/// Running attempts whose runner has not called in since `before`, across all engines.
+pub async fn silent_since(
+    db: impl PgExecutor<'_>,
+    before: DateTime<Utc>,
+) -> Result<Vec<StageRunRow>> {
+    Ok(select_stages!(
+        "WHERE status = 'running' AND COALESCE(heartbeat_at, started_at) < $1 ORDER BY id",
+        before
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Running attempts this engine started (to re-adopt after a restart).
+pub async fn running_claimed_by(db: impl PgExecutor<'_>, engine: &str) -> Result<Vec<StageRunRow>> {
+    Ok(select_stages!(
+        "WHERE status = 'running' AND claimed_by = $1 ORDER BY id",
+        engine
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Running attempts past their stage timeout (plus `grace_secs` for the runner to act first).
+pub async fn overdue(db: impl PgExecutor<'_>, grace_secs: i32) -> Result<Vec<StageRunRow>> {
+    Ok(select_stages!(
+        "WHERE status = 'running' AND timeout_secs IS NOT NULL
+           AND started_at + make_interval(secs => timeout_secs + $1) < now() ORDER BY id",
+        grace_secs
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Approval gates waiting longer than their timeout.
+pub async fn waiting_since(db: impl PgExecutor<'_>) -> Result<Vec<StageRunRow>> {
+    Ok(
+        select_stages!("WHERE status = 'waiting_approval' ORDER BY id")
+            .fetch_all(db)
+            .await?,
+    )
+}
+
+pub async fn set_approved_by(db: impl PgExecutor<'_>, id: StageRunId, who: &str) -> Result<()> {
+    sqlx::query!(
+        "UPDATE stage_runs SET approved_by = $2 WHERE id = $1",
+        id.0,
+        who
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Copies a stage's result from an earlier run (rerun from the failed stages).
+pub async fn reuse_result(
+    db: impl PgExecutor<'_>,
+    id: StageRunId,
+    from: &StageRunRow,
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE stage_runs SET status = $2, reused_from = $3, image = $4, error = $5,
+             started_at = $6, finished_at = $7, attempt = $8
+         WHERE id = $1",
+        id.0,
+        from.status as StageStatus,
+        from.id.0,
+        from.image,
+        from.error,
+        from.started_at,
+        from.finished_at,
+        from.attempt,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Stage counts by status, for /metrics.
+pub async fn count_by_status(db: impl PgExecutor<'_>) -> Result<Vec<(StageStatus, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT status AS "status: StageStatus", count(*) AS "n!" FROM stage_runs GROUP BY status"#
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StepRow {
+    pub attempt: i32,
+    pub idx: i32,
+    pub name: String,
+    pub exit_code: Option<i32>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub first_line: Option<i64>,
+}
+
+pub async fn step_started(
+    db: impl PgExecutor<'_>,
+    id: StageRunId,
+    attempt: i32,
+    idx: i32,
+    name: &str,
+    first_line: i64,
+) -> Result<()> {
+    sqlx::query!(
+        "INSERT INTO steps (stage_run_id, attempt, idx, name, first_line) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (stage_run_id, attempt, idx) DO NOTHING",
+        id.0,
+        attempt,
+        idx,
+        name,
+        first_line
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn step_finished(
+    db: impl PgExecutor<'_>,
+    id: StageRunId,
+    attempt: i32,
+    idx: i32,
+    exit_code: i32,
+    duration_ms: i64,
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE steps SET exit_code = $4, finished_at = started_at + make_interval(secs => $5::float8 / 1000)
+         WHERE stage_run_id = $1 AND attempt = $2 AND idx = $3",
+        id.0,
+        attempt,
+        idx,
+        exit_code,
+        duration_ms as f64
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn steps(db: impl PgExecutor<'_>, id: StageRunId) -> Result<Vec<StepRow>> {
+    Ok(sqlx::query_as!(
+        StepRow,
+        "SELECT attempt, idx, name, exit_code, started_at, finished_at, first_line
+         FROM steps WHERE stage_run_id = $1 ORDER BY attempt, idx",
+        id.0
+    )
+    .fetch_all(db)
+    .await?)
+}

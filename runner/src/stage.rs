@@ -1,0 +1,383 @@
+//! One stage attempt from start to finish, as the runner sees it: fetch the spec, unpack the
+//! inputs, run the steps in order, upload the artifacts, flush the logs, report the completion.
+//!
+//! Failures of the stage's own work (a step exits non-zero, an artifact is missing) end in a
+//! completion the engine records. Failures to follow the protocol (the engine refuses a call, or
+//! cannot be reached within the retry budget) are [`StageError`]s: the runner stops its steps
+//! and exits with code 2 without completing (3 when a signal came before the spec did).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::artifact::{self, TransferError};
+use crate::config::Config;
+use crate::engine::{ApiError, EngineClient};
+use crate::exit::RunnerExit;
+use crate::heartbeat;
+use crate::logs::mask::MaskError;
+use crate::logs::queue::{DEFAULT_CAPACITY, QueueClosed};
+use crate::logs::{LogError, LogQueue, Masker, log_system, send_logs};
+use crate::step::{Leftovers, Limit, StepContext, StepEnd, run_step, timeout_reason};
+use crate::stop::{self, Stop, StopSignal, StopWatch};
+use crate::wire::{Completion, Outcome, StageSpec, StepFinished, StepStarted};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Logs(#[from] LogError),
+    #[error("{0}")]
+    Stopped(String),
+    #[error("{0} before the stage spec arrived")]
+    CancelledEarly(String),
+    #[error(transparent)]
+    Mask(#[from] MaskError),
+    #[error("cannot watch for signals: {0}")]
+    Signals(std::io::Error),
+    #[error("the log sender stopped")]
+    LogsClosed(#[from] QueueClosed),
+    #[error("the log sender task failed: {0}")]
+    SenderTask(String),
+}
+
+/// How a stage attempt ended, before it is reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageEnd {
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+}
+
+impl StageEnd {
+    fn succeeded() -> StageEnd {
+        StageEnd {
+            outcome: Outcome::Succeeded,
+            reason: None,
+        }
+    }
+
+    fn with(outcome: Outcome, reason: impl Into<String>) -> StageEnd {
+        StageEnd {
+            outcome,
+            reason: Some(reason.into()),
+        }
+    }
+}
+
+/// Runs the stage attempt the configuration's token names; returns the process exit code.
+pub async fn run(config: Config, started: Instant) -> RunnerExit {
+    match run_attempt(&config, started).await {
+        Ok(outcome) => RunnerExit::for_outcome(outcome),
+        Err(err) => {
+            eprintln!("gantry-runner: {err}");
+            match err {
+                StageError::CancelledEarly(_) => RunnerExit::Cancelled,
+                _ => RunnerExit::Usage,
+            }
+        }
+    }
+}
+
+async fn run_attempt(config: &Config, started: Instant) -> Result<Outcome, StageError> {
+    let (stop_signal, mut stop_watch) = stop::channel();
+    // Before anything else, so a SIGTERM at any point stops the runner in order.
+    let signals = tokio::spawn(stop::on_signals(stop_signal.clone()).map_err(StageError::Signals)?);
+    let client = Arc::new(EngineClient::new(config)?);
+    let spec = tokio::select! {
+        spec = client.spec() => spec?,
+        stop = stop_watch.raised() => {
+            return Err(match stop {
+                Stop::Cancelled(why) => StageError::CancelledEarly(why),
+                Stop::Fatal(why) => StageError::Stopped(why),
+            });
+        }
+    };
+    let masker = Arc::new(Masker::new(&spec.mask)?);
+    let queue = Arc::new(LogQueue::new(spec.logged_lines, DEFAULT_CAPACITY));
+
+    let sender = spawn_sender(client.clone(), queue.clone(), stop_signal.clone());
+    let heartbeat = tokio::spawn(heartbeat::beat(
+        client.clone(),
+        Duration::from_secs(spec.heartbeat_secs),
+        stop_signal.clone(),
+    ));
+
+    let mut stage = Stage {
+        config,
+        client: &client,
+        spec: &spec,
+        queue: &queue,
+        masker: &masker,
+        stop: stop_watch.clone(),
+        stage_deadline: spec
+            .timeout_secs
+            .map(|secs| (started + Duration::from_secs(secs), Limit::Stage(secs))),
+        leftovers: Vec::new(),
+    };
+    let ended = stage.execute().await;
+    stage.stop_leftovers().await;
+    queue.close();
+    let completed = finish(ended, &client, &queue, sender, &stop_watch).await;
+    heartbeat.abort();
+    signals.abort();
+    completed
+}
+
+/// Flushes the logs and reports the completion, or explains why neither can be done.
+async fn finish(
+    ended: Result<StageEnd, StageError>,
+    client: &EngineClient,
+    queue: &LogQueue,
+    sender: JoinHandle<Result<u64, LogError>>,
+    stop: &StopWatch,
+) -> Result<Outcome, StageError> {
+    let end = match ended {
+        Ok(end) => end,
+        Err(err) => {
+            // A closed queue or a stop is best explained by the sender's own error, if it has
+            // one; otherwise waiting for a flush the engine cannot take would only delay the exit.
+            if sender.is_finished()
+                && let Ok(Err(log_err)) = sender.await
+            {
+                return Err(log_err.into());
+            }
+            return Err(err);
+        }
+    };
+    match sender.await {
+        Ok(Ok(_acked)) => {}
+        Ok(Err(err)) => return Err(err.into()),
+        Err(join) => return Err(StageError::SenderTask(join.to_string())),
+    }
+    // The heartbeat failed for good while the work itself finished: nobody to tell.
+    if let Some(Stop::Fatal(why)) = stop.current() {
+        return Err(StageError::Stopped(why));
+    }
+    let completion = Completion {
+        outcome: end.outcome,
+        reason: end.reason,
+        lines: queue.last_line(),
+    };
+    if let Some(reason) = &completion.reason {
+        eprintln!("gantry-runner: {:?}: {reason}", completion.outcome);
+    }
+    client.complete(&completion).await?;
+    Ok(completion.outcome)
+}
+
+fn spawn_sender(
+    client: Arc<EngineClient>,
+    queue: Arc<LogQueue>,
+    stop: StopSignal,
+) -> JoinHandle<Result<u64, LogError>> {
+    tokio::spawn(async move {
+        let sent = send_logs(&queue, &*client).await;
+        if let Err(err) = &sent {
+            stop.raise(Stop::Fatal(err.to_string()));
+            // Readers waiting for room would wait forever: let them fail instead.
+            queue.close();
+        }
+        sent
+    })
+}
+
+struct Stage<'a> {
+    config: &'a Config,
+    client: &'a EngineClient,
+    spec: &'a StageSpec,
+    queue: &'a Arc<LogQueue>,
+    masker: &'a Arc<Masker>,
+    stop: StopWatch,
+    stage_deadline: Option<(Instant, Limit)>,
+    leftovers: Vec<Leftovers>,
+}
+
+impl<'a> Stage<'a> {
+    async fn say(&self, text: &str) -> Result<u64, StageError> {
+        Ok(log_system(self.queue, self.masker, text).await?)
+    }
+
+    /// The workspace, borrowed from the configuration rather than from `self`, so it can be
+    /// used while `self.stop` is being watched.
+    fn workspace(&self) -> &'a PathBuf {
+        &self.config.workspace
+    }
+
+    async fn execute(&mut self) -> Result<StageEnd, StageError> {
+        if let Err(err) = tokio::fs::create_dir_all(self.workspace()).await {
+            let why = format!(
+                "cannot create the workspace {}: {err}",
+                self.workspace().display()
+            );
+            self.say(&why).await?;
+            return Ok(StageEnd::with(Outcome::Failed, why));
+        }
+        if let Some(end) = self.unpack_inputs().await? {
+            return Ok(end);
+        }
+        for (index, step) in self.spec.steps.iter().enumerate() {
+            if let Some(stop) = self.stop.current() {
+                return stopped(stop);
+            }
+            let end = self.run_step(index, step).await?;
+            if end.outcome != Outcome::Succeeded {
+                return Ok(end);
+            }
+        }
+        if let Some(end) = self.upload_artifacts().await? {
+            return Ok(end);
+        }
+        Ok(StageEnd::succeeded())
+    }
+
+    async fn unpack_inputs(&mut self) -> Result<Option<StageEnd>, StageError> {
+        let (client, workspace) = (self.client, self.workspace());
+        for input in &self.spec.inputs {
+            self.say(&format!("unpacking the artifacts of {}", input.stage))
+                .await?;
+            let unpacked = tokio::select! {
+                unpacked = artifact::download_and_unpack(client, input.id, workspace) => unpacked,
+                stop = self.stop.raised() => return stopped(stop).map(Some),
+            };
+            match unpacked {
+                Ok(unpacked) => {
+                    self.say(&format!("unpacked {} entries", unpacked.entries))
+                        .await?;
+                }
+                Err(TransferError::Api(err)) => return Err(err.into()),
+                Err(err) => {
+                    let why = format!("the artifacts of {}: {err}", input.stage);
+                    self.say(&why).await?;
+                    return Ok(Some(StageEnd::with(Outcome::Failed, why)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn run_step(
+        &mut self,
+        index: usize,
+        step: &crate::wire::StepSpec,
+    ) -> Result<StageEnd, StageError> {
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        let now = Instant::now();
+        if let Some((at, limit)) = self.stage_deadline
+            && now >= at
+        {
+            let why = timeout_reason(&step.name, limit);
+            self.say(&why).await?;
+            return Ok(StageEnd::with(Outcome::TimedOut, why));
+        }
+        let step_deadline = step
+            .timeout_secs
+            .map(|secs| (now + Duration::from_secs(secs), Limit::Step(secs)));
+        let deadline = match (step_deadline, self.stage_deadline) {
+            (Some(s), Some(g)) => Some(if g.0 < s.0 { g } else { s }),
+            (s, g) => s.or(g),
+        };
+
+        let first_line = self.say(&format!("$ {}", step.name)).await?;
+        self.client
+            .step_started(&StepStarted {
+                index,
+                name: step.name.clone(),
+                first_line,
+            })
+            .await?;
+        let spec: &'a StageSpec = self.spec;
+        let ctx = StepContext {
+            workspace: self.workspace(),
+            stage_env: &spec.env,
+            queue: self.queue,
+            masker: self.masker,
+            kill_grace: self.config.kill_grace,
+        };
+        let run = run_step(&ctx, step, deadline, &mut self.stop).await;
+        self.leftovers.extend(run.leftovers);
+        if let StepEnd::Stopped(Stop::Fatal(why)) = run.end {
+            // The engine cannot be told about the step either.
+            return Err(StageError::Stopped(why));
+        }
+        self.client
+            .step_finished(&StepFinished {
+                index,
+                exit_code: run.exit_code,
+                duration_ms: u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX),
+            })
+            .await?;
+        self.say(&format!("exit code {}", run.exit_code)).await?;
+        match run.end {
+            StepEnd::Exited if run.exit_code == 0 => Ok(StageEnd::succeeded()),
+            StepEnd::Exited => Ok(StageEnd::with(
+                Outcome::Failed,
+                format!("step {:?} exited with {}", step.name, run.exit_code),
+            )),
+            StepEnd::NotStarted(why) => Ok(StageEnd::with(
+                Outcome::Failed,
+                format!("step {:?}: {why}", step.name),
+            )),
+            StepEnd::TimedOut(limit) => Ok(StageEnd::with(
+                Outcome::TimedOut,
+                timeout_reason(&step.name, limit),
+            )),
+            StepEnd::Stopped(stop) => stopped(stop),
+        }
+    }
+
+    async fn upload_artifacts(&mut self) -> Result<Option<StageEnd>, StageError> {
+        if self.spec.artifacts.is_empty() {
+            return Ok(None);
+        }
+        // Processes a step left behind might still be writing the files: stop them first.
+        self.stop_leftovers().await;
+        let (workspace, patterns) = (self.workspace().clone(), self.spec.artifacts.clone());
+        let resolved =
+            tokio::task::spawn_blocking(move || artifact::resolve(&workspace, &patterns)).await;
+        let entries = match resolved {
+            Ok(Ok(entries)) => entries,
+            Ok(Err(err)) => {
+                let why = err.to_string();
+                self.say(&why).await?;
+                return Ok(Some(StageEnd::with(Outcome::Failed, why)));
+            }
+            Err(join) => {
+                let why = format!("resolving the artifact paths failed: {join}");
+                return Ok(Some(StageEnd::with(Outcome::Failed, why)));
+            }
+        };
+        self.say(&format!("uploading {} artifact entries", entries.len()))
+            .await?;
+        let (client, workspace) = (self.client, self.workspace());
+        let uploaded = tokio::select! {
+            uploaded = artifact::pack_and_upload(client, workspace, &entries) => uploaded,
+            stop = self.stop.raised() => return stopped(stop).map(Some),
+        };
+        match uploaded {
+            Ok(()) => Ok(None),
+            Err(TransferError::Api(err)) => Err(err.into()),
+            Err(err) => {
+                let why = format!("packing the artifacts: {err}");
+                self.say(&why).await?;
+                Ok(Some(StageEnd::with(Outcome::Failed, why)))
+            }
+        }
+    }
+
+    async fn stop_leftovers(&mut self) {
+        for leftovers in self.leftovers.drain(..) {
+            leftovers.stop(self.config.kill_grace).await;
+        }
+    }
+}
+
+fn stopped(stop: Stop) -> Result<StageEnd, StageError> {
+    match stop {
+        Stop::Cancelled(why) => Ok(StageEnd::with(Outcome::Cancelled, why)),
+        Stop::Fatal(why) => Err(StageError::Stopped(why)),
+    }
+}
