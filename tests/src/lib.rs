@@ -1,1 +1,216 @@
-//! tests
+//! The harness for Gantry's end-to-end tests: a fresh database on the test PostgreSQL (started by
+//! `scripts/test`, URL in `DATABASE_URL`), a real engine (HTTP server, scheduler, local executor
+//! running the real `gantry-runner` binary), and helpers named after what a user does.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry::engine::{Config, Engine};
+use gantry::run::{RunContext, TriggerRequest, Triggered};
+use gantry::server::Server;
+use gantry::store::{RunId, RunStatus, runs, stages};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// The cargo target directory the tests were built in (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/debug/deps/<test> -> target/debug
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+pub fn gantry_bin() -> PathBuf {
+    bin_dir().join("gantry")
+}
+
+pub fn runner_bin() -> PathBuf {
+    bin_dir().join("gantry-runner")
+}
+
+/// A database of its own for one test, dropped by nobody (the test server is throw-away).
+pub struct TestDb {
+    pub url: String,
+    pub name: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let admin = std::env::var("DATABASE_URL").expect(
+            "DATABASE_URL must point at a PostgreSQL server: run the tests with scripts/test",
+        );
+        let name = format!("gantry_test_{}_{}", std::process::id(), rand_suffix());
+        let pool = sqlx::PgPool::connect(&admin)
+            .await
+            .expect("connect to the test server");
+        // The name is made here from digits and underscores only.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .expect("create the test database");
+        pool.close().await;
+        let url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("DATABASE_URL has no database name: {admin}"),
+        };
+        TestDb { url, name }
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}_{}", COUNTER.fetch_add(1, Ordering::Relaxed), nanos)
+}
+
+/// A running engine on a fresh database, listening on a free loopback port.
+pub struct TestEngine {
+    pub server: Server,
+    pub db: TestDb,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl TestEngine {
+    pub async fn start() -> TestEngine {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestEngine {
+        let db = TestDb::create().await;
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.path().to_path_buf(),
+            database_url: Some(db.url.clone()),
+            runner_path: Some(runner_bin()),
+            heartbeat_secs: 1,
+            kill_grace_secs: 2,
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let server = Server::start(config).await.expect("engine starts");
+        TestEngine {
+            server,
+            db,
+            data_dir,
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.server.engine
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Applies a pipeline (YAML text) to project `test`.
+    pub async fn apply(&self, yaml: &str) -> String {
+        gantry::run::apply(self.engine(), "test", "test.yaml", yaml)
+            .await
+            .expect("pipeline applies")
+            .name
+    }
+
+    pub async fn trigger(&self, pipeline: &str, params: &[(&str, &str)]) -> Triggered {
+        let params: BTreeMap<String, String> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        gantry::run::trigger(
+            self.engine(),
+            "test",
+            pipeline,
+            "manual",
+            TriggerRequest {
+                params,
+                context: Some(RunContext {
+                    event: "manual".into(),
+                    branch: Some("main".into()),
+                    ..RunContext::default()
+                }),
+            },
+        )
+        .await
+        .expect("run triggers")
+    }
+
+    /// Waits until the run ends and returns it with its stages.
+    pub async fn wait_for_run(
+        &self,
+        id: RunId,
+        limit: Duration,
+    ) -> (runs::RunRow, Vec<stages::StageRunRow>) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let run = runs::get(&self.engine().store.pool, id)
+                .await
+                .expect("run exists");
+            if run.status.is_terminal() {
+                let stages = stages::for_run(&self.engine().store.pool, id)
+                    .await
+                    .expect("stages");
+                return (run, stages);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {id} still {} after {limit:?}",
+                run.status.as_str()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The stored log text of a stage's attempt, one entry per line.
+    pub async fn log_lines(&self, run: RunId, key: &str) -> Vec<String> {
+        let stage = stages::find(&self.engine().store.pool, run, key)
+            .await
+            .expect("stage");
+        let url = format!("{}/api/v1/runs/{}/stages/{}/logs", self.url(), run, key);
+        let _ = stage;
+        let text = reqwest::get(&url)
+            .await
+            .expect("GET logs")
+            .text()
+            .await
+            .expect("log text");
+        text.lines().map(str::to_owned).collect()
+    }
+
+    pub async fn stop(self) {
+        self.server.stop().await;
+    }
+}
+
+pub fn status_of(stages: &[stages::StageRunRow], key: &str) -> gantry::store::StageStatus {
+    stages
+        .iter()
+        .find(|s| s.key == key)
+        .unwrap_or_else(|| panic!("no stage {key}"))
+        .status
+}
+
+pub use gantry::store::StageStatus;
+
+pub fn assert_succeeded(run: &runs::RunRow) {
+    assert_eq!(
+        run.status,
+        RunStatus::Succeeded,
+        "run reason: {:?}",
+        run.reason
+    );
+}
