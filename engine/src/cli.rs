@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::client::commands;
+
 #[derive(Parser, Debug)]
 #[command(name = "gantry", version, about = "Gantry CI/CD engine")]
 pub struct Cli {
@@ -31,6 +33,151 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run a pipeline file once, from the current directory, and exit with its status.
     Run(RunArgs),
+    /// Store pipeline files on a running engine (a new version of each that changed).
+    Apply(ApplyArgs),
+    /// Start a run of a pipeline and print its id and number.
+    Trigger(TriggerArgs),
+    /// List recent runs, newest first.
+    Runs(RunsArgs),
+    /// Show a run with its stages, their statuses, durations and errors.
+    Status {
+        /// The run's id.
+        run: i64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print a stage's log (-f: follow it live until the stage ends).
+    Logs(LogsArgs),
+    /// Cancel a run, or one stage of it.
+    Cancel {
+        /// The run's id.
+        run: i64,
+        /// Only this stage.
+        stage: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Approve a stage waiting for approval.
+    Approve(DecisionArgs),
+    /// Reject a stage waiting for approval (the stage fails).
+    Reject(DecisionArgs),
+    /// Start a new run of a finished run's pipeline version, params and commit.
+    Rerun(RerunArgs),
+    /// Set and list a project's secrets (values are write-only).
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+}
+
+/// The engine the client commands talk to.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// The engine's URL.
+    #[arg(long, env = "GANTRY_URL", default_value = crate::client::DEFAULT_URL)]
+    pub server: String,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProjectArgs {
+    /// The project.
+    #[arg(long, env = "GANTRY_PROJECT", default_value = "default")]
+    pub project: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    /// A pipeline file (repeatable).
+    #[arg(short = 'f', long = "file", required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub project: ProjectArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TriggerArgs {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// A parameter, as NAME=VALUE (repeatable).
+    #[arg(long = "param", short = 'p', value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Print the stages and their logs until the run ends; exit 1 unless it succeeded.
+    #[arg(long)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub project: ProjectArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunsArgs {
+    /// Only runs of this pipeline (of --project).
+    pub pipeline: Option<String>,
+    /// How many runs.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub limit: u32,
+    #[command(flatten)]
+    pub project: ProjectArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    /// The run's id.
+    pub run: i64,
+    /// The stage's key (its name; `name[k=v]` for a matrix instance).
+    pub stage: String,
+    /// Follow the log live (through retries) until the stage ends; exit 1 if it failed.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// This attempt instead of the current one.
+    #[arg(long)]
+    pub attempt: Option<i32>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DecisionArgs {
+    /// The run's id.
+    pub run: i64,
+    /// The stage waiting for approval.
+    pub stage: String,
+    /// Who decides (recorded on the stage).
+    #[arg(long, env = "GANTRY_USER")]
+    pub by: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RerunArgs {
+    /// The finished run's id.
+    pub run: i64,
+    /// Keep the results of stages that succeeded; run only the rest.
+    #[arg(long)]
+    pub failed: bool,
+    /// Print the stages and their logs until the run ends; exit 1 unless it succeeded.
+    #[arg(long)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCommand {
+    /// Create or replace a secret; the value is read from stdin (never from the command line).
+    Set {
+        /// The secret's name.
+        name: String,
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
+    /// List the project's secret names.
+    List {
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -85,6 +232,10 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
 }
 
 fn default_data_dir() -> PathBuf {
+    // As root the embedded PostgreSQL runs as the `postgres` user, which cannot enter /root.
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/gantry");
+    }
     std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
@@ -109,6 +260,21 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => block_on(serve(args)),
         Command::Run(args) => block_on(crate::oneshot::run(args)),
+        Command::Apply(args) => block_on(commands::apply(args)),
+        Command::Trigger(args) => block_on(commands::trigger(args)),
+        Command::Runs(args) => block_on(commands::runs(args)),
+        Command::Status { run, server } => block_on(commands::status(run, server)),
+        Command::Logs(args) => block_on(commands::logs(args)),
+        Command::Cancel { run, stage, server } => block_on(commands::cancel(run, stage, server)),
+        Command::Approve(args) => block_on(commands::decide(args, true)),
+        Command::Reject(args) => block_on(commands::decide(args, false)),
+        Command::Rerun(args) => block_on(commands::rerun(args)),
+        Command::Secret {
+            command: SecretCommand::Set { name, project },
+        } => block_on(commands::set_secret(name, project)),
+        Command::Secret {
+            command: SecretCommand::List { project },
+        } => block_on(commands::list_secrets(project)),
         Command::Validate { files, plan } => validate(&files, plan),
         Command::Schema => {
             let schema = crate::pipeline::schema::schema();

@@ -192,6 +192,12 @@ pub async fn trigger(
     });
     let params_json = serde_json::to_value(&params).unwrap_or_default();
     let context_json = serde_json::to_value(&context).unwrap_or_default();
+    let group = plan
+        .pipeline
+        .concurrency
+        .as_ref()
+        .map(|c| render_group(&c.group, &params, &context))
+        .transpose()?;
     let mut tx = engine.store.pool.begin().await?;
     let (run_id, number) = runs::create(
         &mut tx,
@@ -201,10 +207,26 @@ pub async fn trigger(
             trigger,
             params: &params_json,
             context: &context_json,
-            concurrency_group: None,
+            concurrency_group: group.as_deref(),
             rerun_of: None,
         },
         &new_stages(&plan),
+    )
+    .await?;
+    if let (Some(group), Some(c)) = (&group, &plan.pipeline.concurrency) {
+        if c.cancel_in_progress {
+            for older in runs::older_active_in_group(&mut *tx, row.id, group, run_id).await? {
+                runs::request_cancel(&mut *tx, older).await?;
+                tracing::info!(run.id = older.0, newer = run_id.0, group = %group, "cancelling an older run of the concurrency group");
+            }
+        }
+    }
+    store::events::record(
+        &mut *tx,
+        run_id,
+        None,
+        "run",
+        &format!("triggered ({trigger})"),
     )
     .await?;
     store::wake(&mut *tx).await?;
@@ -216,6 +238,36 @@ pub async fn trigger(
         "run triggered"
     );
     Ok(Triggered { run_id, number })
+}
+
+/// The concurrency group of a run: the template rendered with its params and commit.
+fn render_group(
+    template: &crate::pipeline::template::Template,
+    params: &BTreeMap<String, String>,
+    context: &RunContext,
+) -> Result<String, RunError> {
+    use crate::pipeline::template::{GitField, Reference};
+    template
+        .render(|r| match r {
+            Reference::Param(p) => params.get(p).cloned(),
+            Reference::Git(GitField::Branch) => Some(context.branch.clone().unwrap_or_default()),
+            Reference::Git(GitField::Tag) => Some(context.tag.clone().unwrap_or_default()),
+            Reference::Git(GitField::Sha) => Some(context.commit_sha.clone().unwrap_or_default()),
+            Reference::Git(GitField::ShortSha) => Some(
+                context.commit_sha.as_deref().unwrap_or("").chars().take(7).collect(),
+            ),
+            Reference::Git(GitField::Ref) => Some(match (&context.tag, &context.branch) {
+                (Some(t), _) => format!("refs/tags/{t}"),
+                (None, Some(b)) => format!("refs/heads/{b}"),
+                _ => String::new(),
+            }),
+            _ => None,
+        })
+        .map_err(|missing| {
+            RunError::BadRequest(format!(
+                "`concurrency.group` uses `${{{{ {missing} }}}}`, which has no value when a run starts"
+            ))
+        })
 }
 
 /// A new run of the same version, params and commit. With `failed_only`, stages that
@@ -270,6 +322,7 @@ pub async fn cancel(
             if !runs::request_cancel(&mut *tx, run).await? {
                 return Err(RunError::Conflict(format!("run {run} has already ended")));
             }
+            store::events::record(&mut *tx, run, None, "run", "cancel requested").await?;
         }
         Some(stage) => {
             let row = stages::get(&mut *tx, stage).await?;
@@ -343,6 +396,15 @@ pub async fn decide_approval(
         )));
     }
     stages::set_approved_by(&mut *tx, row.id, who).await?;
+    let verb = if approve { "approved" } else { "rejected" };
+    store::events::record(
+        &mut *tx,
+        run,
+        Some(row.id),
+        "approval",
+        &format!("stage `{key}` {verb} by {who}"),
+    )
+    .await?;
     if approve {
         let next = if matches!(stage.kind, crate::pipeline::StageKind::Gate) {
             StageStatus::Succeeded

@@ -12,6 +12,9 @@ use gantry::run::{RunContext, TriggerRequest, Triggered};
 use gantry::server::Server;
 use gantry::store::{RunId, RunStatus, runs, stages};
 
+pub mod proc;
+pub mod serve;
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -81,6 +84,9 @@ fn rand_suffix() -> String {
 pub struct TestEngine {
     pub server: Server,
     pub db: TestDb,
+    /// Kills runners and steps still working in `data_dir` when the test ends (say, after a
+    /// failed assertion); declared before `data_dir` so it runs before the directory goes.
+    _reaper: proc::Reaper,
     pub data_dir: tempfile::TempDir,
 }
 
@@ -106,6 +112,7 @@ impl TestEngine {
         TestEngine {
             server,
             db,
+            _reaper: proc::Reaper::new(data_dir.path()),
             data_dir,
         }
     }
@@ -191,9 +198,86 @@ impl TestEngine {
         text.lines().map(str::to_owned).collect()
     }
 
+    /// The stored log of one attempt of a stage (the current one when `attempt` is `None`).
+    pub async fn attempt_log_lines(
+        &self,
+        run: RunId,
+        key: &str,
+        attempt: Option<i32>,
+    ) -> Vec<String> {
+        let mut url = format!("{}/api/v1/runs/{}/stages/{}/logs", self.url(), run, key);
+        if let Some(attempt) = attempt {
+            url.push_str(&format!("?attempt={attempt}"));
+        }
+        let answer = reqwest::get(&url).await.expect("GET logs");
+        assert!(
+            answer.status().is_success(),
+            "GET {url}: {}",
+            answer.status()
+        );
+        let text = answer.text().await.expect("log text");
+        text.lines().map(str::to_owned).collect()
+    }
+
+    pub fn pool(&self) -> &sqlx::PgPool {
+        &self.engine().store.pool
+    }
+
+    pub async fn stage(&self, run: RunId, key: &str) -> stages::StageRunRow {
+        stages::find(self.pool(), run, key)
+            .await
+            .unwrap_or_else(|e| panic!("stage {key} of run {run}: {e}"))
+    }
+
+    /// Waits until stage `key` of `run` satisfies `ready` and returns it.
+    pub async fn wait_for_stage(
+        &self,
+        run: RunId,
+        key: &str,
+        limit: Duration,
+        ready: impl Fn(&stages::StageRunRow) -> bool,
+    ) -> stages::StageRunRow {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let stage = self.stage(run, key).await;
+            if ready(&stage) {
+                return stage;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stage {key} of run {run} not as expected after {limit:?}: status {}, attempt {}, error {:?}",
+                stage.status.as_str(),
+                stage.attempt,
+                stage.error
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     pub async fn stop(self) {
         self.server.stop().await;
     }
+}
+
+/// A temporary directory others may enter (mode 0755), for files a test shares with steps or
+/// with the embedded PostgreSQL, which runs as the `postgres` user when the tests run as root.
+pub fn open_temp_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("gantry-e2e-")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the temp dir");
+    dir
+}
+
+/// The stage of `stages` with plan key `key`.
+pub fn stage_of<'a>(stages: &'a [stages::StageRunRow], key: &str) -> &'a stages::StageRunRow {
+    stages
+        .iter()
+        .find(|s| s.key == key)
+        .unwrap_or_else(|| panic!("no stage {key}"))
 }
 
 pub fn status_of(stages: &[stages::StageRunRow], key: &str) -> gantry::store::StageStatus {

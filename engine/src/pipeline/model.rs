@@ -35,6 +35,16 @@ pub struct Pipeline {
     pub stages: Vec<Stage>,
     /// Stages that run after all others have ended, whatever their outcome.
     pub finally: Vec<Stage>,
+    pub concurrency: Option<Concurrency>,
+}
+
+/// Runs in the same group never overlap: a newer run either waits for the older ones or, with
+/// `cancel_in_progress`, cancels them.
+#[derive(Clone, Debug)]
+pub struct Concurrency {
+    /// Rendered per run, e.g. `${{ git.branch }}`.
+    pub group: Template,
+    pub cancel_in_progress: bool,
 }
 
 impl Pipeline {

@@ -70,6 +70,19 @@ pub fn schema() -> Value {
             json!({ "type": "array", "items": r("stage"), "minItems": 1 }),
             "The stages, in order.",
         ),
+        "concurrency" => doc(
+            object(super::decode::CONCURRENCY_KEYS, &["group"], |k| match k {
+                "group" => doc(
+                    string(),
+                    "Runs with the same rendered group never overlap, e.g. `${{ git.branch }}`.",
+                ),
+                _ => doc(
+                    boolean(),
+                    "Cancel older runs of the group instead of waiting for them.",
+                ),
+            }),
+            "Keeps runs of one group from overlapping.",
+        ),
         _ => doc(
             json!({ "type": "array", "items": r("stage") }),
             "Stages that run after all others, whatever the outcome.",
@@ -280,6 +293,10 @@ mod tests {
         assert_eq!(keys_of(&defs["b2i"]), sorted(B2I_KEYS));
         assert_eq!(keys_of(&defs["deploy"]), sorted(DEPLOY_KEYS));
         assert_eq!(keys_of(&defs["schedule"]), sorted(SCHEDULE_KEYS));
+        assert_eq!(
+            keys_of(&defs["pipeline"]["properties"]["concurrency"]),
+            sorted(super::super::decode::CONCURRENCY_KEYS)
+        );
         let on = &defs["on"]["oneOf"][2];
         assert_eq!(keys_of(on), sorted(TRIGGER_KEYS));
         assert_eq!(

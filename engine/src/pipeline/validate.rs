@@ -229,7 +229,15 @@ pub fn validate(pipeline: &Pipeline, sink: &mut Sink) {
 /// Pipeline-level env applies to every stage, so it may use params, git and run facts but not a
 /// stage's matrix or another stage's image.
 fn check_pipeline_env(pipeline: &Pipeline, sink: &mut Sink) {
-    for (name, template) in &pipeline.env {
+    let env = pipeline
+        .env
+        .iter()
+        .map(|(name, template)| (format!("pipeline `env` `{}`", name.value), template));
+    let group = pipeline
+        .concurrency
+        .iter()
+        .map(|c| ("`concurrency.group`".to_owned(), &c.group));
+    for (name, template) in env.chain(group) {
         for reference in template.references() {
             match reference {
                 Reference::Param(p) if pipeline.param(p).is_none() => {
@@ -243,10 +251,7 @@ fn check_pipeline_env(pipeline: &Pipeline, sink: &mut Sink) {
                 }
                 Reference::Matrix(_) | Reference::Stage { .. } => sink.error(
                     template.raw.pos,
-                    format!(
-                        "pipeline `env` `{}` cannot use `${{{{ {reference} }}}}`: it belongs to one stage; set it in that stage's `env`",
-                        name.value
-                    ),
+                    format!("{name} cannot use `${{{{ {reference} }}}}`: it belongs to one stage",),
                 ),
                 _ => {}
             }

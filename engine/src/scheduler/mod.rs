@@ -89,6 +89,14 @@ async fn advance_next(engine: &Engine) -> Result<bool, crate::run::RunError> {
         tx.commit().await?;
         return Ok(true);
     }
+    // A run of a concurrency group starts only once the older runs of its group have ended.
+    if run.status == RunStatus::Queued
+        && !run.cancel_requested
+        && runs::blocking_in_group(&mut *tx, run_id).await?.is_some()
+    {
+        tx.commit().await?;
+        return Ok(true);
+    }
     let plan = engine.plan(run.version_id).await?;
     let rows = stages::for_run(&mut *tx, run_id).await?;
     let states: Vec<StageState> = rows
@@ -140,6 +148,11 @@ async fn advance_next(engine: &Engine) -> Result<bool, crate::run::RunError> {
             Change::Fail(why) => (StageStatus::Failed, Some(why.clone())),
         };
         stages::set_status(&mut *tx, row.id, status, error.as_deref()).await?;
+        let message = match &error {
+            Some(e) => format!("stage `{}` {}: {e}", row.key, status.as_str()),
+            None => format!("stage `{}` {}", row.key, status.as_str()),
+        };
+        store::events::record(&mut *tx, run_id, Some(row.id), "stage", &message).await?;
         tracing::debug!(run.id = run_id.0, stage = %row.key, status = status.as_str(), "stage changed");
     }
     if !decision.stop.is_empty() {
@@ -147,7 +160,13 @@ async fn advance_next(engine: &Engine) -> Result<bool, crate::run::RunError> {
     }
     if let Some((status, reason)) = &decision.run {
         runs::set_status(&mut *tx, run_id, *status, reason.as_deref()).await?;
+        let message = match reason {
+            Some(r) => format!("run {}: {r}", status.as_str()),
+            None => format!("run {}", status.as_str()),
+        };
+        store::events::record(&mut *tx, run_id, None, "run", &message).await?;
         if status.is_terminal() {
+            runs::wake_group(&mut *tx, run_id).await?;
             tracing::info!(
                 run.id = run_id.0,
                 status = status.as_str(),
@@ -200,6 +219,10 @@ async fn start_queued(engine: &Engine) -> Result<(), crate::run::RunError> {
     )
     .await?;
     for stage in claimed {
+        engine
+            .metrics
+            .queue_latency
+            .observe_between(stage.queued_at, stage.started_at);
         let expires =
             Utc::now().timestamp() + i64::from(stage.timeout_secs.unwrap_or(24 * 3600)) + 3600;
         let token = engine.tokens.issue(Grant {

@@ -4,6 +4,7 @@
 
 pub mod artifacts;
 pub mod embedded;
+pub mod events;
 pub mod logs;
 pub mod pipelines;
 pub mod runs;

@@ -230,3 +230,29 @@ pub async fn count_by_status(db: impl PgExecutor<'_>) -> Result<Vec<(RunStatus, 
     .await?;
     Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
 }
+
+/// An older run of the same concurrency group that has not ended, which `id` must wait for.
+pub async fn blocking_in_group(db: impl PgExecutor<'_>, id: RunId) -> Result<Option<RunId>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT o.id AS "id: RunId" FROM runs r
+           JOIN runs o ON o.pipeline_id = r.pipeline_id AND o.concurrency_group = r.concurrency_group
+           WHERE r.id = $1 AND o.id < r.id AND o.status IN ('queued', 'running')
+           ORDER BY o.id LIMIT 1"#,
+        id.0
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// When a run ends, the runs of its concurrency group waiting for it may start.
+pub async fn wake_group(db: impl PgExecutor<'_>, ended: RunId) -> Result<()> {
+    sqlx::query!(
+        "UPDATE runs n SET dirty = true FROM runs e
+         WHERE e.id = $1 AND n.pipeline_id = e.pipeline_id AND n.concurrency_group = e.concurrency_group
+           AND n.status = 'queued' AND n.id <> e.id",
+        ended.0
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}

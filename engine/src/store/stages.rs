@@ -103,6 +103,9 @@ pub struct Claimed {
     pub key: String,
     pub attempt: i32,
     pub timeout_secs: Option<i32>,
+    /// When it entered the queue and when it left it (for the queue latency metric).
+    pub queued_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 /// Takes up to `limit` queued stages for this engine, oldest first, and marks them running
@@ -122,7 +125,8 @@ pub async fn claim_queued(
                finished_at = NULL, log_lines = 0, cancel_requested = false
            WHERE id IN (SELECT id FROM stage_runs WHERE status = 'queued'
                         ORDER BY queued_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
-           RETURNING id AS "id: StageRunId", run_id AS "run_id: RunId", key, attempt, timeout_secs"#,
+           RETURNING id AS "id: StageRunId", run_id AS "run_id: RunId", key, attempt, timeout_secs,
+                     queued_at, started_at"#,
         engine,
         executor,
         limit

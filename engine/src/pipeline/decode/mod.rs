@@ -23,7 +23,9 @@ pub const PIPELINE_KEYS: &[&str] = &[
     "on",
     "stages",
     "finally",
+    "concurrency",
 ];
+pub const CONCURRENCY_KEYS: &[&str] = &["group", "cancel_in_progress"];
 pub const PARAM_KEYS: &[&str] = &["type", "default", "description", "options"];
 
 /// Names of pipelines and stages end up in URLs and Kubernetes label values, so they follow
@@ -108,8 +110,31 @@ pub fn decode(root: &Node, sink: &mut Sink) -> Option<Pipeline> {
         .map(|n| stage::decode_list(&mut r, n, "`finally`"))
         .unwrap_or_default();
 
+    let concurrency = map.get("concurrency").and_then(|n| {
+        let m = r.map(n, "`concurrency`", CONCURRENCY_KEYS)?;
+        let group = match m.get("group") {
+            Some(g) => r.template(g, "`concurrency.group`")?,
+            None => {
+                r.error(
+                    n,
+                    "`concurrency` needs `group`, e.g. `group: ${{ git.branch }}`",
+                );
+                return None;
+            }
+        };
+        let cancel_in_progress = m
+            .get("cancel_in_progress")
+            .and_then(|c| r.bool(c, "`cancel_in_progress`"))
+            .unwrap_or(false);
+        Some(crate::pipeline::model::Concurrency {
+            group,
+            cancel_in_progress,
+        })
+    });
+
     Some(Pipeline {
         name,
+        concurrency,
         description,
         env,
         params,
@@ -250,3 +275,24 @@ fn decode_params(r: &mut Reader<'_>, node: &Node) -> Vec<Param> {
 
 /// Position of a file's first line, for problems that belong to no particular node.
 pub const FILE_START: Pos = Pos { line: 1, col: 1 };
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn concurrency_is_decoded() {
+        let p = crate::pipeline::parse(
+            "t.yaml",
+            "name: x\nconcurrency:\n  group: ${{ git.branch }}\n  cancel_in_progress: true\nstages:\n  - {name: a, steps: [x]}\n",
+        )
+        .expect("valid");
+        let c = p.concurrency.expect("has concurrency");
+        assert!(c.cancel_in_progress);
+        assert_eq!(c.group.raw.value, "${{ git.branch }}");
+        let err = crate::pipeline::parse(
+            "t.yaml",
+            "name: x\nconcurrency:\n  group: ${{ matrix.os }}\nstages:\n  - {name: a, steps: [x]}\n",
+        )
+        .expect_err("matrix in group");
+        assert!(err.to_string().contains("belongs to one stage"), "{err}");
+    }
+}

@@ -1,0 +1,47 @@
+//! The trail of what happened in a run (triggered, stage queued, approved by, cancelled, ...),
+//! written in the same transaction as the change it describes.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgExecutor;
+
+use super::{Result, RunId, StageRunId};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub stage_run_id: Option<StageRunId>,
+    pub kind: String,
+    pub message: String,
+    pub at: DateTime<Utc>,
+}
+
+pub async fn record(
+    db: impl PgExecutor<'_>,
+    run: RunId,
+    stage: Option<StageRunId>,
+    kind: &str,
+    message: &str,
+) -> Result<()> {
+    sqlx::query!(
+        "INSERT INTO events (run_id, stage_run_id, kind, message) VALUES ($1, $2, $3, $4)",
+        run.0,
+        stage.map(|s| s.0),
+        kind,
+        message
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn for_run(db: impl PgExecutor<'_>, run: RunId) -> Result<Vec<EventRow>> {
+    Ok(sqlx::query_as!(
+        EventRow,
+        r#"SELECT id, stage_run_id AS "stage_run_id: StageRunId", kind, message, at
+           FROM events WHERE run_id = $1 ORDER BY id"#,
+        run.0
+    )
+    .fetch_all(db)
+    .await?)
+}
