@@ -75,6 +75,8 @@ pub struct Engine {
     pub wake: Notify,
     /// New log lines stored for a stage run (fed by LISTEN on the logs channel).
     pub logs: broadcast::Sender<StageRunId>,
+    /// What this process measures for `/metrics` (counts come from the database).
+    pub metrics: crate::http::metrics::Metrics,
     plans: Mutex<HashMap<VersionId, Arc<Plan>>>,
 }
 
@@ -136,6 +138,7 @@ impl Engine {
             executors,
             wake: Notify::new(),
             logs,
+            metrics: crate::http::metrics::Metrics::default(),
             plans: Mutex::default(),
             config,
         }))

@@ -2,6 +2,7 @@
 //! so tests and benchmarks reach it directly.
 
 pub mod cli;
+pub mod client;
 pub mod engine;
 pub mod executor;
 pub mod http;

@@ -213,12 +213,12 @@ pub async fn trigger(
         &new_stages(&plan),
     )
     .await?;
-    if let (Some(group), Some(c)) = (&group, &plan.pipeline.concurrency) {
-        if c.cancel_in_progress {
-            for older in runs::older_active_in_group(&mut *tx, row.id, group, run_id).await? {
-                runs::request_cancel(&mut *tx, older).await?;
-                tracing::info!(run.id = older.0, newer = run_id.0, group = %group, "cancelling an older run of the concurrency group");
-            }
+    if let (Some(group), Some(c)) = (&group, &plan.pipeline.concurrency)
+        && c.cancel_in_progress
+    {
+        for older in runs::older_active_in_group(&mut *tx, row.id, group, run_id).await? {
+            runs::request_cancel(&mut *tx, older).await?;
+            tracing::info!(run.id = older.0, newer = run_id.0, group = %group, "cancelling an older run of the concurrency group");
         }
     }
     store::events::record(

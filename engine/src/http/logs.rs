@@ -86,6 +86,10 @@ pub fn follow(
                 return None;
             }
             loop {
+                // Look whether the attempt has ended *before* reading: a runner completes only
+                // once all its lines are stored, so a read after seeing the end sees every line.
+                // (Checked after the read, lines stored and completed in between were lost.)
+                let finished = attempt_ended(&engine, id, attempt).await;
                 let mut events = Vec::new();
                 let mut last = after;
                 let mut chunks = logs::chunks_after(&engine.store.pool, id, attempt, after);
@@ -104,20 +108,7 @@ pub fn follow(
                     let batch = futures_util::stream::iter(events.into_iter().map(Ok));
                     return Some((batch.boxed(), (engine, rx, last, false)));
                 }
-                // Nothing new: has the attempt ended?
-                let finished = match stages::get(&engine.store.pool, id).await {
-                    Ok(row) => {
-                        row.attempt != attempt
-                            || !matches!(
-                                row.status,
-                                StageStatus::Running
-                                    | StageStatus::Pending
-                                    | StageStatus::Queued
-                                    | StageStatus::WaitingApproval
-                            )
-                    }
-                    Err(_) => true,
-                };
+                // Nothing new: done if the attempt had ended before the read.
                 if finished {
                     let end = Event::default().event("end").data("{}");
                     return Some((
@@ -143,4 +134,19 @@ pub fn follow(
         })
         .flatten();
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Whether attempt `attempt` of the stage is over, so no more of its lines can come.
+async fn attempt_ended(engine: &Engine, id: StageRunId, attempt: i32) -> bool {
+    match stages::get(&engine.store.pool, id).await {
+        // A later attempt has started.
+        Ok(row) if row.attempt > attempt => true,
+        // The attempt itself: over unless still running (queued again means it failed and
+        // waits for a retry).
+        Ok(row) if row.attempt == attempt => row.status != StageStatus::Running,
+        // Not started yet (a viewer opening a pending or queued stage): wait for it, unless
+        // the stage ended without running it (skipped, cancelled, rejected).
+        Ok(row) => row.status.is_terminal(),
+        Err(_) => true,
+    }
 }

@@ -3,6 +3,8 @@
 pub mod api;
 pub mod error;
 pub mod logs;
+pub mod metrics;
+pub mod openapi;
 pub mod runner;
 
 use std::sync::Arc;
@@ -19,9 +21,11 @@ use crate::engine::Engine;
 pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
         .nest("/api/v1", api::router())
+        .route("/api/openapi.json", get(openapi::document_json))
         .nest(gantry_runner::wire::API_PREFIX, runner::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics::metrics))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(engine)
 }

@@ -116,7 +116,10 @@ async fn append_logs(
     .await?;
     tx.commit().await?;
     Ok(match appended {
-        logs::Appended::Acked { acked } => Json(LogAck { acked }).into_response(),
+        logs::Appended::Acked { acked } => {
+            engine.metrics.add_log_bytes(body.len());
+            Json(LogAck { acked }).into_response()
+        }
         logs::Appended::Gap { acked } => {
             (StatusCode::CONFLICT, Json(LogAck { acked })).into_response()
         }
@@ -285,6 +288,10 @@ async fn complete(
     tx.commit().await?;
     match ended {
         Some(s) => {
+            engine
+                .metrics
+                .stage_duration
+                .observe_between(row.started_at, Some(chrono::Utc::now()));
             tracing::info!(stage = %row.key, attempt = grant.attempt, status = s.as_str(), "stage attempt completed");
             Ok(StatusCode::NO_CONTENT)
         }

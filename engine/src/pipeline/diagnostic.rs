@@ -52,13 +52,41 @@ impl fmt::Display for Report {
 
 impl std::error::Error for Report {}
 
+/// How many "did you mean" searches one file may cost. Each compares a name with every
+/// candidate, so a hostile file with thousands of unknown names among thousands of stages
+/// would otherwise take quadratic time; past the budget, messages just omit the hint.
+pub const SUGGESTION_BUDGET: usize = 200;
+
 /// Collects diagnostics while a file is decoded and checked.
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct Sink {
     diagnostics: Vec<Diagnostic>,
+    suggestions_left: usize,
+}
+
+impl Default for Sink {
+    fn default() -> Self {
+        Sink {
+            diagnostics: Vec::new(),
+            suggestions_left: SUGGESTION_BUDGET,
+        }
+    }
 }
 
 impl Sink {
+    /// [`suggestion`], within the file's budget.
+    pub fn suggest<'a>(
+        &mut self,
+        word: &str,
+        candidates: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&'a str> {
+        if self.suggestions_left == 0 {
+            return None;
+        }
+        self.suggestions_left -= 1;
+        suggestion(word, candidates)
+    }
+
     pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
         self.diagnostics.push(Diagnostic {
             pos,

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::diagnostic::{Sink, suggestion};
+use super::diagnostic::Sink;
 use super::model::{Pipeline, Stage, StageKind};
 use super::template::{Reference, Template};
 
@@ -82,7 +82,7 @@ impl<'p> Graph<'p> {
                             }
                             None => {
                                 let names = index.keys().copied();
-                                let hint = suggestion(&need.value, names)
+                                let hint = sink.suggest(&need.value, names)
                                     .map(|s| format!("; did you mean `{s}`?"))
                                     .unwrap_or_default();
                                 sink.error(
@@ -241,7 +241,8 @@ fn check_pipeline_env(pipeline: &Pipeline, sink: &mut Sink) {
         for reference in template.references() {
             match reference {
                 Reference::Param(p) if pipeline.param(p).is_none() => {
-                    let hint = suggestion(p, pipeline.params.iter().map(|x| x.name.value.as_str()))
+                    let hint = sink
+                        .suggest(p, pipeline.params.iter().map(|x| x.name.value.as_str()))
                         .map(|s| format!("; did you mean `params.{s}`?"))
                         .unwrap_or_default();
                     sink.error(
@@ -265,7 +266,7 @@ fn check_schedule_params(pipeline: &Pipeline, sink: &mut Sink) {
             let (pos, name) = (name.pos, name.value.as_str());
             match pipeline.param(name).map(|p| &p.kind) {
                 None => {
-                    let hint = suggestion(name, pipeline.params.iter().map(|p| p.name.value.as_str()))
+                    let hint = sink.suggest(name, pipeline.params.iter().map(|p| p.name.value.as_str()))
                         .map(|s| format!("; did you mean `{s}`?"))
                         .unwrap_or_default();
                     sink.error(pos, format!("schedule param `{name}` is not declared under `params`{hint}"))
@@ -336,7 +337,8 @@ fn check_when(
     let source = &when.source.value;
     for name in cel_fields(source, "params") {
         if pipeline.param(name).is_none() {
-            let hint = suggestion(name, pipeline.params.iter().map(|p| p.name.value.as_str()))
+            let hint = sink
+                .suggest(name, pipeline.params.iter().map(|p| p.name.value.as_str()))
                 .map(|s| format!("; did you mean `params.{s}`?"))
                 .unwrap_or_default();
             sink.error(
@@ -444,7 +446,7 @@ fn check_references(pipeline: &Pipeline, graph: &Graph<'_>, i: usize, sink: &mut
             match reference {
                 Reference::Param(name) => {
                     if pipeline.param(name).is_none() {
-                        let hint = suggestion(name, pipeline.params.iter().map(|p| p.name.value.as_str()))
+                        let hint = sink.suggest(name, pipeline.params.iter().map(|p| p.name.value.as_str()))
                             .map(|s| format!("; did you mean `params.{s}`?"))
                             .unwrap_or_default();
                         sink.error(pos, format!("`${{{{ params.{name} }}}}`: no param `{name}` is declared{hint}"));
@@ -464,7 +466,7 @@ fn check_references(pipeline: &Pipeline, graph: &Graph<'_>, i: usize, sink: &mut
                 }
                 Reference::Stage { name, .. } => match graph.index_of(name) {
                     None => {
-                        let hint = suggestion(name, graph.stages.iter().map(|s| s.name.value.as_str()))
+                        let hint = sink.suggest(name, graph.stages.iter().map(|s| s.name.value.as_str()))
                             .map(|s| format!("; did you mean `{s}`?"))
                             .unwrap_or_default();
                         sink.error(pos, format!("`${{{{ {reference} }}}}`: there is no stage `{name}`{hint}"));

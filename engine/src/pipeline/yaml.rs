@@ -5,7 +5,7 @@
 //! duplicate keys are reported instead of silently overwritten, merge keys (`<<`) work, and
 //! aliases are expanded under a size bound so a "billion laughs" file cannot exhaust memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
@@ -219,7 +219,9 @@ enum Frame {
         entries: Vec<(Node, Node)>,
         pending_key: Option<Node>,
         /// Indices of entries that came from a merge key; keys written explicitly replace them.
-        merged: Vec<usize>,
+        merged: HashSet<usize>,
+        /// Entry index by key text: duplicate checks stay O(1) however many keys a mapping has.
+        index: HashMap<String, usize>,
     },
 }
 
@@ -291,7 +293,8 @@ impl Builder {
                         anchor,
                         entries: Vec::new(),
                         pending_key: None,
-                        merged: Vec::new(),
+                        merged: HashSet::new(),
+                        index: HashMap::new(),
                     },
                     pos,
                 )?;
@@ -356,16 +359,18 @@ impl Builder {
                 entries,
                 pending_key,
                 merged,
+                index,
                 ..
             }) => match pending_key.take() {
                 None => *pending_key = Some(node),
                 Some(key) => {
-                    let existing = entries.iter().position(|(k, _)| same_key(k, &key));
+                    let text = key.as_scalar().map(|s| s.text.clone());
+                    let existing = text.as_ref().and_then(|t| index.get(t).copied());
                     if is_merge_key(&key) {
-                        merge_into(entries, merged, &node);
+                        merge_into(entries, merged, index, &node);
                     } else if let Some(i) = existing.filter(|i| merged.contains(i)) {
                         entries[i] = (key, node);
-                        merged.retain(|m| *m != i);
+                        merged.remove(&i);
                     } else if let Some(i) = existing {
                         self.warnings.push(YamlError {
                             pos: key.pos,
@@ -376,6 +381,9 @@ impl Builder {
                             ),
                         });
                     } else {
+                        if let Some(t) = text {
+                            index.insert(t, entries.len());
+                        }
                         entries.push((key, node));
                     }
                 }
@@ -402,16 +410,14 @@ fn is_merge_key(key: &Node) -> bool {
     matches!(&key.value, Value::Scalar(s) if s.plain && s.text == "<<")
 }
 
-fn same_key(a: &Node, b: &Node) -> bool {
-    match (&a.value, &b.value) {
-        (Value::Scalar(x), Value::Scalar(y)) => x.text == y.text,
-        _ => false,
-    }
-}
-
 /// `<<: *base` (or a list of them): keys of the merged mappings that the mapping does not set
 /// itself are added, as YAML 1.1 merge keys do. Keys set before or after the merge win.
-fn merge_into(entries: &mut Vec<(Node, Node)>, merged_indices: &mut Vec<usize>, value: &Node) {
+fn merge_into(
+    entries: &mut Vec<(Node, Node)>,
+    merged_indices: &mut HashSet<usize>,
+    index: &mut HashMap<String, usize>,
+    value: &Node,
+) {
     let sources: Vec<&Node> = match &value.value {
         Value::Seq(items) => items.iter().collect(),
         _ => vec![value],
@@ -419,8 +425,12 @@ fn merge_into(entries: &mut Vec<(Node, Node)>, merged_indices: &mut Vec<usize>, 
     for source in sources {
         if let Value::Map(merged) = &source.value {
             for (k, v) in merged {
-                if !entries.iter().any(|(existing, _)| same_key(existing, k)) {
-                    merged_indices.push(entries.len());
+                let Some(text) = k.as_scalar().map(|s| s.text.clone()) else {
+                    continue;
+                };
+                if let std::collections::hash_map::Entry::Vacant(slot) = index.entry(text) {
+                    merged_indices.insert(entries.len());
+                    slot.insert(entries.len());
                     entries.push((k.clone(), v.clone()));
                 }
             }

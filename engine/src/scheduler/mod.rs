@@ -286,6 +286,15 @@ async fn fail_attempt(
     status: StageStatus,
     why: &str,
 ) -> Result<(), crate::run::RunError> {
+    // An attempt that was asked to stop (a cancel) and whose runner then died or went silent
+    // before reporting was cancelled, not failed: recording it as failed would turn a run the
+    // user cancelled into a failed one (e.g. when the executor's SIGKILL after the grace beats
+    // the runner's completion call).
+    let status = if row.cancel_requested && status == StageStatus::Failed {
+        StageStatus::Cancelled
+    } else {
+        status
+    };
     let mut tx = engine.store.pool.begin().await?;
     if stages::finish_attempt(&mut tx, row.id, row.attempt, status, Some(why))
         .await?

@@ -310,7 +310,9 @@ pub async fn reuse_result(
          WHERE id = $1",
         id.0,
         from.status as StageStatus,
-        from.id.0,
+        // The stage run that actually ran (and owns the artifacts), not an earlier reuse of
+        // it: a rerun of a rerun would otherwise point at a row without artifacts.
+        from.reused_from.unwrap_or(from.id).0,
         from.image,
         from.error,
         from.started_at,

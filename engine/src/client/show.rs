@@ -1,0 +1,213 @@
+//! How the client commands show runs and stages: aligned tables, short durations, local times.
+
+use chrono::{DateTime, Local, Utc};
+
+use super::{Run, Stage};
+
+/// Left-aligned columns two spaces apart; the last column is not padded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            if i + 1 < row.len() {
+                let pad = widths
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(cell.chars().count());
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `0.4s`, `12.3s`, `4m05s`, `2h03m`.
+pub fn duration(secs: f64) -> String {
+    if secs < 60.0 {
+        return format!("{secs:.1}s");
+    }
+    // Whole seconds from here on; a negative or NaN input was handled above.
+    let whole = secs.round() as u64;
+    if whole < 3600 {
+        format!("{}m{:02}s", whole / 60, whole % 60)
+    } else {
+        format!("{}h{:02}m", whole / 3600, (whole % 3600) / 60)
+    }
+}
+
+/// How long something ran: until it finished, or until now while it still runs.
+pub fn elapsed(
+    started: Option<DateTime<Utc>>,
+    finished: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> String {
+    match started {
+        None => "-".into(),
+        Some(start) => {
+            let end = finished.unwrap_or(now);
+            let millis = (end - start).num_milliseconds().max(0);
+            let secs = millis as f64 / 1000.0;
+            duration(secs)
+        }
+    }
+}
+
+/// A moment in the local time zone, to the second.
+pub fn moment(at: Option<DateTime<Utc>>) -> String {
+    at.map_or_else(
+        || "-".into(),
+        |t| {
+            t.with_timezone(&Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        },
+    )
+}
+
+/// `gantry runs`: one line per run.
+pub fn runs_table(runs: &[Run], now: DateTime<Utc>) -> String {
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.pipeline.clone(),
+                format!("#{}", r.number),
+                r.status.as_str().to_owned(),
+                r.trigger.clone(),
+                moment(r.started_at.or(Some(r.created_at))),
+                elapsed(r.started_at, r.finished_at, now),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "PIPELINE", "#", "STATUS", "TRIGGER", "STARTED", "DURATION",
+        ],
+        &rows,
+    )
+}
+
+/// What to say about a stage beyond its status: its error, who approved it, reuse.
+fn stage_detail(stage: &Stage) -> String {
+    let mut parts = Vec::new();
+    if let Some(error) = &stage.error {
+        parts.push(error.clone());
+    }
+    if let Some(who) = &stage.approved_by {
+        parts.push(format!("approved by {who}"));
+    }
+    if let Some(from) = stage.reused_from {
+        parts.push(format!("result reused from stage run {from}"));
+    }
+    if stage.allow_failure {
+        parts.push("may fail".into());
+    }
+    if stage.finally {
+        parts.push("finally".into());
+    }
+    parts.join("; ")
+}
+
+/// `gantry status RUN`: the run, then a table of its stages.
+pub fn run_status(run: &Run, now: DateTime<Utc>) -> String {
+    let mut out = format!(
+        "run {}: {}/{} #{} {}\n",
+        run.id,
+        run.project,
+        run.pipeline,
+        run.number,
+        run.status.as_str()
+    );
+    if let Some(reason) = &run.reason {
+        out.push_str(&format!("reason: {reason}\n"));
+    }
+    out.push_str(&format!(
+        "trigger: {}{}, created {}, started {}, duration {}\n\n",
+        run.trigger,
+        run.rerun_of
+            .map(|r| format!(" (rerun of run {r})"))
+            .unwrap_or_default(),
+        moment(Some(run.created_at)),
+        moment(run.started_at),
+        elapsed(run.started_at, run.finished_at, now)
+    ));
+    let rows: Vec<Vec<String>> = run
+        .stages
+        .iter()
+        .map(|s| {
+            vec![
+                s.key.clone(),
+                s.status.as_str().to_owned(),
+                format!("{}/{}", s.attempt, s.max_attempts),
+                elapsed(s.started_at, s.finished_at, now),
+                stage_detail(s),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["STAGE", "STATUS", "ATTEMPT", "DURATION", "DETAIL"],
+        &rows,
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_short() {
+        assert_eq!(duration(0.04), "0.0s");
+        assert_eq!(duration(12.34), "12.3s");
+        assert_eq!(duration(245.0), "4m05s");
+        assert_eq!(duration(7380.0), "2h03m");
+    }
+
+    #[test]
+    fn elapsed_counts_to_now_while_running() {
+        let start = DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let now = start + chrono::TimeDelta::seconds(90);
+        assert_eq!(elapsed(Some(start), None, now), "1m30s");
+        assert_eq!(
+            elapsed(
+                Some(start),
+                Some(start + chrono::TimeDelta::milliseconds(1500)),
+                now
+            ),
+            "1.5s"
+        );
+        assert_eq!(elapsed(None, None, now), "-");
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let text = table(
+            &["ID", "NAME", "X"],
+            &[
+                vec!["1".into(), "a-long-name".into(), "x".into()],
+                vec!["200".into(), "b".into(), String::new()],
+            ],
+        );
+        assert_eq!(text, "ID   NAME         X\n1    a-long-name  x\n200  b\n");
+    }
+}

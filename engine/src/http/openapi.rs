@@ -1,0 +1,787 @@
+//! `GET /api/openapi.json`: the OpenAPI 3.1 description of the public API (`/api/v1`),
+//! written by hand. `ROUTES` lists every route once; the document is built from it, and tests
+//! check it against the router in `api.rs` (so a new route without documentation fails a test)
+//! and against the JSON the real API answers (see `tests/tests/api_docs.rs`).
+
+use axum::Json;
+use serde_json::{Map, Value, json};
+
+/// Every route of `api::router()`, as (method, path under `/api/v1`).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/pipelines"),
+    ("post", "/projects/{project}/pipelines"),
+    ("post", "/projects/{project}/pipelines/{name}/runs"),
+    ("get", "/projects/{project}/pipelines/{name}/runs"),
+    ("get", "/projects/{project}/secrets"),
+    ("put", "/projects/{project}/secrets/{name}"),
+    ("get", "/runs"),
+    ("get", "/runs/{id}"),
+    ("post", "/runs/{id}/cancel"),
+    ("post", "/runs/{id}/rerun"),
+    ("get", "/runs/{id}/artifacts"),
+    ("get", "/runs/{id}/stages/{key}"),
+    ("post", "/runs/{id}/stages/{key}/cancel"),
+    ("post", "/runs/{id}/stages/{key}/approve"),
+    ("post", "/runs/{id}/stages/{key}/reject"),
+    ("get", "/runs/{id}/stages/{key}/logs"),
+    ("get", "/runs/{id}/stages/{key}/logs/stream"),
+];
+
+pub async fn document_json() -> Json<Value> {
+    Json(document())
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for &(method, path) in ROUTES {
+        let Some(op) = operation(method, path) else {
+            continue;
+        };
+        let item = paths
+            .entry(path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(item) = item {
+            item.insert(method.to_owned(), op);
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Gantry API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Apply pipelines, start and steer runs, read their logs and artifacts. \
+                Errors are JSON objects with an `error` message (and `problems`, one \
+                `FILE:LINE:COL: message` line each, for an invalid pipeline).",
+            "license": { "name": "Apache-2.0", "identifier": "Apache-2.0" }
+        },
+        "servers": [{ "url": "/api/v1" }],
+        "tags": [
+            { "name": "pipelines", "description": "Pipeline files and their versions." },
+            { "name": "runs", "description": "Runs and their stages." },
+            { "name": "logs", "description": "Stage logs, downloaded or followed live." },
+            { "name": "secrets", "description": "Write-only project secrets." }
+        ],
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "parameters": parameters(),
+            "responses": {
+                "NotFound": error_response("The project, pipeline, run or stage does not exist."),
+                "Unprocessable": error_response("The request is not valid (a malformed id, an unknown param)."),
+                "Conflict": error_response("The run or stage is not in a state that allows this."),
+                "Internal": error_response("Something failed inside the engine; the detail is in its log.")
+            }
+        }
+    })
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn param_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/parameters/{name}") })
+}
+
+fn response_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/responses/{name}") })
+}
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": schema_ref("Error") } }
+    })
+}
+
+fn json_response(description: &str, schema: Value) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": schema } }
+    })
+}
+
+fn array_of(name: &str) -> Value {
+    json!({ "type": "array", "items": schema_ref(name) })
+}
+
+/// Adds the errors every route may answer to `responses`.
+fn with_errors(mut responses: Value, errors: &[(&str, &str)]) -> Value {
+    if let Value::Object(map) = &mut responses {
+        for (code, name) in errors {
+            map.insert((*code).to_owned(), response_ref(name));
+        }
+        map.insert("500".to_owned(), response_ref("Internal"));
+    }
+    responses
+}
+
+fn json_body(name: &str, description: &str) -> Value {
+    json!({
+        "required": false,
+        "description": description,
+        "content": { "application/json": { "schema": schema_ref(name) } }
+    })
+}
+
+fn op(tag: &str, id: &str, summary: &str, params: &[&str], responses: Value) -> Value {
+    let parameters: Vec<Value> = params.iter().map(|p| param_ref(p)).collect();
+    json!({
+        "tags": [tag],
+        "operationId": id,
+        "summary": summary,
+        "parameters": parameters,
+        "responses": responses
+    })
+}
+
+fn with_body(mut operation: Value, body: Value) -> Value {
+    operation["requestBody"] = body;
+    operation
+}
+
+const RUN_ERRORS: &[(&str, &str)] = &[("404", "NotFound"), ("422", "Unprocessable")];
+const STEER_ERRORS: &[(&str, &str)] = &[
+    ("404", "NotFound"),
+    ("409", "Conflict"),
+    ("422", "Unprocessable"),
+];
+
+/// The operation of one route, or `None` for a route nobody documented (a test catches that).
+fn operation(method: &str, path: &str) -> Option<Value> {
+    let stage = ["run_id", "stage_key"];
+    Some(match (method, path) {
+        ("get", "/pipelines") => op(
+            "pipelines",
+            "listPipelines",
+            "Every pipeline of every project, with its newest version.",
+            &[],
+            with_errors(
+                json!({ "200": json_response("The pipelines.", array_of("Pipeline")) }),
+                &[],
+            ),
+        ),
+        ("post", "/projects/{project}/pipelines") => with_body(
+            op(
+                "pipelines",
+                "applyPipeline",
+                "Validate a pipeline file and store it as its pipeline's newest version \
+                 (unless it is identical to the newest). Creates the project and pipeline if needed.",
+                &["project", "file"],
+                with_errors(
+                    json!({
+                        "201": json_response("Stored as a new version.", schema_ref("Applied")),
+                        "200": json_response("Identical to the newest version; nothing stored.", schema_ref("Applied")),
+                        "422": error_response("The file is not a valid pipeline: `problems` lists every problem as `FILE:LINE:COL: message`.")
+                    }),
+                    &[],
+                ),
+            ),
+            json!({
+                "required": true,
+                "description": "The pipeline file (YAML).",
+                "content": {
+                    "application/yaml": { "schema": { "type": "string" } },
+                    "text/plain": { "schema": { "type": "string" } }
+                }
+            }),
+        ),
+        ("post", "/projects/{project}/pipelines/{name}/runs") => with_body(
+            op(
+                "runs",
+                "triggerRun",
+                "Start a run of the pipeline's newest version.",
+                &["project", "pipeline"],
+                with_errors(
+                    json!({ "201": json_response("The run was created.", schema_ref("Triggered")) }),
+                    RUN_ERRORS,
+                ),
+            ),
+            json_body(
+                "TriggerRequest",
+                "Params and the event the run is about (default: a manual run with the params' defaults).",
+            ),
+        ),
+        ("get", "/projects/{project}/pipelines/{name}/runs") => op(
+            "runs",
+            "listPipelineRuns",
+            "Runs of one pipeline, newest first.",
+            &["project", "pipeline", "before", "limit"],
+            with_errors(
+                json!({ "200": json_response("The runs.", array_of("Run")) }),
+                RUN_ERRORS,
+            ),
+        ),
+        ("get", "/projects/{project}/secrets") => op(
+            "secrets",
+            "listSecrets",
+            "The names of a project's secrets (values are never returned).",
+            &["project"],
+            with_errors(
+                json!({ "200": json_response("The secrets.", array_of("Secret")) }),
+                &[("404", "NotFound")],
+            ),
+        ),
+        ("put", "/projects/{project}/secrets/{name}") => with_body(
+            op(
+                "secrets",
+                "putSecret",
+                "Create or replace a secret. The value is stored encrypted and is write-only.",
+                &["project", "secret_name"],
+                with_errors(
+                    json!({ "204": { "description": "Stored." } }),
+                    &[("422", "Unprocessable")],
+                ),
+            ),
+            json!({
+                "required": true,
+                "description": "The secret's value, as is.",
+                "content": { "text/plain": { "schema": { "type": "string" } } }
+            }),
+        ),
+        ("get", "/runs") => op(
+            "runs",
+            "listRuns",
+            "Runs of every pipeline, newest first.",
+            &["before", "limit", "pipeline_id"],
+            with_errors(
+                json!({ "200": json_response("The runs.", array_of("Run")) }),
+                &[],
+            ),
+        ),
+        ("get", "/runs/{id}") => op(
+            "runs",
+            "getRun",
+            "A run with its stages.",
+            &["run_id"],
+            with_errors(
+                json!({ "200": json_response("The run.", schema_ref("RunDetail")) }),
+                RUN_ERRORS,
+            ),
+        ),
+        ("post", "/runs/{id}/cancel") => op(
+            "runs",
+            "cancelRun",
+            "Cancel a run: stages not started are cancelled, running ones are stopped.",
+            &["run_id"],
+            with_errors(
+                json!({ "202": { "description": "Cancelling." } }),
+                STEER_ERRORS,
+            ),
+        ),
+        ("post", "/runs/{id}/rerun") => with_body(
+            op(
+                "runs",
+                "rerunRun",
+                "Start a new run of the same pipeline version, params and commit.",
+                &["run_id"],
+                with_errors(
+                    json!({ "201": json_response("The new run.", schema_ref("Triggered")) }),
+                    STEER_ERRORS,
+                ),
+            ),
+            json_body(
+                "RerunRequest",
+                "Whether to rerun only what did not succeed.",
+            ),
+        ),
+        ("get", "/runs/{id}/artifacts") => op(
+            "runs",
+            "listArtifacts",
+            "The artifacts the run's stages kept (including those a rerun reused).",
+            &["run_id"],
+            with_errors(
+                json!({ "200": json_response("The artifacts.", array_of("Artifact")) }),
+                RUN_ERRORS,
+            ),
+        ),
+        ("get", "/runs/{id}/stages/{key}") => op(
+            "runs",
+            "getStage",
+            "One stage of a run with the steps of all its attempts.",
+            &stage,
+            with_errors(
+                json!({ "200": json_response("The stage.", schema_ref("StageDetail")) }),
+                RUN_ERRORS,
+            ),
+        ),
+        ("post", "/runs/{id}/stages/{key}/cancel") => op(
+            "runs",
+            "cancelStage",
+            "Cancel one stage: a running attempt is stopped, a waiting stage is cancelled.",
+            &stage,
+            with_errors(
+                json!({ "202": { "description": "Cancelling." } }),
+                STEER_ERRORS,
+            ),
+        ),
+        ("post", "/runs/{id}/stages/{key}/approve") => with_body(
+            op(
+                "runs",
+                "approveStage",
+                "Approve a stage waiting for approval.",
+                &stage,
+                with_errors(
+                    json!({ "204": { "description": "Approved; the stage goes on." } }),
+                    STEER_ERRORS,
+                ),
+            ),
+            json_body("ApprovalRequest", "Who decides."),
+        ),
+        ("post", "/runs/{id}/stages/{key}/reject") => with_body(
+            op(
+                "runs",
+                "rejectStage",
+                "Reject a stage waiting for approval (it fails).",
+                &stage,
+                with_errors(
+                    json!({ "204": { "description": "Rejected; the stage failed." } }),
+                    STEER_ERRORS,
+                ),
+            ),
+            json_body("ApprovalRequest", "Who decides."),
+        ),
+        ("get", "/runs/{id}/stages/{key}/logs") => op(
+            "logs",
+            "getStageLog",
+            "The text of one attempt's log, streamed.",
+            &["run_id", "stage_key", "attempt"],
+            with_errors(
+                json!({
+                    "200": {
+                        "description": "The log's lines, each ending in a newline.",
+                        "content": { "text/plain": { "schema": { "type": "string" } } }
+                    }
+                }),
+                RUN_ERRORS,
+            ),
+        ),
+        ("get", "/runs/{id}/stages/{key}/logs/stream") => op(
+            "logs",
+            "followStageLog",
+            "Follow one attempt's log live over Server-Sent Events.",
+            &["run_id", "stage_key", "attempt", "after", "last_event_id"],
+            with_errors(
+                json!({
+                    "200": {
+                        "description": "An event stream. Each line is an event whose `id` is its line \
+                            number and whose `data` is a `LogLine` as JSON; reconnect with \
+                            `Last-Event-ID` to resume. Once the attempt has ended and every line \
+                            was sent, an `end` event (data `{}`) closes the stream.",
+                        "content": {
+                            "text/event-stream": {
+                                "schema": { "type": "string" },
+                                "x-event-data": schema_ref("LogLine")
+                            }
+                        }
+                    }
+                }),
+                RUN_ERRORS,
+            ),
+        ),
+        _ => return None,
+    })
+}
+
+fn parameters() -> Value {
+    let path = |name: &str, description: &str, schema: Value| json!({ "name": name, "in": "path", "required": true, "description": description, "schema": schema });
+    let query = |name: &str, description: &str, schema: Value| json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema });
+    let name =
+        json!({ "type": "string", "pattern": "^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$" });
+    json!({
+        "project": path("project", "The project's name.", name.clone()),
+        "pipeline": path("name", "The pipeline's name.", name.clone()),
+        "secret_name": path("name", "The secret's name.", name),
+        "run_id": path("id", "The run's id.", json!({ "type": "integer", "format": "int64" })),
+        "stage_key": path(
+            "key",
+            "The stage's key: its name, with the matrix values for a matrix instance (`test[os=linux]`).",
+            json!({ "type": "string" })
+        ),
+        "file": query("file", "The file name shown in validation messages (default `.gantry.yaml`).", json!({ "type": "string" })),
+        "before": query("before", "Only runs with a smaller id (to page backwards).", json!({ "type": "integer", "format": "int64" })),
+        "limit": query("limit", "How many runs (1-500, default 50).", json!({ "type": "integer", "minimum": 1, "maximum": 500, "default": 50 })),
+        "pipeline_id": query("pipeline", "Only runs of the pipeline with this id.", json!({ "type": "integer", "format": "int64" })),
+        "attempt": query("attempt", "Which attempt (default: the current one).", json!({ "type": "integer", "minimum": 1 })),
+        "after": query("after", "Start after this line number (`Last-Event-ID` wins if both are given).", json!({ "type": "integer", "minimum": 0 })),
+        "last_event_id": {
+            "name": "Last-Event-ID", "in": "header", "required": false,
+            "description": "The last line number received, when reconnecting.",
+            "schema": { "type": "string" }
+        }
+    })
+}
+
+/// An object schema whose properties are all required and which allows no others: what the
+/// API's row types serialise to.
+fn object(description: &str, properties: Value) -> Value {
+    let required: Vec<String> = properties
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    json!({
+        "type": "object",
+        "description": description,
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false
+    })
+}
+
+fn extended(base: &Value, description: &str, extra: &[(&str, Value)]) -> Value {
+    let mut properties = base["properties"].clone();
+    for (name, schema) in extra {
+        properties[*name] = schema.clone();
+    }
+    object(description, properties)
+}
+
+fn schemas() -> Value {
+    let id = || json!({ "type": "integer", "format": "int64" });
+    let int = || json!({ "type": "integer", "format": "int32" });
+    let text = || json!({ "type": "string" });
+    let opt_text = || json!({ "type": ["string", "null"] });
+    let time = || json!({ "type": "string", "format": "date-time" });
+    let opt_time = || json!({ "type": ["string", "null"], "format": "date-time" });
+    let opt_id = || json!({ "type": ["integer", "null"], "format": "int64" });
+    let flag = || json!({ "type": "boolean" });
+
+    let run = object(
+        "One execution of one pipeline version.",
+        json!({
+            "id": id(),
+            "pipeline_id": id(),
+            "project": text(),
+            "pipeline": text(),
+            "version_id": id(),
+            "number": { "type": "integer", "format": "int32", "description": "Numbered per pipeline from 1." },
+            "trigger": { "type": "string", "description": "What started it: manual, push, schedule, rerun, ..." },
+            "params": { "type": "object", "additionalProperties": { "type": "string" } },
+            "context": schema_ref("RunContext"),
+            "status": schema_ref("RunStatus"),
+            "reason": { "type": ["string", "null"], "description": "Why the run ended as it did." },
+            "cancel_requested": flag(),
+            "rerun_of": opt_id(),
+            "created_at": time(),
+            "started_at": opt_time(),
+            "finished_at": opt_time()
+        }),
+    );
+    let stage = object(
+        "One planned stage instance of a run (the same row across retry attempts).",
+        json!({
+            "id": id(),
+            "run_id": id(),
+            "key": text(),
+            "plan_index": int(),
+            "needs": { "type": "array", "items": int(), "description": "The plan indices of the stages it waits for." },
+            "finally": flag(),
+            "allow_failure": flag(),
+            "status": schema_ref("StageStatus"),
+            "attempt": { "type": "integer", "format": "int32", "description": "The current attempt (0 before the first)." },
+            "max_attempts": int(),
+            "timeout_secs": { "type": ["integer", "null"], "format": "int32" },
+            "executor": opt_text(),
+            "executor_handle": opt_text(),
+            "claimed_by": { "type": ["string", "null"], "description": "The engine process that started the attempt." },
+            "cancel_requested": flag(),
+            "error": opt_text(),
+            "approved_by": opt_text(),
+            "reused_from": { "type": ["integer", "null"], "format": "int64", "description": "The stage run whose result a rerun reused." },
+            "queued_at": opt_time(),
+            "started_at": opt_time(),
+            "finished_at": opt_time(),
+            "heartbeat_at": opt_time(),
+            "image": { "type": ["string", "null"], "description": "The image a build stage pushed." },
+            "log_lines": { "type": "integer", "format": "int64" }
+        }),
+    );
+    let step = object(
+        "One step of one stage attempt.",
+        json!({
+            "attempt": int(),
+            "idx": int(),
+            "name": text(),
+            "exit_code": { "type": ["integer", "null"], "format": "int32" },
+            "started_at": time(),
+            "finished_at": opt_time(),
+            "first_line": { "type": ["integer", "null"], "format": "int64", "description": "The step's first log line." }
+        }),
+    );
+    let run_detail = extended(
+        &run,
+        "A run with its stages.",
+        &[("stages", array_of("Stage"))],
+    );
+    let stage_detail = extended(
+        &stage,
+        "A stage with its steps.",
+        &[("steps", array_of("Step"))],
+    );
+    json!({
+        "RunStatus": {
+            "type": "string",
+            "enum": ["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
+        },
+        "StageStatus": {
+            "type": "string",
+            "enum": ["pending", "queued", "running", "succeeded", "failed", "cancelled", "skipped", "waiting_approval", "timed_out"]
+        },
+        "Run": run,
+        "RunDetail": run_detail,
+        "Stage": stage,
+        "StageDetail": stage_detail,
+        "Step": step,
+        "Pipeline": object(
+            "A pipeline with its newest version.",
+            json!({
+                "id": id(),
+                "project": text(),
+                "name": text(),
+                "version_id": id(),
+                "version": int(),
+                "created_at": time()
+            }),
+        ),
+        "Applied": object(
+            "The version a pipeline file was stored as.",
+            json!({
+                "pipeline_id": id(),
+                "project": text(),
+                "name": text(),
+                "version": int(),
+                "created": { "type": "boolean", "description": "false when the file was identical to the newest version." }
+            }),
+        ),
+        "Triggered": object(
+            "A run that was created.",
+            json!({ "run_id": id(), "number": int() }),
+        ),
+        "Artifact": object(
+            "A file set a stage kept (a tar.gz).",
+            json!({
+                "id": id(),
+                "stage_run_id": id(),
+                "name": text(),
+                "size": { "type": "integer", "format": "int64", "description": "Bytes." },
+                "sha256": opt_text()
+            }),
+        ),
+        "Secret": object(
+            "A secret's name (values are never returned).",
+            json!({ "name": text(), "updated_at": time() }),
+        ),
+        "LogLine": object(
+            "One log line, as the `data` of a log stream event.",
+            json!({
+                "n": { "type": "integer", "format": "int64", "description": "The line number, from 1 per attempt." },
+                "ts_ms": { "type": "integer", "format": "int64", "description": "When it was written (Unix milliseconds)." },
+                "stream": { "type": "string", "enum": ["stdout", "stderr", "system"] },
+                "text": text()
+            }),
+        ),
+        "Error": {
+            "type": "object",
+            "properties": {
+                "error": { "type": "string", "description": "What went wrong, for people." },
+                "problems": {
+                    "type": "array",
+                    "items": { "type": "string" },
+                    "description": "For an invalid pipeline: one `FILE:LINE:COL: message` per problem."
+                }
+            },
+            "required": ["error"],
+            "additionalProperties": false
+        },
+        "RunContext": {
+            "type": "object",
+            "description": "What a run is about: the event and the commit.",
+            "properties": {
+                "event": text(),
+                "branch": text(),
+                "tag": text(),
+                "commit_sha": text(),
+                "pr_number": { "type": "integer", "format": "int64" },
+                "pr_title": text(),
+                "from_fork": flag()
+            },
+            "required": ["event"]
+        },
+        "TriggerRequest": {
+            "type": "object",
+            "properties": {
+                "params": { "type": "object", "additionalProperties": { "type": "string" } },
+                "context": schema_ref("RunContext")
+            }
+        },
+        "RerunRequest": {
+            "type": "object",
+            "properties": {
+                "failed_only": { "type": "boolean", "default": false, "description": "Keep the results of stages that succeeded." }
+            }
+        },
+        "ApprovalRequest": {
+            "type": "object",
+            "properties": {
+                "by": { "type": "string", "description": "Who decides (default `anonymous`)." }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The (method, path) pairs `api::router()` registers, read from its source: every
+    /// `.route("PATH", get(..).post(..))` call.
+    fn routes_in_router_source() -> BTreeSet<(String, String)> {
+        let source = include_str!("api.rs");
+        let body = source
+            .split("pub fn router()")
+            .nth(1)
+            .and_then(|rest| rest.split("\n}\n").next())
+            .unwrap_or_default();
+        let mut found = BTreeSet::new();
+        for call in body.split(".route(").skip(1) {
+            let mut quoted = call.split('"');
+            let path = quoted.nth(1).unwrap_or_default().to_owned();
+            // Up to the call's closing parenthesis.
+            let mut depth = 1;
+            let end = call
+                .char_indices()
+                .find(|&(_, c)| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .map_or(call.len(), |(i, _)| i);
+            let args = &call[..end];
+            for method in ["get", "post", "put", "patch", "delete"] {
+                let called = args.match_indices(&format!("{method}(")).any(|(i, _)| {
+                    i == 0 || !args[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+                });
+                if called {
+                    found.insert((method.to_owned(), path.clone()));
+                }
+            }
+        }
+        found
+    }
+
+    fn documented() -> BTreeSet<(String, String)> {
+        let doc = document();
+        let mut found = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for method in item.as_object().into_iter().flatten().map(|(m, _)| m) {
+                found.insert((method.clone(), path.clone()));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_router_route_is_in_routes() {
+        let routes: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        let in_router = routes_in_router_source();
+        assert!(
+            in_router.len() > 10,
+            "reading api.rs found too few routes: {in_router:?}"
+        );
+        assert_eq!(
+            in_router, routes,
+            "api::router() and openapi::ROUTES differ: add the route to ROUTES and document it"
+        );
+    }
+
+    #[test]
+    fn every_route_is_documented() {
+        let routes: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        assert_eq!(documented(), routes, "document every route in operation()");
+    }
+
+    #[test]
+    fn every_reference_resolves_and_path_parameters_match_the_path() {
+        let doc = document();
+        let mut refs = Vec::new();
+        fn collect(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(map) => {
+                    for (k, v) in map {
+                        match (k.as_str(), v) {
+                            ("$ref", Value::String(r)) => out.push(r.clone()),
+                            _ => collect(v, out),
+                        }
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+                _ => {}
+            }
+        }
+        collect(&doc, &mut refs);
+        for r in &refs {
+            let pointer = r.trim_start_matches('#');
+            assert!(doc.pointer(pointer).is_some(), "dangling $ref {r}");
+        }
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            let in_path: BTreeSet<&str> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            for (method, op) in item.as_object().into_iter().flatten() {
+                let declared: BTreeSet<&str> = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| {
+                        let r = p["$ref"].as_str()?.trim_start_matches('#');
+                        let param = doc.pointer(r)?;
+                        (param["in"] == "path").then(|| param["name"].as_str())?
+                    })
+                    .collect();
+                assert_eq!(declared, in_path, "{method} {path}: path parameters");
+            }
+        }
+    }
+
+    #[test]
+    fn docs_copy_of_the_document_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+        let current = format!(
+            "{}\n",
+            serde_json::to_string_pretty(&document()).expect("serialises")
+        );
+        if std::env::var_os("GANTRY_BLESS").is_some() {
+            std::fs::write(&path, &current).expect("write docs/openapi.json");
+        }
+        let kept = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            kept == current,
+            "docs/openapi.json is out of date: GANTRY_BLESS=1 cargo test -p gantry --lib openapi"
+        );
+    }
+
+    #[test]
+    fn operation_ids_are_unique() {
+        let doc = document();
+        let mut seen = BTreeSet::new();
+        for (_, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (_, op) in item.as_object().into_iter().flatten() {
+                let id = op["operationId"].as_str().unwrap_or_default().to_owned();
+                assert!(seen.insert(id.clone()), "duplicate operationId {id}");
+            }
+        }
+    }
+}

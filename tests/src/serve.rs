@@ -1,0 +1,138 @@
+//! `gantry serve` as a separate process, for tests that kill an engine with SIGKILL or run two
+//! engines on one database. Dropping an [`EngineProcess`] kills it and whatever it left running.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::proc::Reaper;
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// One `gantry serve` process and the arguments to start it again with.
+pub struct EngineProcess {
+    child: Option<Child>,
+    pub port: u16,
+    pub engine_id: String,
+    database_url: String,
+    pub data_dir: PathBuf,
+    slots: usize,
+    starts: u32,
+    // Declared last: dropped after the engine is killed, it kills the runners and steps left.
+    _reaper: Reaper,
+}
+
+impl EngineProcess {
+    /// Starts an engine on `database_url` with its data under `data_dir` and waits until it
+    /// answers `/readyz`.
+    pub async fn start(
+        database_url: &str,
+        data_dir: &Path,
+        engine_id: &str,
+        slots: usize,
+    ) -> EngineProcess {
+        std::fs::create_dir_all(data_dir).expect("engine data dir");
+        let mut engine = EngineProcess {
+            child: None,
+            port: free_port(),
+            engine_id: engine_id.to_owned(),
+            database_url: database_url.to_owned(),
+            data_dir: data_dir.to_path_buf(),
+            slots,
+            starts: 0,
+            _reaper: Reaper::new(data_dir),
+        };
+        engine.spawn().await;
+        engine
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Where this start's stderr goes (one file per start, to read after a failure).
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join(format!("engine-{}.log", self.starts))
+    }
+
+    async fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path()).expect("engine log file");
+        let child = Command::new(crate::gantry_bin())
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--database-url", &self.database_url])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--engine-id", &self.engine_id])
+            .args(["--slots", &self.slots.to_string()])
+            .arg("--runner")
+            .arg(crate::runner_bin())
+            .env_remove("DATABASE_URL")
+            .env("GANTRY_LOG", "info,sqlx=warn,tower_http=warn")
+            // Working in its data directory puts the engine in its Reaper's reach too.
+            .current_dir(&self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start gantry serve");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let url = format!("{}/readyz", self.url());
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(answer) = client.get(&url).send().await
+                && answer.status().is_success()
+            {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "gantry serve exited with {status} before it was ready:\n{}",
+                    std::fs::read_to_string(self.log_path()).unwrap_or_default()
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gantry serve on port {} not ready within 60 s",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`: the engine gets no chance to clean up; its runners live on.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the engine again with the same arguments (port, id, data directory, database).
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,482 @@
+//! The `gantry` client commands, run as the real binary against a real engine: what a person
+//! types (`apply`, `trigger`, `logs -f`, `runs`, `status`, `cancel`, `approve`, `reject`,
+//! `rerun`, `secret`), what they see, and the exit status scripts rely on.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use gantry::store::{RunId, RunStatus};
+use gantry_tests::{StageStatus, TestEngine, gantry_bin, stage_of};
+use tokio::io::AsyncWriteExt;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `gantry ARGS --server URL` (with `input` on stdin) and waits for it.
+async fn gantry(server: &str, args: &[&str], input: Option<&str>) -> Output {
+    let mut command = tokio::process::Command::new(gantry_bin());
+    command
+        .args(args)
+        .arg("--server")
+        .arg(server)
+        .env_remove("GANTRY_URL")
+        .env_remove("GANTRY_PROJECT")
+        .env_remove("GANTRY_USER")
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("start gantry");
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes()).await.expect("write stdin");
+    }
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("gantry {args:?} did not finish within {WAIT:?}"))
+        .expect("gantry ran");
+    Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The run id in `triggered run ID: ...`.
+fn triggered_run(output: &Output) -> RunId {
+    output
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("triggered run ")?
+                .split(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .map(RunId)
+        .unwrap_or_else(|| panic!("no run id in {output:?}"))
+}
+
+fn write_file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write pipeline file");
+    path.display().to_string()
+}
+
+const COUNTING: &str = "name: counting
+stages:
+  - name: count
+    steps:
+      - for i in 1 2 3 4 5; do echo \"line $i\"; sleep 0.2; done
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_stores_a_file_once_and_lists_every_problem_of_a_broken_one() {
+    let app = TestEngine::start().await;
+    let url = app.url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = write_file(&dir, "counting.yaml", COUNTING);
+
+    let first = gantry(&url, &["apply", "-f", &good, "--project", "test"], None).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(first.stdout, "applied counting version 1\n", "{first:?}");
+    let again = gantry(&url, &["apply", "-f", &good, "--project", "test"], None).await;
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(again.stdout, "unchanged counting version 1\n", "{again:?}");
+
+    let broken = write_file(
+        &dir,
+        "broken.yaml",
+        "name: broken\nstages:\n  - name: a\n    stepz: []\n  - name: b\n    needs: [nowhere]\n    steps: [echo]\n",
+    );
+    let refused = gantry(&url, &["apply", "-f", &broken], None).await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    let problems: Vec<&str> = refused.stderr.lines().collect();
+    assert!(problems.len() >= 2, "{refused:?}");
+    for line in &problems {
+        // FILE:LINE:COL: message
+        let rest = line
+            .strip_prefix(&format!("{broken}:"))
+            .unwrap_or_else(|| panic!("`{line}` does not start with the file name"));
+        let mut parts = rest.splitn(3, ':');
+        let (row, col) = (parts.next(), parts.next());
+        assert!(
+            row.is_some_and(|r| r.parse::<u32>().is_ok())
+                && col.is_some_and(|c| c.parse::<u32>().is_ok())
+                && parts.next().is_some_and(|m| m.starts_with(' ')),
+            "`{line}` is not FILE:LINE:COL: message"
+        );
+    }
+    assert!(refused.stderr.contains("stepz"), "{refused:?}");
+    assert!(refused.stderr.contains("nowhere"), "{refused:?}");
+
+    let missing = gantry(&url, &["apply", "-f", "/nonexistent/p.yaml"], None).await;
+    assert_eq!(missing.code, 2, "{missing:?}");
+    assert!(missing.stderr.contains("cannot read /nonexistent/p.yaml"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_then_logs_follow_prints_every_line_and_exits_when_the_stage_ends() {
+    let app = TestEngine::start().await;
+    let url = app.url();
+    let name = app.apply(COUNTING).await;
+
+    let triggered = gantry(&url, &["trigger", &name, "--project", "test"], None).await;
+    assert_eq!(triggered.code, 0, "{triggered:?}");
+    assert!(
+        triggered.stdout.ends_with(": counting #1\n"),
+        "{triggered:?}"
+    );
+    let run = triggered_run(&triggered);
+    // Started at once, before the stage has even begun: it waits, then follows live.
+    let followed = gantry(&url, &["logs", &run.to_string(), "count", "-f"], None).await;
+    assert_eq!(followed.code, 0, "{followed:?}");
+    let lines: Vec<&str> = followed
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("line "))
+        .collect();
+    assert_eq!(
+        lines,
+        ["line 1", "line 2", "line 3", "line 4", "line 5"],
+        "{followed:?}"
+    );
+    let (run_row, _) = app.wait_for_run(run, WAIT).await;
+    assert_eq!(run_row.status, RunStatus::Succeeded);
+
+    // The plain download has the same lines.
+    let plain = gantry(&url, &["logs", &run.to_string(), "count"], None).await;
+    assert_eq!(plain.code, 0, "{plain:?}");
+    for n in 1..=5 {
+        assert!(plain.stdout.contains(&format!("line {n}\n")), "{plain:?}");
+    }
+
+    // `runs` lists it, `status` shows its stage.
+    let runs = gantry(&url, &["runs"], None).await;
+    assert_eq!(runs.code, 0, "{runs:?}");
+    let header = runs.stdout.lines().next().unwrap_or_default();
+    assert!(header.starts_with("ID  "), "{runs:?}");
+    for column in ["PIPELINE", "#", "STATUS", "TRIGGER", "STARTED", "DURATION"] {
+        assert!(header.contains(column), "no {column} in {runs:?}");
+    }
+    let row = runs
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{run} ")))
+        .unwrap_or_else(|| panic!("run {run} not listed: {runs:?}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &cells[..5],
+        [&run.to_string(), "counting", "#1", "succeeded", "manual"]
+    );
+    let of_pipeline = gantry(&url, &["runs", "counting", "--project", "test"], None).await;
+    assert!(of_pipeline.stdout.contains(" counting "), "{of_pipeline:?}");
+    let unknown = gantry(&url, &["runs", "nope", "--project", "test"], None).await;
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert_eq!(unknown.stderr, "gantry: pipeline test/nope not found\n");
+
+    let status = gantry(&url, &["status", &run.to_string()], None).await;
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(
+        status
+            .stdout
+            .starts_with(&format!("run {run}: test/counting #1 succeeded\n")),
+        "{status:?}"
+    );
+    assert!(
+        status.stdout.lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.starts_with(&["count", "succeeded", "1/1"])
+        }),
+        "{status:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_follow_prints_each_stage_and_exits_with_the_run_status() {
+    let app = TestEngine::start().await;
+    let url = app.url();
+    app.apply(COUNTING).await;
+    app.apply(
+        "name: doomed\nparams:\n  code:\n    default: \"3\"\nstages:\n  - name: build\n    steps:\n      - echo building\n  - name: test\n    needs: [build]\n    steps:\n      - echo \"failing with $GANTRY_PARAM_CODE\" && exit $GANTRY_PARAM_CODE\n",
+    )
+    .await;
+
+    let ok = gantry(
+        &url,
+        &["trigger", "counting", "--project", "test", "--follow"],
+        None,
+    )
+    .await;
+    assert_eq!(ok.code, 0, "{ok:?}");
+    for n in 1..=5 {
+        assert!(ok.stdout.contains(&format!("[count] line {n}\n")), "{ok:?}");
+    }
+    assert!(ok.stdout.ends_with("==> counting #1 succeeded\n"), "{ok:?}");
+    // The stage's log comes before the line saying how it ended.
+    let last_line = ok.stdout.find("[count] line 5").unwrap_or(usize::MAX);
+    let ended = ok.stdout.find("<-- count succeeded").unwrap_or(0);
+    assert!(last_line < ended, "{ok:?}");
+
+    let failed = gantry(
+        &url,
+        &[
+            "trigger",
+            "doomed",
+            "--project",
+            "test",
+            "-p",
+            "code=4",
+            "--follow",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(failed.code, 1, "{failed:?}");
+    assert!(failed.stdout.contains("[build] building\n"), "{failed:?}");
+    assert!(
+        failed.stdout.contains("[test] failing with 4\n"),
+        "{failed:?}"
+    );
+    assert!(failed.stdout.contains("<-- test failed"), "{failed:?}");
+    assert!(
+        failed
+            .stdout
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("==> doomed #1 failed"),
+        "{failed:?}"
+    );
+
+    // Rerun only what failed: `build` keeps its result.
+    let run = triggered_run(&failed);
+    let rerun = gantry(
+        &url,
+        &["rerun", &run.to_string(), "--failed", "--follow"],
+        None,
+    )
+    .await;
+    assert_eq!(rerun.code, 1, "{rerun:?}");
+    assert!(
+        rerun.stdout.contains("<-- build succeeded (reused"),
+        "{rerun:?}"
+    );
+    assert!(!rerun.stdout.contains("[build]"), "{rerun:?}");
+    assert!(
+        rerun.stdout.contains("[test] failing with 4\n"),
+        "{rerun:?}"
+    );
+
+    let bad_param = gantry(
+        &url,
+        &["trigger", "doomed", "--project", "test", "-p", "nope=1"],
+        None,
+    )
+    .await;
+    assert_eq!(bad_param.code, 1, "{bad_param:?}");
+    assert!(
+        bad_param.stderr.starts_with("gantry: unknown param `nope`"),
+        "{bad_param:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_run_and_refuses_an_ended_one() {
+    let app = TestEngine::start().await;
+    let url = app.url();
+    let name = app
+        .apply(
+            "name: slow\nstages:\n  - name: wait\n    steps:\n      - echo started && sleep 60\n",
+        )
+        .await;
+    let run = app.trigger(&name, &[]).await.run_id;
+    app.wait_for_stage(run, "wait", WAIT, |s| s.status == StageStatus::Running)
+        .await;
+
+    let cancelled = gantry(&url, &["cancel", &run.to_string()], None).await;
+    assert_eq!(cancelled.code, 0, "{cancelled:?}");
+    assert_eq!(cancelled.stdout, format!("cancelling run {run}\n"));
+    let (run_row, stages) = app.wait_for_run(run, WAIT).await;
+    assert_eq!(run_row.status, RunStatus::Cancelled);
+    assert_eq!(stage_of(&stages, "wait").status, StageStatus::Cancelled);
+
+    let again = gantry(&url, &["cancel", &run.to_string()], None).await;
+    assert_eq!(again.code, 1, "{again:?}");
+    assert_eq!(
+        again.stderr,
+        format!("gantry: run {run} has already ended\n")
+    );
+    let no_stage = gantry(&url, &["cancel", &run.to_string(), "nope"], None).await;
+    assert_eq!(no_stage.code, 1, "{no_stage:?}");
+    assert!(no_stage.stderr.contains("not found"), "{no_stage:?}");
+    app.stop().await;
+}
+
+const RELEASE: &str = "name: release
+stages:
+  - name: build
+    steps:
+      - echo built
+  - name: deploy
+    needs: [build]
+    approval:
+      message: Ship it?
+    steps:
+      - echo deployed
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_lets_a_waiting_stage_run_and_reject_fails_it() {
+    let app = TestEngine::start().await;
+    let url = app.url();
+    let name = app.apply(RELEASE).await;
+
+    let run = app.trigger(&name, &[]).await.run_id;
+    app.wait_for_stage(run, "deploy", WAIT, |s| {
+        s.status == StageStatus::WaitingApproval
+    })
+    .await;
+    let early = gantry(&url, &["approve", &run.to_string(), "build"], None).await;
+    assert_eq!(early.code, 1, "{early:?}");
+    assert!(
+        early.stderr.contains("is not waiting for approval"),
+        "{early:?}"
+    );
+    let approved = gantry(
+        &url,
+        &["approve", &run.to_string(), "deploy", "--by", "alice"],
+        None,
+    )
+    .await;
+    assert_eq!(approved.code, 0, "{approved:?}");
+    assert_eq!(
+        approved.stdout,
+        format!("approved stage deploy of run {run}\n")
+    );
+    let (run_row, stages) = app.wait_for_run(run, WAIT).await;
+    assert_eq!(run_row.status, RunStatus::Succeeded);
+    assert_eq!(
+        stage_of(&stages, "deploy").approved_by.as_deref(),
+        Some("alice")
+    );
+
+    let run = app.trigger(&name, &[]).await.run_id;
+    app.wait_for_stage(run, "deploy", WAIT, |s| {
+        s.status == StageStatus::WaitingApproval
+    })
+    .await;
+    let rejected = gantry(
+        &url,
+        &["reject", &run.to_string(), "deploy", "--by", "bob"],
+        None,
+    )
+    .await;
+    assert_eq!(rejected.code, 0, "{rejected:?}");
+    let (run_row, stages) = app.wait_for_run(run, WAIT).await;
+    assert_eq!(run_row.status, RunStatus::Failed);
+    let deploy = stage_of(&stages, "deploy");
+    assert_eq!(deploy.status, StageStatus::Failed);
+    assert_eq!(deploy.error.as_deref(), Some("rejected by bob"));
+
+    let status = gantry(&url, &["status", &run.to_string()], None).await;
+    assert!(status.stdout.contains("rejected by bob"), "{status:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_is_set_from_stdin_and_listed_by_name_only() {
+    let app = TestEngine::start().await;
+    let url = app.url();
+    let value = "s3cr3t-Value with spaces";
+
+    let set = gantry(
+        &url,
+        &["secret", "set", "DEPLOY_TOKEN", "--project", "test"],
+        Some(&format!("{value}\n")),
+    )
+    .await;
+    assert_eq!(set.code, 0, "{set:?}");
+    assert_eq!(set.stdout, "secret DEPLOY_TOKEN set in project test\n");
+    assert!(!set.stdout.contains(value) && !set.stderr.contains(value));
+
+    let list = gantry(&url, &["secret", "list", "--project", "test"], None).await;
+    assert_eq!(list.code, 0, "{list:?}");
+    assert!(
+        list.stdout.lines().any(|l| l.starts_with("DEPLOY_TOKEN ")),
+        "{list:?}"
+    );
+    assert!(!list.stdout.contains("s3cr3t"), "{list:?}");
+
+    // Stored as given, without the line end `echo` added.
+    let project = gantry::store::pipelines::project_id(app.pool(), "test")
+        .await
+        .expect("project");
+    let stored =
+        gantry::store::secrets::encrypted(app.pool(), project, &["DEPLOY_TOKEN".to_owned()])
+            .await
+            .expect("secret");
+    let (_, nonce, ciphertext) = &stored[0];
+    let plain = app
+        .engine()
+        .secrets
+        .decrypt(nonce, ciphertext)
+        .expect("decrypts");
+    assert_eq!(String::from_utf8_lossy(&plain), value);
+
+    let empty = gantry(
+        &url,
+        &["secret", "set", "EMPTY", "--project", "test"],
+        Some(""),
+    )
+    .await;
+    assert_eq!(empty.code, 2, "{empty:?}");
+    let bad_name = gantry(
+        &url,
+        &["secret", "set", "bad-", "--project", "test"],
+        Some("x"),
+    )
+    .await;
+    assert_eq!(bad_name.code, 1, "{bad_name:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_engine_that_is_not_there_is_a_usage_error_with_a_hint() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let url = format!("http://127.0.0.1:{port}");
+    let output = gantry(&url, &["runs"], None).await;
+    assert_eq!(output.code, 2, "{output:?}");
+    assert_eq!(
+        output.stderr,
+        format!(
+            "gantry: cannot reach the engine at {url}: connection refused \
+             (is `gantry serve` running? set --server or GANTRY_URL)\n"
+        )
+    );
+}
