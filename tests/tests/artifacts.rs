@@ -124,6 +124,10 @@ stages:
     let check = stage_of(&rerun_stages, "check");
     assert_eq!(check.status, StageStatus::Succeeded);
     assert_eq!(check.reused_from, None);
+    // The reused stage shows the log of the run that actually ran it.
+    let original_log = app.log_lines(first.run_id, "build").await;
+    assert!(!original_log.is_empty());
+    assert_eq!(app.log_lines(rerun.run_id, "build").await, original_log);
 
     // `build` ran once in all; `check` once per run.
     assert_eq!(

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::{Pid, getpgrp};
 
 use super::{Executor, ExecutorError, Observation, StartRequest};
 use gantry_runner::wire;
@@ -86,6 +86,45 @@ fn parse_handle(handle: &str) -> Result<(i32, u64), ExecutorError> {
 
 fn alive(pid: i32, start: u64) -> bool {
     matches!(proc_stat(pid), Some((s, state)) if s == start && state != 'Z' && state != 'X')
+}
+
+/// Kills whatever still works in `workspace` once its runner has exited. A runner stops its
+/// steps before it exits; one that was killed (SIGKILL, the OOM killer) cannot, and its steps,
+/// each leading a process group of its own, would run on unsupervised. Processes are found by
+/// their working directory, and their whole process group is killed with them.
+fn kill_leftovers(workspace: &Path) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let own_group = getpgrp().as_raw();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        if !cwd.starts_with(workspace) {
+            continue;
+        }
+        let group = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                let after = stat.get(stat.rfind(')')? + 2..)?.to_owned();
+                after.split(' ').nth(2)?.parse::<i32>().ok()
+            });
+        if let Some(group) = group
+            && group > 1
+            && group != own_group
+        {
+            let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+        }
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
 }
 
 /// The files of `source` a build should see: with Git, the tracked and untracked-but-not-
@@ -221,6 +260,8 @@ impl Executor for LocalExecutor {
             if let Ok(mut map) = exited.lock() {
                 map.insert(key, code);
             }
+            let leftovers_of = workspace.clone();
+            let _ = tokio::task::spawn_blocking(move || kill_leftovers(&leftovers_of)).await;
             // The workspace is only needed while the stage runs.
             let _ = tokio::fs::remove_dir_all(&workspace).await;
         });

@@ -225,6 +225,11 @@ struct LogQuery {
     after: Option<i64>,
 }
 
+/// Whose log a stage shows: a stage reused by a rerun shows the run that actually ran it.
+fn log_owner(stage: &stages::StageRunRow) -> store::StageRunId {
+    stage.reused_from.unwrap_or(stage.id)
+}
+
 async fn stage_logs(
     State(engine): State<Arc<Engine>>,
     Path((id, key)): Path<(String, String)>,
@@ -232,7 +237,7 @@ async fn stage_logs(
 ) -> Result<Response, ApiError> {
     let stage = stages::find(&engine.store.pool, run_id(&id)?, &key).await?;
     let attempt = query.attempt.unwrap_or(stage.attempt.max(1));
-    let body = super::logs::plain(Arc::clone(&engine), stage.id, attempt);
+    let body = super::logs::plain(Arc::clone(&engine), log_owner(&stage), attempt);
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 
@@ -250,7 +255,7 @@ async fn follow_logs(
         .and_then(|v| v.parse().ok())
         .or(query.after)
         .unwrap_or(0);
-    Ok(super::logs::follow(Arc::clone(&engine), stage.id, attempt, after).into_response())
+    Ok(super::logs::follow(Arc::clone(&engine), log_owner(&stage), attempt, after).into_response())
 }
 
 async fn run_artifacts(

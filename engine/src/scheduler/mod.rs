@@ -25,6 +25,7 @@ const HOUSEKEEPING: Duration = Duration::from_secs(2);
 
 /// Runs until `shutdown` turns true.
 pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let started = tokio::time::Instant::now();
     readopt(&engine).await;
     let mut last_housekeeping = tokio::time::Instant::now();
     loop {
@@ -33,7 +34,13 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
         }
         if last_housekeeping.elapsed() >= HOUSEKEEPING {
             last_housekeeping = tokio::time::Instant::now();
-            if let Err(e) = housekeeping(&engine).await {
+            // Runners cannot call in while their engine is down, so silence only counts once
+            // this engine has been up for the whole silence limit: after a restart that took
+            // longer than `lost_after_secs`, every re-adopted attempt would otherwise be failed
+            // at once, although its runner is alive and about to reconnect.
+            let judge_silence =
+                started.elapsed() >= Duration::from_secs(engine.config.lost_after_secs);
+            if let Err(e) = housekeeping(&engine, judge_silence).await {
                 tracing::warn!(error = %e, "scheduler housekeeping failed; retrying");
             }
         }
@@ -318,12 +325,13 @@ async fn readopt(engine: &Engine) {
         }
         Err(e) => tracing::warn!(error = %e, "could not list running attempts to re-adopt"),
     }
-    if let Err(e) = housekeeping(engine).await {
+    if let Err(e) = housekeeping(engine, false).await {
         tracing::warn!(error = %e, "housekeeping after restart failed");
     }
 }
 
-async fn housekeeping(engine: &Engine) -> Result<(), crate::run::RunError> {
+/// `judge_silence`: whether attempts whose runner stopped calling in may be failed yet.
+async fn housekeeping(engine: &Engine, judge_silence: bool) -> Result<(), crate::run::RunError> {
     // Runners of this engine that ended without completing their attempt.
     for row in stages::running_claimed_by(&engine.store.pool, &engine.id).await? {
         let (Some(name), Some(handle)) = (&row.executor, &row.executor_handle) else {
@@ -373,7 +381,12 @@ async fn housekeeping(engine: &Engine) -> Result<(), crate::run::RunError> {
     // Attempts anywhere whose runner went silent.
     let silent_before = Utc::now()
         - chrono::TimeDelta::seconds(i64::try_from(engine.config.lost_after_secs).unwrap_or(60));
-    for row in stages::silent_since(&engine.store.pool, silent_before).await? {
+    let silent = if judge_silence {
+        stages::silent_since(&engine.store.pool, silent_before).await?
+    } else {
+        Vec::new()
+    };
+    for row in silent {
         let why = format!(
             "the runner stopped calling in (no heartbeat for {}s)",
             engine.config.lost_after_secs

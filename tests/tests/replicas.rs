@@ -1,0 +1,129 @@
+//! Two engine processes on one database share the work: every stage of every run is executed
+//! exactly once, by one engine or the other, and both take part.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use gantry_tests::serve::EngineProcess;
+use gantry_tests::{TestDb, open_temp_dir};
+
+const RUNS: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_on_one_database_run_every_stage_exactly_once() {
+    let db = TestDb::create().await;
+    let dir = open_temp_dir();
+    let ledger = dir.path().join("ledger");
+    let e1 = EngineProcess::start(&db.url, &dir.path().join("e1"), "e1", 4).await;
+    let e2 = EngineProcess::start(&db.url, &dir.path().join("e2"), "e2", 4).await;
+    let http = reqwest::Client::new();
+
+    let yaml = format!(
+        r#"
+name: shared
+env:
+  LEDGER: {ledger}
+stages:
+  - name: a
+    steps:
+      - echo "$GANTRY_RUN_ID $GANTRY_STAGE $GANTRY_ATTEMPT" >> "$LEDGER"
+  - name: b
+    needs: [a]
+    steps:
+      - echo "$GANTRY_RUN_ID $GANTRY_STAGE $GANTRY_ATTEMPT" >> "$LEDGER"
+  - name: c
+    needs: [a]
+    steps:
+      - echo "$GANTRY_RUN_ID $GANTRY_STAGE $GANTRY_ATTEMPT" >> "$LEDGER"
+"#,
+        ledger = ledger.display()
+    );
+    let applied = http
+        .post(format!("{}/api/v1/projects/test/pipelines", e1.url()))
+        .body(yaml)
+        .send()
+        .await
+        .expect("apply");
+    assert_eq!(applied.status(), reqwest::StatusCode::CREATED);
+
+    let mut run_ids = BTreeSet::new();
+    for i in 0..RUNS {
+        let engine = if i % 2 == 0 { &e1 } else { &e2 };
+        let answer = http
+            .post(format!(
+                "{}/api/v1/projects/test/pipelines/shared/runs",
+                engine.url()
+            ))
+            .send()
+            .await
+            .expect("trigger");
+        assert_eq!(answer.status(), reqwest::StatusCode::CREATED);
+        let body: serde_json::Value = answer.json().await.expect("JSON");
+        run_ids.insert(body["run_id"].as_i64().expect("run_id"));
+    }
+    assert_eq!(run_ids.len(), RUNS);
+
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let active: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM runs WHERE status IN ('queued', 'running')")
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+        if active == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{active} runs still active"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let by_status: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status::text, count(*) FROM runs GROUP BY status ORDER BY status")
+            .fetch_all(&pool)
+            .await
+            .expect("statuses");
+    assert_eq!(by_status, vec![("succeeded".to_owned(), 200)]);
+    let stage_rows: Vec<(String, i32, Option<String>)> =
+        sqlx::query_as("SELECT status::text, attempt, claimed_by FROM stage_runs")
+            .fetch_all(&pool)
+            .await
+            .expect("stages");
+    assert_eq!(stage_rows.len(), 3 * RUNS);
+    assert!(
+        stage_rows
+            .iter()
+            .all(|(status, attempt, _)| status == "succeeded" && *attempt == 1),
+        "every stage succeeded on its first attempt"
+    );
+    let claimers: BTreeSet<&str> = stage_rows
+        .iter()
+        .filter_map(|(_, _, by)| by.as_deref())
+        .collect();
+    assert_eq!(
+        claimers,
+        BTreeSet::from(["e1", "e2"]),
+        "both engines ran stages"
+    );
+
+    // What the steps themselves recorded: each stage of each run exactly once, first attempt.
+    let text = std::fs::read_to_string(&ledger).expect("ledger");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3 * RUNS, "one line per stage execution");
+    let distinct: BTreeSet<&str> = lines.iter().copied().collect();
+    assert_eq!(distinct.len(), lines.len(), "a stage ran twice");
+    let mut expected = BTreeSet::new();
+    for id in &run_ids {
+        for stage in ["a", "b", "c"] {
+            expected.insert(format!("{id} {stage} 1"));
+        }
+    }
+    let got: BTreeSet<String> = distinct.iter().map(|l| (*l).to_owned()).collect();
+    assert_eq!(got, expected);
+    pool.close().await;
+    drop(e1);
+    drop(e2);
+}
