@@ -82,17 +82,25 @@ fn main() -> Result<()> {
     runtime.block_on(async {
         let machine = Machine::describe().await?;
         machine.print();
-        match cli.command {
-            Bench::StageOverhead { stages, runs } => {
-                stage_overhead(&bins, &machine, stages, runs.max(1)).await
+        let bench = async {
+            match cli.command {
+                Bench::StageOverhead { stages, runs } => {
+                    stage_overhead(&bins, &machine, stages, runs.max(1)).await
+                }
+                Bench::LogThroughput { mb, runs } => {
+                    log_throughput(&bins, &machine, mb, runs.max(1)).await
+                }
+                Bench::IdleRss { idle_secs, runs } => {
+                    idle_rss(&bins, &machine, idle_secs, runs.max(1)).await
+                }
             }
-            Bench::LogThroughput { mb, runs } => {
-                log_throughput(&bins, &machine, mb, runs.max(1)).await
-            }
-            Bench::IdleRss { idle_secs, runs } => {
-                idle_rss(&bins, &machine, idle_secs, runs.max(1)).await
-            }
-        }?;
+        };
+        // On Ctrl-C the bench is dropped, so its guards stop engines and runners and drop
+        // databases as on any other error.
+        tokio::select! {
+            done = bench => done?,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        }
         println!("\nload average at the end: {}", load_average());
         Ok(())
     })
@@ -119,6 +127,8 @@ async fn stage_overhead(bins: &Bins, machine: &Machine, stages: usize, runs: usi
         runner_path: Some(bins.runner.clone()),
         ..gantry::engine::Config::default()
     };
+    // The in-process engine's runners are our children: stopped whatever way we leave.
+    let _runners = RunnerReaper;
     let server = gantry::server::Server::start(config)
         .await
         .context("starting the engine")?;
@@ -163,8 +173,11 @@ async fn stage_overhead(bins: &Bins, machine: &Machine, stages: usize, runs: usi
         ms(median(&runner_ms)),
         list(&runner_ms)
     );
+    let each: Vec<f64> = pipeline.iter().map(|w| (w - l) / stages as f64).collect();
     println!(
-        "\n**per-stage overhead = (pipeline − loop) / {stages} = {overhead:.1} ms** (target < 15 ms)\n"
+        "\n**per-stage overhead = (pipeline − loop) / {stages} = {overhead:.1} ms** (target < 15 ms); \
+         each run: {} ms\n",
+        list_with(&each, |v| format!("{v:.1}"))
     );
 
     // Where the time goes, from the stage_runs/steps timestamps of all measured runs.
@@ -399,7 +412,8 @@ async fn log_throughput(bins: &Bins, machine: &Machine, mb: u64, runs: usize) ->
         let db = Db::create(&machine.admin_url).await?;
         let engine = EngineProcess::start(bins, &db.url).await?;
         let result = one_log_run(&engine, &http, &db, &command, bytes).await;
-        let idle_children = engine.wait_for_no_children(Duration::from_secs(10));
+        // The runner's CPU time reaches the engine's `cutime` once the engine has reaped it.
+        let idle_children = result.is_ok() && engine.wait_for_no_children(Duration::from_secs(10));
         let cpu_after = cpu_of(engine.pid);
         drop(engine);
         db.drop_now().await;
@@ -476,6 +490,10 @@ async fn log_throughput(bins: &Bins, machine: &Machine, mb: u64, runs: usize) ->
         median(&cycles),
         list_with(&cycles, |v| format!("{v:.1}"))
     );
+    println!(
+        "| compression of the stored chunks (`pg_column_compression`) | {} | |",
+        results.last().map_or("", |r| r.compression.as_str())
+    );
     let stored_rates: Vec<f64> = results
         .iter()
         .map(|r| r.stored_bytes as f64 / 1e6 / r.secs)
@@ -536,6 +554,7 @@ struct LogRun {
     chunks: i64,
     lines: i64,
     batch_cycle_ms: f64,
+    compression: String,
     rss_before_kb: u64,
     max_rss_kb: u64,
     hwm_kb: u64,
@@ -636,6 +655,18 @@ async fn one_log_run(
     .fetch_one(&pool)
     .await
     .context("summing the stored log")?;
+    // How PostgreSQL compressed the chunks (pglz, lz4, or none for small ones).
+    let methods: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "SELECT pg_column_compression(data), count(*) FROM log_chunks GROUP BY 1 ORDER BY 2 DESC",
+    )
+    .fetch_all(&pool)
+    .await
+    .context("reading the chunks' compression")?;
+    let compression = methods
+        .iter()
+        .map(|(method, n)| format!("{} × {n}", method.as_deref().unwrap_or("none")))
+        .collect::<Vec<_>>()
+        .join(", ");
     // One row per batch; created_at is when its transaction began, so the gaps between
     // consecutive rows are the cycle of one batch (send, check, store, acknowledge).
     let batch_cycle_ms: f64 = sqlx::query_scalar(
@@ -668,6 +699,7 @@ async fn one_log_run(
         chunks,
         lines,
         batch_cycle_ms,
+        compression,
         rss_before_kb,
         max_rss_kb,
         hwm_kb,
@@ -1046,6 +1078,15 @@ impl Drop for EngineProcess {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Stops this process's children (the runners of an in-process engine) when dropped.
+struct RunnerReaper;
+
+impl Drop for RunnerReaper {
+    fn drop(&mut self) {
+        stop_children_of(std::process::id());
     }
 }
 
