@@ -364,8 +364,9 @@ impl Builder {
             }) => match pending_key.take() {
                 None => *pending_key = Some(node),
                 Some(key) => {
-                    let text = key.as_scalar().map(|s| s.text.clone());
-                    let existing = text.as_ref().and_then(|t| index.get(t).copied());
+                    let existing = key
+                        .as_scalar()
+                        .and_then(|s| find_key(entries, index, &s.text));
                     if is_merge_key(&key) {
                         merge_into(entries, merged, index, &node);
                     } else if let Some(i) = existing.filter(|i| merged.contains(i)) {
@@ -381,10 +382,8 @@ impl Builder {
                             ),
                         });
                     } else {
-                        if let Some(t) = text {
-                            index.insert(t, entries.len());
-                        }
                         entries.push((key, node));
+                        index_last(entries, index);
                     }
                 }
             },
@@ -412,6 +411,37 @@ fn is_merge_key(key: &Node) -> bool {
 
 /// `<<: *base` (or a list of them): keys of the merged mappings that the mapping does not set
 /// itself are added, as YAML 1.1 merge keys do. Keys set before or after the merge win.
+/// Mappings up to this size are searched linearly; larger ones get a key index, so duplicate
+/// checks stay cheap for the common small mapping and linear (not quadratic) for huge ones.
+const INDEX_FROM: usize = 16;
+
+fn find_key(entries: &[(Node, Node)], index: &HashMap<String, usize>, key: &str) -> Option<usize> {
+    if entries.len() < INDEX_FROM {
+        entries
+            .iter()
+            .position(|(k, _)| k.as_scalar().is_some_and(|s| s.text == key))
+    } else {
+        index.get(key).copied()
+    }
+}
+
+/// Keeps the index in step after a push (building it once the mapping reaches `INDEX_FROM`).
+fn index_last(entries: &[(Node, Node)], index: &mut HashMap<String, usize>) {
+    if entries.len() < INDEX_FROM {
+        return;
+    }
+    let from = if index.is_empty() {
+        0
+    } else {
+        entries.len() - 1
+    };
+    for (i, (k, _)) in entries.iter().enumerate().skip(from) {
+        if let Some(s) = k.as_scalar() {
+            index.entry(s.text.clone()).or_insert(i);
+        }
+    }
+}
+
 fn merge_into(
     entries: &mut Vec<(Node, Node)>,
     merged_indices: &mut HashSet<usize>,
@@ -425,13 +455,13 @@ fn merge_into(
     for source in sources {
         if let Value::Map(merged) = &source.value {
             for (k, v) in merged {
-                let Some(text) = k.as_scalar().map(|s| s.text.clone()) else {
+                let Some(text) = k.as_scalar().map(|s| s.text.as_str()) else {
                     continue;
                 };
-                if let std::collections::hash_map::Entry::Vacant(slot) = index.entry(text) {
+                if find_key(entries, index, text).is_none() {
                     merged_indices.insert(entries.len());
-                    slot.insert(entries.len());
                     entries.push((k.clone(), v.clone()));
+                    index_last(entries, index);
                 }
             }
         }
@@ -470,6 +500,16 @@ mod tests {
             node.expect("doc").to_json(),
             serde_json::json!({"a": 1, "b": 2})
         );
+    }
+
+    #[test]
+    fn duplicates_are_found_in_large_mappings_too() {
+        let mut text: String = (0..40).map(|i| format!("k{i}: {i}\n")).collect();
+        text.push_str("k3: again\nk39: again\n");
+        let (node, warnings) = parse(&text).expect("parses");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].message.contains("`k3`"));
+        assert_eq!(node.expect("doc").to_json()["k39"], serde_json::json!(39));
     }
 
     #[test]
