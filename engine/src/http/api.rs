@@ -198,11 +198,7 @@ async fn approve(
     Path((id, key)): Path<(String, String)>,
     body: Option<Json<ApprovalBody>>,
 ) -> Result<StatusCode, ApiError> {
-    let by = body
-        .and_then(|Json(b)| b.by)
-        .unwrap_or_else(|| "anonymous".into());
-    run::decide_approval(&engine, run_id(&id)?, &key, &by, true).await?;
-    Ok(StatusCode::NO_CONTENT)
+    record_approval(&engine, &id, &key, body, true).await
 }
 
 async fn reject(
@@ -210,10 +206,21 @@ async fn reject(
     Path((id, key)): Path<(String, String)>,
     body: Option<Json<ApprovalBody>>,
 ) -> Result<StatusCode, ApiError> {
+    record_approval(&engine, &id, &key, body, false).await
+}
+
+/// Approve and reject differ only in the verdict.
+async fn record_approval(
+    engine: &Engine,
+    id: &str,
+    key: &str,
+    body: Option<Json<ApprovalBody>>,
+    approve: bool,
+) -> Result<StatusCode, ApiError> {
     let by = body
         .and_then(|Json(b)| b.by)
         .unwrap_or_else(|| "anonymous".into());
-    run::decide_approval(&engine, run_id(&id)?, &key, &by, false).await?;
+    run::decide_approval(engine, run_id(id)?, key, &by, approve).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -100,38 +100,33 @@ pub async fn add_version(
     Ok((id, version, true))
 }
 
+/// The pipelines with their newest version; `$tail` filters and orders.
+macro_rules! select_pipelines {
+    ($tail:literal $(, $arg:expr)*) => {
+        sqlx::query_as!(
+            PipelineRow,
+            r#"SELECT p.id AS "id: PipelineId", pr.name AS project, p.name, v.id AS "version_id: VersionId",
+                      v.version, p.created_at
+               FROM pipelines p
+               JOIN projects pr ON pr.id = p.project_id
+               JOIN LATERAL (SELECT id, version FROM pipeline_versions
+                             WHERE pipeline_id = p.id ORDER BY version DESC LIMIT 1) v ON true "# + $tail
+            $(, $arg)*
+        )
+    };
+}
+
 pub async fn list(db: impl PgExecutor<'_>) -> Result<Vec<PipelineRow>> {
-    let rows = sqlx::query_as!(
-        PipelineRow,
-        r#"SELECT p.id AS "id: PipelineId", pr.name AS project, p.name, v.id AS "version_id: VersionId",
-                  v.version, p.created_at
-           FROM pipelines p
-           JOIN projects pr ON pr.id = p.project_id
-           JOIN LATERAL (SELECT id, version FROM pipeline_versions
-                         WHERE pipeline_id = p.id ORDER BY version DESC LIMIT 1) v ON true
-           ORDER BY pr.name, p.name"#
-    )
-    .fetch_all(db)
-    .await?;
-    Ok(rows)
+    Ok(select_pipelines!("ORDER BY pr.name, p.name")
+        .fetch_all(db)
+        .await?)
 }
 
 pub async fn find(db: impl PgExecutor<'_>, project: &str, name: &str) -> Result<PipelineRow> {
-    sqlx::query_as!(
-        PipelineRow,
-        r#"SELECT p.id AS "id: PipelineId", pr.name AS project, p.name, v.id AS "version_id: VersionId",
-                  v.version, p.created_at
-           FROM pipelines p
-           JOIN projects pr ON pr.id = p.project_id
-           JOIN LATERAL (SELECT id, version FROM pipeline_versions
-                         WHERE pipeline_id = p.id ORDER BY version DESC LIMIT 1) v ON true
-           WHERE pr.name = $1 AND p.name = $2"#,
-        project,
-        name
-    )
-    .fetch_optional(db)
-    .await?
-    .ok_or_else(|| StoreError::NotFound(format!("pipeline {project}/{name}")))
+    select_pipelines!("WHERE pr.name = $1 AND p.name = $2", project, name)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("pipeline {project}/{name}")))
 }
 
 pub async fn version(db: impl PgExecutor<'_>, id: VersionId) -> Result<VersionRow> {
