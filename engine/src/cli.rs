@@ -76,6 +76,24 @@ pub struct ServerArgs {
     /// The engine's URL.
     #[arg(long, env = "GANTRY_URL", default_value = crate::client::DEFAULT_URL)]
     pub server: String,
+    /// An API token (default: the first administrator's token file in the local engine's
+    /// data directory, when this user can read it).
+    #[arg(long, env = "GANTRY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ServerArgs {
+    /// The token to send: `--token`/`GANTRY_TOKEN`, else `admin.token` in the data directory
+    /// (`GANTRY_DATA_DIR` or the default), so the CLI works out of the box next to a local
+    /// `gantry serve`.
+    pub fn token(&self) -> Option<String> {
+        self.token.clone().filter(|t| !t.is_empty()).or_else(|| {
+            let dir = std::env::var_os("GANTRY_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(default_data_dir);
+            crate::access::bootstrap::read_token(&dir)
+        })
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -143,9 +161,6 @@ pub struct DecisionArgs {
     pub run: i64,
     /// The stage waiting for approval.
     pub stage: String,
-    /// Who decides (recorded on the stage).
-    #[arg(long, env = "GANTRY_USER")]
-    pub by: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
 }

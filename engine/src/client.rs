@@ -164,6 +164,8 @@ pub struct LogLine {
 pub struct Client {
     base: Url,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` with every request.
+    token: Option<String>,
 }
 
 /// Non-streaming requests give up after this long.
@@ -197,7 +199,17 @@ impl Client {
             .user_agent(concat!("gantry-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| bad(e.to_string()))?;
-        Ok(Client { base, http })
+        Ok(Client {
+            base,
+            http,
+            token: None,
+        })
+    }
+
+    /// Sends `token` (an API token) with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
     }
 
     /// The engine's URL as given (for messages).
@@ -250,7 +262,14 @@ impl Client {
         match serde_json::from_str::<ErrorBody>(&body) {
             Ok(error) => Err(ClientError::Api {
                 status,
-                message: error.error,
+                message: if status == StatusCode::UNAUTHORIZED {
+                    format!(
+                        "{} (give an API token with --token or GANTRY_TOKEN)",
+                        error.error
+                    )
+                } else {
+                    error.error
+                },
                 problems: error.problems,
             }),
             Err(_) => Err(ClientError::Protocol(format!(
@@ -276,7 +295,11 @@ impl Client {
     }
 
     fn request(&self, method: Method, segments: &[&str]) -> reqwest::RequestBuilder {
-        self.http.request(method, self.url(segments))
+        let request = self.http.request(method, self.url(segments));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     pub async fn apply(
@@ -396,20 +419,12 @@ impl Client {
     }
 
     /// Approves (`approve`) or rejects a stage waiting for approval.
-    pub async fn decide(
-        &self,
-        run: i64,
-        key: &str,
-        approve: bool,
-        by: Option<&str>,
-    ) -> Result<(), ClientError> {
+    pub async fn decide(&self, run: i64, key: &str, approve: bool) -> Result<(), ClientError> {
         let verb = if approve { "approve" } else { "reject" };
-        let request = self
-            .request(
-                Method::POST,
-                &["runs", &run.to_string(), "stages", key, verb],
-            )
-            .json(&serde_json::json!({ "by": by }));
+        let request = self.request(
+            Method::POST,
+            &["runs", &run.to_string(), "stages", key, verb],
+        );
         self.no_content(request).await
     }
 

@@ -1,6 +1,7 @@
 //! Gantry: a CI/CD pipeline engine. This library holds everything the `gantry` binary does,
 //! so tests and benchmarks reach it directly.
 
+pub mod access;
 pub mod cli;
 pub mod client;
 pub mod engine;

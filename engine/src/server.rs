@@ -17,6 +17,8 @@ pub enum ServerError {
     Embedded(#[from] EmbeddedError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("creating the first administrator: {0}")]
+    Bootstrap(#[from] crate::access::bootstrap::BootstrapError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -66,6 +68,17 @@ impl Server {
             config.engine_id = Some(format!("{}:{}", host.trim(), addr.port()));
         }
         let engine = Engine::new(config, &url, public).await?;
+        if let Some(first) =
+            crate::access::bootstrap::ensure_admin(&engine.store.pool, &engine.config.data_dir)
+                .await?
+        {
+            tracing::info!(
+                token_file = %first.token_file.display(),
+                password_file = %first.password_file.display(),
+                "created the first administrator `{}`: its API token and password are in these files",
+                crate::access::bootstrap::ADMIN
+            );
+        }
         let (shutdown, rx) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(crate::scheduler::listen(Arc::clone(&engine), rx.clone())),

@@ -84,6 +84,8 @@ fn rand_suffix() -> String {
 pub struct TestEngine {
     pub server: Server,
     pub db: TestDb,
+    /// The first administrator's API token (what the engine wrote to `admin.token`).
+    pub token: String,
     /// Kills runners and steps still working in `data_dir` when the test ends (say, after a
     /// failed assertion); declared before `data_dir` so it runs before the directory goes.
     _reaper: proc::Reaper,
@@ -109,9 +111,12 @@ impl TestEngine {
         };
         adjust(&mut config);
         let server = Server::start(config).await.expect("engine starts");
+        let token = gantry::access::bootstrap::read_token(data_dir.path())
+            .expect("the first start writes the admin token");
         TestEngine {
             server,
             db,
+            token,
             _reaper: proc::Reaper::new(data_dir.path()),
             data_dir,
         }
@@ -123,6 +128,21 @@ impl TestEngine {
 
     pub fn url(&self) -> String {
         self.server.url()
+    }
+
+    /// An HTTP client that sends the administrator's token with every request.
+    pub fn http(&self) -> reqwest::Client {
+        authorized_client(&self.token)
+    }
+
+    /// Creates a user with `password` (no role anywhere yet) and returns an API token of theirs.
+    pub async fn create_user(&self, name: &str, password: &str) -> String {
+        create_user(self.pool(), name, password).await
+    }
+
+    /// Gives `user` `role` in project `project` (created if needed).
+    pub async fn grant(&self, project: &str, user: &str, role: gantry::access::Role) {
+        grant(self.pool(), project, user, role).await
     }
 
     /// Applies a pipeline (YAML text) to project `test`.
@@ -189,7 +209,10 @@ impl TestEngine {
             .expect("stage");
         let url = format!("{}/api/v1/runs/{}/stages/{}/logs", self.url(), run, key);
         let _ = stage;
-        let text = reqwest::get(&url)
+        let text = self
+            .http()
+            .get(&url)
+            .send()
             .await
             .expect("GET logs")
             .text()
@@ -209,7 +232,7 @@ impl TestEngine {
         if let Some(attempt) = attempt {
             url.push_str(&format!("?attempt={attempt}"));
         }
-        let answer = reqwest::get(&url).await.expect("GET logs");
+        let answer = self.http().get(&url).send().await.expect("GET logs");
         assert!(
             answer.status().is_success(),
             "GET {url}: {}",
@@ -257,6 +280,69 @@ impl TestEngine {
     pub async fn stop(self) {
         self.server.stop().await;
     }
+}
+
+/// A client sending `Authorization: Bearer TOKEN` with every request.
+pub fn authorized_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        .expect("a token is a valid header value");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
+}
+
+/// Creates a user with `password` directly in the database and returns a new API token of
+/// theirs (what an administrator would do through the API).
+pub async fn create_user(pool: &sqlx::PgPool, name: &str, password: &str) -> String {
+    use gantry::access::password as pw;
+    let hash = pw::hash(password).expect("hash the password");
+    let user = gantry::store::access::create_user(pool, name, Some(&hash), false)
+        .await
+        .expect("create the user");
+    token_for(pool, user.id).await
+}
+
+/// A new API token of the user with id `user`.
+pub async fn token_for(pool: &sqlx::PgPool, user: gantry::access::UserId) -> String {
+    let token = gantry::access::credential::new_token();
+    gantry::store::access::create_token(
+        pool,
+        user,
+        "test",
+        &gantry::access::credential::hash(&token),
+        None,
+    )
+    .await
+    .expect("create a token");
+    token
+}
+
+/// An API token of the first administrator (for engines whose token file is elsewhere, such
+/// as a second replica on the same database).
+pub async fn admin_token(database_url: &str) -> String {
+    let pool = sqlx::PgPool::connect(database_url).await.expect("connect");
+    let admin = gantry::store::access::user_by_name(&pool, gantry::access::bootstrap::ADMIN)
+        .await
+        .expect("the first start created the administrator");
+    let token = token_for(&pool, admin.user.id).await;
+    pool.close().await;
+    token
+}
+
+pub async fn grant(pool: &sqlx::PgPool, project: &str, user: &str, role: gantry::access::Role) {
+    let project = gantry::store::pipelines::ensure_project(pool, project)
+        .await
+        .expect("project");
+    let user = gantry::store::access::user_by_name(pool, user)
+        .await
+        .expect("user")
+        .user;
+    gantry::store::access::set_member(pool, project, user.id, role)
+        .await
+        .expect("grant the role");
 }
 
 /// A temporary directory others may enter (mode 0755), for files a test shares with steps or

@@ -54,6 +54,20 @@ impl EngineProcess {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The first administrator's API token, if this engine's first start created it.
+    pub fn token(&self) -> Option<String> {
+        gantry::access::bootstrap::read_token(&self.data_dir)
+    }
+
+    /// A client sending the administrator's token (from this engine's data directory).
+    pub fn http(&self) -> reqwest::Client {
+        crate::authorized_client(
+            &self
+                .token()
+                .expect("this engine created the first administrator"),
+        )
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

@@ -57,7 +57,7 @@ async fn engine_with_a_finished_run() -> (TestEngine, RunId) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_route_answers_as_documented() {
     let (app, run) = engine_with_a_finished_run().await;
-    let http = reqwest::Client::new();
+    let http = app.http();
     let served: Value = http
         .get(format!("{}/api/openapi.json", app.url()))
         .send()
@@ -78,13 +78,33 @@ async fn every_documented_route_answers_as_documented() {
         .expect("PUT secret");
     assert_eq!(secret.status(), 204);
 
-    // Reads first, then the routes that change things.
+    // A user to be a member, and a token to revoke (not the one this test uses).
+    app.create_user("member", "member-password").await;
+    let spare: Value = http
+        .post(format!("{}/api/v1/tokens", app.url()))
+        .json(&json!({ "name": "spare" }))
+        .send()
+        .await
+        .expect("POST token")
+        .json()
+        .await
+        .expect("JSON");
+    let spare = spare["id"].as_i64().expect("token id");
+
+    // Reads first, then the routes that change things, deletions last.
     let mut routes: Vec<(&str, &str)> = ROUTES.to_vec();
-    routes.sort_by_key(|(method, _)| *method != "get");
+    routes.sort_by_key(|(method, _)| match *method {
+        "get" => 0,
+        "delete" => 2,
+        _ => 1,
+    });
     let mut statuses = BTreeMap::new();
     for (method, template) in routes {
         let path = template
             .replace("{project}", "test")
+            .replace("{user}", "member")
+            .replace("users/{name}", "users/member")
+            .replace("tokens/{id}", &format!("tokens/{spare}"))
             .replace("secrets/{name}", "secrets/TOKEN")
             .replace("{name}", "documented")
             .replace("{id}", &run.to_string())
@@ -96,8 +116,19 @@ async fn every_documented_route_answers_as_documented() {
                 .post(&url)
                 .query(&[("file", "documented.yaml")])
                 .body(PIPELINE),
+            "post" if template == "/users" => http
+                .post(&url)
+                .json(&json!({ "name": "newcomer", "password": "a long password" })),
+            "post" if template == "/tokens" => http.post(&url).json(&json!({ "name": "ci" })),
             "post" => http.post(&url).json(&json!({})),
+            "put" if template.ends_with("/members/{user}") => {
+                http.put(&url).json(&json!({ "role": "developer" }))
+            }
+            "put" if template == "/projects/{project}" => {
+                http.put(&url).json(&json!({ "anonymous_read": false }))
+            }
             "put" => http.put(&url).body("another value"),
+            "delete" => http.delete(&url),
             other => panic!("no request for method {other}"),
         };
         let answer = request.send().await.expect("request");
@@ -166,6 +197,11 @@ async fn every_documented_route_answers_as_documented() {
     assert_eq!(statuses["post /runs/{id}/stages/{key}/approve"], 409);
     assert_eq!(statuses["post /runs/{id}/rerun"], 201);
     assert_eq!(statuses["post /projects/{project}/pipelines"], 200);
+    assert_eq!(statuses["post /users"], 201);
+    assert_eq!(statuses["post /tokens"], 201);
+    assert_eq!(statuses["put /projects/{project}/members/{user}"], 204);
+    assert_eq!(statuses["delete /projects/{project}/members/{user}"], 204);
+    assert_eq!(statuses["delete /tokens/{id}"], 204);
     app.stop().await;
 }
 
@@ -173,7 +209,7 @@ async fn every_documented_route_answers_as_documented() {
 async fn errors_match_the_documented_error_schema() {
     let app = TestEngine::start().await;
     let doc = document();
-    let http = reqwest::Client::new();
+    let http = app.http();
     let invalid = http
         .post(format!("{}/api/v1/projects/test/pipelines", app.url()))
         .query(&[("file", "bad.yaml")])

@@ -238,16 +238,19 @@ stages:
         "build ran once"
     );
     // The run's artifact list shows the artifact it reused.
-    let listed: serde_json::Value = reqwest::get(format!(
-        "{}/api/v1/runs/{}/artifacts",
-        app.url(),
-        third.run_id
-    ))
-    .await
-    .expect("GET artifacts")
-    .json()
-    .await
-    .expect("JSON");
+    let listed: serde_json::Value = app
+        .http()
+        .get(format!(
+            "{}/api/v1/runs/{}/artifacts",
+            app.url(),
+            third.run_id
+        ))
+        .send()
+        .await
+        .expect("GET artifacts")
+        .json()
+        .await
+        .expect("JSON");
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
     assert_eq!(listed[0]["stage_run_id"], original.0, "{listed}");
     app.stop().await;

@@ -27,13 +27,30 @@ impl std::fmt::Debug for Output {
     }
 }
 
+/// An engine as the CLI reaches it: its URL and the API token to send (`GANTRY_TOKEN`).
+struct Target {
+    url: String,
+    token: String,
+}
+
+impl Target {
+    fn admin(app: &TestEngine) -> Target {
+        Target {
+            url: app.url(),
+            token: app.token.clone(),
+        }
+    }
+}
+
 /// Runs `gantry ARGS --server URL` (with `input` on stdin) and waits for it.
-async fn gantry(server: &str, args: &[&str], input: Option<&str>) -> Output {
+async fn gantry(server: &Target, args: &[&str], input: Option<&str>) -> Output {
     let mut command = tokio::process::Command::new(gantry_bin());
     command
         .args(args)
         .arg("--server")
-        .arg(server)
+        .arg(&server.url)
+        .env("GANTRY_TOKEN", &server.token)
+        .env_remove("GANTRY_DATA_DIR")
         .env_remove("GANTRY_URL")
         .env_remove("GANTRY_PROJECT")
         .env_remove("GANTRY_USER")
@@ -92,7 +109,7 @@ stages:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_stores_a_file_once_and_lists_every_problem_of_a_broken_one() {
     let app = TestEngine::start().await;
-    let url = app.url();
+    let url = Target::admin(&app);
     let dir = tempfile::tempdir().expect("temp dir");
     let good = write_file(&dir, "counting.yaml", COUNTING);
 
@@ -138,7 +155,7 @@ async fn apply_stores_a_file_once_and_lists_every_problem_of_a_broken_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_then_logs_follow_prints_every_line_and_exits_when_the_stage_ends() {
     let app = TestEngine::start().await;
-    let url = app.url();
+    let url = Target::admin(&app);
     let name = app.apply(COUNTING).await;
 
     let triggered = gantry(&url, &["trigger", &name, "--project", "test"], None).await;
@@ -216,7 +233,7 @@ async fn trigger_then_logs_follow_prints_every_line_and_exits_when_the_stage_end
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_follow_prints_each_stage_and_exits_with_the_run_status() {
     let app = TestEngine::start().await;
-    let url = app.url();
+    let url = Target::admin(&app);
     app.apply(COUNTING).await;
     app.apply(
         "name: doomed\nparams:\n  code:\n    default: \"3\"\nstages:\n  - name: build\n    steps:\n      - echo building\n  - name: test\n    needs: [build]\n    steps:\n      - echo \"failing with $GANTRY_PARAM_CODE\" && exit $GANTRY_PARAM_CODE\n",
@@ -306,7 +323,7 @@ async fn trigger_follow_prints_each_stage_and_exits_with_the_run_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_running_run_and_refuses_an_ended_one() {
     let app = TestEngine::start().await;
-    let url = app.url();
+    let url = Target::admin(&app);
     let name = app
         .apply(
             "name: slow\nstages:\n  - name: wait\n    steps:\n      - echo started && sleep 60\n",
@@ -351,7 +368,7 @@ stages:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_lets_a_waiting_stage_run_and_reject_fails_it() {
     let app = TestEngine::start().await;
-    let url = app.url();
+    let url = Target::admin(&app);
     let name = app.apply(RELEASE).await;
 
     let run = app.trigger(&name, &[]).await.run_id;
@@ -359,18 +376,24 @@ async fn approve_lets_a_waiting_stage_run_and_reject_fails_it() {
         s.status == StageStatus::WaitingApproval
     })
     .await;
-    let early = gantry(&url, &["approve", &run.to_string(), "build"], None).await;
+    // Who decides is whoever the token belongs to: here two maintainers of the project.
+    let as_user = |token: String| Target {
+        url: url.url.clone(),
+        token,
+    };
+    let alice = as_user(app.create_user("alice", "alice-password").await);
+    let bob = as_user(app.create_user("bob", "bob-password").await);
+    app.grant("test", "alice", gantry::access::Role::Maintainer)
+        .await;
+    app.grant("test", "bob", gantry::access::Role::Maintainer)
+        .await;
+    let early = gantry(&alice, &["approve", &run.to_string(), "build"], None).await;
     assert_eq!(early.code, 1, "{early:?}");
     assert!(
         early.stderr.contains("is not waiting for approval"),
         "{early:?}"
     );
-    let approved = gantry(
-        &url,
-        &["approve", &run.to_string(), "deploy", "--by", "alice"],
-        None,
-    )
-    .await;
+    let approved = gantry(&alice, &["approve", &run.to_string(), "deploy"], None).await;
     assert_eq!(approved.code, 0, "{approved:?}");
     assert_eq!(
         approved.stdout,
@@ -388,12 +411,7 @@ async fn approve_lets_a_waiting_stage_run_and_reject_fails_it() {
         s.status == StageStatus::WaitingApproval
     })
     .await;
-    let rejected = gantry(
-        &url,
-        &["reject", &run.to_string(), "deploy", "--by", "bob"],
-        None,
-    )
-    .await;
+    let rejected = gantry(&bob, &["reject", &run.to_string(), "deploy"], None).await;
     assert_eq!(rejected.code, 0, "{rejected:?}");
     let (run_row, stages) = app.wait_for_run(run, WAIT).await;
     assert_eq!(run_row.status, RunStatus::Failed);
@@ -409,7 +427,7 @@ async fn approve_lets_a_waiting_stage_run_and_reject_fails_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_is_set_from_stdin_and_listed_by_name_only() {
     let app = TestEngine::start().await;
-    let url = app.url();
+    let url = Target::admin(&app);
     let value = "s3cr3t-Value with spaces";
 
     let set = gantry(
@@ -470,7 +488,11 @@ async fn an_engine_that_is_not_there_is_a_usage_error_with_a_hint() {
         .map(|a| a.port())
         .expect("a free port");
     let url = format!("http://127.0.0.1:{port}");
-    let output = gantry(&url, &["runs"], None).await;
+    let target = Target {
+        url: url.clone(),
+        token: String::new(),
+    };
+    let output = gantry(&target, &["runs"], None).await;
     assert_eq!(output.code, 2, "{output:?}");
     assert_eq!(
         output.stderr,

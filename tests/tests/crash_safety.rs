@@ -42,7 +42,7 @@ async fn an_engine_killed_mid_stage_resumes_and_the_log_has_no_gap_or_duplicate(
     let db = TestDb::create().await;
     let dir = open_temp_dir();
     let mut engine = EngineProcess::start(&db.url, &dir.path().join("e1"), "e1", 4).await;
-    let http = reqwest::Client::new();
+    let http = engine.http();
 
     let applied = http
         .post(format!("{}/api/v1/projects/test/pipelines", engine.url()))

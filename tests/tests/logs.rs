@@ -115,7 +115,8 @@ async fn following_a_log_resumes_after_the_last_event_id_and_ends() {
         app.url(),
         run.run_id
     );
-    let response = reqwest::Client::new()
+    let response = app
+        .http()
         .get(&url)
         .header("Last-Event-ID", "25000")
         .send()
@@ -167,7 +168,8 @@ async fn following_a_log_resumes_after_the_last_event_id_and_ends() {
     );
 
     // After the end, a follow from the last line gets the end at once.
-    let response = reqwest::Client::new()
+    let response = app
+        .http()
         .get(&url)
         .header("Last-Event-ID", (LINES + 2).to_string())
         .send()
@@ -181,7 +183,7 @@ async fn following_a_log_resumes_after_the_last_event_id_and_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_values_are_masked_in_stored_logs() {
     let app = TestEngine::start().await;
-    let http = reqwest::Client::new();
+    let http = app.http();
     let put = http
         .put(format!("{}/api/v1/projects/test/secrets/token", app.url()))
         .body("s3cr3t-value")

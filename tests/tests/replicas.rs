@@ -16,7 +16,8 @@ async fn two_engines_on_one_database_run_every_stage_exactly_once() {
     let ledger = dir.path().join("ledger");
     let e1 = EngineProcess::start(&db.url, &dir.path().join("e1"), "e1", 4).await;
     let e2 = EngineProcess::start(&db.url, &dir.path().join("e2"), "e2", 4).await;
-    let http = reqwest::Client::new();
+    // e1 started first and made the administrator; its token works on e2 as well.
+    let http = e1.http();
 
     let yaml = format!(
         r#"

@@ -32,7 +32,9 @@ fn usage(message: &str) -> ExitCode {
 }
 
 fn connect(server: &ServerArgs) -> Result<Client, ExitCode> {
-    Client::new(&server.server).map_err(|e| report(&e))
+    Client::new(&server.server)
+        .map(|c| c.with_token(server.token()))
+        .map_err(|e| report(&e))
 }
 
 /// Runs `body` with a client of the engine, turning its error into the exit status.
@@ -190,9 +192,7 @@ pub async fn cancel(run: i64, stage: Option<String>, server: ServerArgs) -> Exit
 
 pub async fn decide(args: DecisionArgs, approve: bool) -> ExitCode {
     with_client(&args.server, |client| async move {
-        client
-            .decide(args.run, &args.stage, approve, args.by.as_deref())
-            .await?;
+        client.decide(args.run, &args.stage, approve).await?;
         let verb = if approve { "approved" } else { "rejected" };
         out(format!("{verb} stage {} of run {}", args.stage, args.run));
         Ok(ExitCode::SUCCESS)

@@ -1,15 +1,18 @@
-//! The public JSON API (`/api/v1`). Handlers are thin: parse, call the domain, map the result.
+//! The public JSON API (`/api/v1`). Handlers are thin: parse, check the caller's permission
+//! (`access::require`, the same check the UI makes), call the domain, map the result.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use super::users;
+use crate::access::{self, Action, Principal};
 use crate::engine::Engine;
 use crate::run::{self, TriggerRequest};
 use crate::store::{self, PipelineId, RunId, pipelines, runs, stages};
@@ -35,6 +38,49 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/runs/{id}/stages/{key}/reject", post(reject))
         .route("/runs/{id}/stages/{key}/logs", get(stage_logs))
         .route("/runs/{id}/stages/{key}/logs/stream", get(follow_logs))
+        .route("/me", get(users::me))
+        .route("/projects", get(users::projects))
+        .route("/projects/{project}", put(users::put_project))
+        .route("/projects/{project}/members", get(users::members))
+        .route(
+            "/projects/{project}/members/{user}",
+            put(users::put_member).delete(users::remove_member),
+        )
+        .route("/users", get(users::list_users).post(users::create_user))
+        .route("/users/{name}/password", put(users::set_password))
+        .route("/tokens", get(users::list_tokens).post(users::create_token))
+        .route("/tokens/{id}", delete(users::delete_token))
+}
+
+/// A JSON request body whose rejection (malformed JSON, a missing field) is a 422 with the
+/// usual error body, like every other error.
+pub struct Input<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for Input<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Input(value)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// Loads a run and checks that `who` may do `action` in its project.
+pub async fn authorized_run(
+    engine: &Engine,
+    who: &Principal,
+    id: &str,
+    action: Action,
+) -> Result<(runs::RunRow, access::Granted), ApiError> {
+    let run = runs::get(&engine.store.pool, run_id(id)?).await?;
+    let granted = access::require(&engine.store.pool, who, &run.project, action).await?;
+    Ok((run, granted))
 }
 
 fn run_id(text: &str) -> Result<RunId, ApiError> {
@@ -45,8 +91,12 @@ fn run_id(text: &str) -> Result<RunId, ApiError> {
 
 async fn list_pipelines(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
 ) -> Result<Json<Vec<pipelines::PipelineRow>>, ApiError> {
-    Ok(Json(pipelines::list(&engine.store.pool).await?))
+    let visible = access::readable_projects(&engine.store.pool, &who).await?;
+    Ok(Json(
+        pipelines::list(&engine.store.pool, visible.as_deref()).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -58,10 +108,12 @@ struct ApplyQuery {
 /// Body: the pipeline YAML.
 async fn apply_pipeline(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path(project): Path<String>,
     Query(query): Query<ApplyQuery>,
     yaml: String,
 ) -> Result<(StatusCode, Json<run::Applied>), ApiError> {
+    access::require(&engine.store.pool, &who, &project, Action::EditPipeline).await?;
     let file = query.file.as_deref().unwrap_or(".gantry.yaml");
     let applied = run::apply(&engine, &project, file, &yaml).await?;
     let status = if applied.created {
@@ -74,9 +126,11 @@ async fn apply_pipeline(
 
 async fn trigger(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path((project, name)): Path<(String, String)>,
     body: Option<Json<TriggerRequest>>,
 ) -> Result<(StatusCode, Json<run::Triggered>), ApiError> {
+    access::require(&engine.store.pool, &who, &project, Action::Trigger).await?;
     let request = body.map(|Json(b)| b).unwrap_or_default();
     let triggered = run::trigger(&engine, &project, &name, "manual", request).await?;
     Ok((StatusCode::CREATED, Json(triggered)))
@@ -91,15 +145,18 @@ struct Page {
 
 async fn pipeline_runs(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path((project, name)): Path<(String, String)>,
     Query(page): Query<Page>,
 ) -> Result<Json<Vec<runs::RunRow>>, ApiError> {
+    access::require(&engine.store.pool, &who, &project, Action::Read).await?;
     let pipeline = pipelines::find(&engine.store.pool, &project, &name).await?;
     let rows = runs::list(
         &engine.store.pool,
         Some(pipeline.id),
         page.before.map(RunId),
         page.limit.unwrap_or(50).clamp(1, 500),
+        None,
     )
     .await?;
     Ok(Json(rows))
@@ -107,14 +164,17 @@ async fn pipeline_runs(
 
 async fn list_runs(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Query(page): Query<Page>,
 ) -> Result<Json<Vec<runs::RunRow>>, ApiError> {
+    let visible = access::readable_projects(&engine.store.pool, &who).await?;
     Ok(Json(
         runs::list(
             &engine.store.pool,
             page.pipeline.map(PipelineId),
             page.before.map(RunId),
             page.limit.unwrap_or(50).clamp(1, 500),
+            visible.as_deref(),
         )
         .await?,
     ))
@@ -129,11 +189,11 @@ struct RunView {
 
 async fn get_run(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
-    let id = run_id(&id)?;
-    let run = runs::get(&engine.store.pool, id).await?;
-    let stages = stages::for_run(&engine.store.pool, id).await?;
+    let (run, _) = authorized_run(&engine, &who, &id, Action::Read).await?;
+    let stages = stages::for_run(&engine.store.pool, run.id).await?;
     Ok(Json(RunView { run, stages }))
 }
 
@@ -146,28 +206,33 @@ struct StageView {
 
 async fn get_stage(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path((id, key)): Path<(String, String)>,
 ) -> Result<Json<StageView>, ApiError> {
-    let stage = stages::find(&engine.store.pool, run_id(&id)?, &key).await?;
+    let (run, _) = authorized_run(&engine, &who, &id, Action::Read).await?;
+    let stage = stages::find(&engine.store.pool, run.id, &key).await?;
     let steps = stages::steps(&engine.store.pool, stage.id).await?;
     Ok(Json(StageView { stage, steps }))
 }
 
 async fn cancel_run(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    run::cancel(&engine, run_id(&id)?, None).await?;
+    let (run, _) = authorized_run(&engine, &who, &id, Action::Cancel).await?;
+    run::cancel(&engine, run.id, None).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
 async fn cancel_stage(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path((id, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let id = run_id(&id)?;
-    let stage = stages::find(&engine.store.pool, id, &key).await?;
-    run::cancel(&engine, id, Some(stage.id)).await?;
+    let (run, _) = authorized_run(&engine, &who, &id, Action::Cancel).await?;
+    let stage = stages::find(&engine.store.pool, run.id, &key).await?;
+    run::cancel(&engine, run.id, Some(stage.id)).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -179,49 +244,80 @@ struct RerunBody {
 
 async fn rerun(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path(id): Path<String>,
     body: Option<Json<RerunBody>>,
 ) -> Result<(StatusCode, Json<run::Triggered>), ApiError> {
+    let (run, _) = authorized_run(&engine, &who, &id, Action::Rerun).await?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    let triggered = run::rerun(&engine, run_id(&id)?, body.failed_only).await?;
+    let triggered = run::rerun(&engine, run.id, body.failed_only).await?;
     Ok((StatusCode::CREATED, Json(triggered)))
-}
-
-#[derive(Deserialize, Default)]
-struct ApprovalBody {
-    /// Who decides (until users arrive with the access-control issue, the caller names itself).
-    by: Option<String>,
 }
 
 async fn approve(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path((id, key)): Path<(String, String)>,
-    body: Option<Json<ApprovalBody>>,
 ) -> Result<StatusCode, ApiError> {
-    record_approval(&engine, &id, &key, body, true).await
+    decide(&engine, &who, &id, &key, true).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn reject(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path((id, key)): Path<(String, String)>,
-    body: Option<Json<ApprovalBody>>,
 ) -> Result<StatusCode, ApiError> {
-    record_approval(&engine, &id, &key, body, false).await
+    decide(&engine, &who, &id, &key, false).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
-/// Approve and reject differ only in the verdict.
-async fn record_approval(
+/// Approve and reject differ only in the verdict; the signed-in user is recorded as the one
+/// who decided. The stage's `approvers` (users, `role:NAME`) say who may; without them it
+/// takes the Approve action (maintainers).
+pub async fn decide(
     engine: &Engine,
+    who: &Principal,
     id: &str,
     key: &str,
-    body: Option<Json<ApprovalBody>>,
     approve: bool,
-) -> Result<StatusCode, ApiError> {
-    let by = body
-        .and_then(|Json(b)| b.by)
-        .unwrap_or_else(|| "anonymous".into());
-    run::decide_approval(engine, run_id(id)?, key, &by, approve).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<(), ApiError> {
+    let (run, granted) = authorized_run(engine, who, id, Action::Read).await?;
+    let approvers = approvers_of(engine, &run, key).await?;
+    let user = who.require_user(true)?;
+    if !access::may_approve(who, granted.role, &approvers) {
+        return Err(ApiError::Forbidden(if approvers.is_empty() {
+            format!(
+                "`{}` may not approve stages in project `{}` (that needs the maintainer role)",
+                user.name, run.project
+            )
+        } else {
+            format!(
+                "`{}` may not decide stage `{key}` (approvers: {})",
+                user.name,
+                approvers.join(", ")
+            )
+        }));
+    }
+    run::decide_approval(engine, run.id, key, &user.name, approve).await?;
+    Ok(())
+}
+
+/// The `approvers` of a run's stage (empty when it names none or has no approval).
+pub async fn approvers_of(
+    engine: &Engine,
+    run: &runs::RunRow,
+    key: &str,
+) -> Result<Vec<String>, ApiError> {
+    let stage = stages::find(&engine.store.pool, run.id, key).await?;
+    let plan = engine.plan(run.version_id).await?;
+    let index = usize::try_from(stage.plan_index).unwrap_or(usize::MAX);
+    Ok(plan
+        .stages
+        .get(index)
+        .and_then(|p| plan.stage(p).approval.as_ref())
+        .map(|a| a.approvers.clone())
+        .unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -239,10 +335,12 @@ fn log_owner(stage: &stages::StageRunRow) -> store::StageRunId {
 
 async fn stage_logs(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path((id, key)): Path<(String, String)>,
     Query(query): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
-    let stage = stages::find(&engine.store.pool, run_id(&id)?, &key).await?;
+    let (run, _) = authorized_run(&engine, &who, &id, Action::Read).await?;
+    let stage = stages::find(&engine.store.pool, run.id, &key).await?;
     let attempt = query.attempt.unwrap_or(stage.attempt.max(1));
     let body = super::logs::plain(Arc::clone(&engine), log_owner(&stage), attempt);
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
@@ -250,11 +348,13 @@ async fn stage_logs(
 
 async fn follow_logs(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path((id, key)): Path<(String, String)>,
     Query(query): Query<LogQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let stage = stages::find(&engine.store.pool, run_id(&id)?, &key).await?;
+    let (run, _) = authorized_run(&engine, &who, &id, Action::Read).await?;
+    let stage = stages::find(&engine.store.pool, run.id, &key).await?;
     let attempt = query.attempt.unwrap_or(stage.attempt.max(1));
     let after = headers
         .get("last-event-id")
@@ -267,9 +367,11 @@ async fn follow_logs(
 
 async fn run_artifacts(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<store::artifacts::ArtifactRow>>, ApiError> {
-    let rows = stages::for_run(&engine.store.pool, run_id(&id)?).await?;
+    let (run, _) = authorized_run(&engine, &who, &id, Action::Read).await?;
+    let rows = stages::for_run(&engine.store.pool, run.id).await?;
     let ids: Vec<i64> = rows
         .iter()
         .map(|s| s.reused_from.unwrap_or(s.id).0)
@@ -281,8 +383,10 @@ async fn run_artifacts(
 
 async fn list_secrets(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path(project): Path<String>,
 ) -> Result<Json<Vec<store::secrets::SecretInfo>>, ApiError> {
+    access::require(&engine.store.pool, &who, &project, Action::ListSecrets).await?;
     let project = pipelines::project_id(&engine.store.pool, &project).await?;
     Ok(Json(
         store::secrets::list(&engine.store.pool, project).await?,
@@ -292,9 +396,11 @@ async fn list_secrets(
 /// Body: the secret's value. Secrets are write-only: no route returns a value.
 async fn put_secret(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path((project, name)): Path<(String, String)>,
     value: String,
 ) -> Result<StatusCode, ApiError> {
+    access::require(&engine.store.pool, &who, &project, Action::WriteSecret).await?;
     if !crate::pipeline::decode::is_valid_name(&name) {
         return Err(ApiError::BadRequest(format!(
             "secret name `{name}` is not valid"

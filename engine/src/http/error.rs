@@ -1,5 +1,5 @@
 //! The one place errors become HTTP responses: not found → 404, invalid input → 422 with the
-//! details, conflicts → 409, auth → 401, anything else → 500 with the detail logged, not sent.
+//! details, conflicts → 409, not signed in → 401, not allowed → 403, anything else → 500 with the detail logged, not sent.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -23,7 +23,35 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     Internal(String),
+}
+
+impl From<crate::access::AccessError> for ApiError {
+    fn from(e: crate::access::AccessError) -> Self {
+        use crate::access::AccessError;
+        match e {
+            AccessError::Unauthenticated(_) | AccessError::BadToken => {
+                ApiError::Unauthorized(e.to_string())
+            }
+            AccessError::Forbidden { .. } | AccessError::AdminOnly(_) | AccessError::Csrf => {
+                ApiError::Forbidden(e.to_string())
+            }
+            AccessError::NoProject(_) => ApiError::NotFound(e.to_string()),
+            AccessError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<crate::access::password::PasswordError> for ApiError {
+    fn from(e: crate::access::password::PasswordError) -> Self {
+        use crate::access::password::PasswordError;
+        match e {
+            PasswordError::TooShort => ApiError::BadRequest(e.to_string()),
+            PasswordError::Hash(_) => ApiError::Internal(e.to_string()),
+        }
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -74,6 +102,7 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "error": m })),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({ "error": m })),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "error": m })),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 (

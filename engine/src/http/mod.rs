@@ -1,11 +1,13 @@
 //! The HTTP server: the public API, the runner API, health and metrics, in one router.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
 pub mod runner;
+pub mod users;
 
 use std::sync::Arc;
 

@@ -25,6 +25,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/runs/{id}/stages/{key}/reject"),
     ("get", "/runs/{id}/stages/{key}/logs"),
     ("get", "/runs/{id}/stages/{key}/logs/stream"),
+    ("get", "/me"),
+    ("get", "/projects"),
+    ("put", "/projects/{project}"),
+    ("get", "/projects/{project}/members"),
+    ("put", "/projects/{project}/members/{user}"),
+    ("delete", "/projects/{project}/members/{user}"),
+    ("get", "/users"),
+    ("post", "/users"),
+    ("put", "/users/{name}/password"),
+    ("get", "/tokens"),
+    ("post", "/tokens"),
+    ("delete", "/tokens/{id}"),
 ];
 
 pub async fn document_json() -> Json<Value> {
@@ -52,7 +64,10 @@ pub fn document() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Apply pipelines, start and steer runs, read their logs and artifacts. \
                 Errors are JSON objects with an `error` message (and `problems`, one \
-                `FILE:LINE:COL: message` line each, for an invalid pipeline).",
+                `FILE:LINE:COL: message` line each, for an invalid pipeline). Callers \
+                authenticate with an API token (`Authorization: Bearer gty_...`) or the web \
+                UI's session cookie (writes then also need the `X-CSRF-Token` header); what \
+                they may do depends on their role in the project (docs/access.md).",
             "license": { "name": "Apache-2.0", "identifier": "Apache-2.0" }
         },
         "servers": [{ "url": "/api/v1" }],
@@ -60,13 +75,21 @@ pub fn document() -> Value {
             { "name": "pipelines", "description": "Pipeline files and their versions." },
             { "name": "runs", "description": "Runs and their stages." },
             { "name": "logs", "description": "Stage logs, downloaded or followed live." },
-            { "name": "secrets", "description": "Write-only project secrets." }
+            { "name": "secrets", "description": "Write-only project secrets." },
+            { "name": "access", "description": "Users, API tokens, project members and roles." }
         ],
+        "security": [{ "token": [] }, { "session": [] }, {}],
         "paths": paths,
         "components": {
             "schemas": schemas(),
             "parameters": parameters(),
+            "securitySchemes": {
+                "token": { "type": "http", "scheme": "bearer", "description": "An API token (`gty_...`)." },
+                "session": { "type": "apiKey", "in": "cookie", "name": "gantry_session", "description": "The web UI's session; writes also need the `X-CSRF-Token` header." }
+            },
             "responses": {
+                "Unauthorized": error_response("Not signed in (no or an invalid API token) and the project is not open to anonymous readers."),
+                "Forbidden": error_response("The caller's role does not allow this (or a session write lacks its CSRF token)."),
                 "NotFound": error_response("The project, pipeline, run or stage does not exist."),
                 "Unprocessable": error_response("The request is not valid (a malformed id, an unknown param)."),
                 "Conflict": error_response("The run or stage is not in a state that allows this."),
@@ -112,6 +135,8 @@ fn with_errors(mut responses: Value, errors: &[(&str, &str)]) -> Value {
         for (code, name) in errors {
             map.insert((*code).to_owned(), response_ref(name));
         }
+        map.insert("401".to_owned(), response_ref("Unauthorized"));
+        map.insert("403".to_owned(), response_ref("Forbidden"));
         map.insert("500".to_owned(), response_ref("Internal"));
     }
     responses
@@ -380,6 +405,157 @@ fn operation(method: &str, path: &str) -> Option<Value> {
                 RUN_ERRORS,
             ),
         ),
+        ("get", "/me") => op(
+            "access",
+            "getMe",
+            "The caller: name, whether an engine administrator, and the projects they may see with their role in each.",
+            &[],
+            with_errors(
+                json!({ "200": json_response("The caller.", schema_ref("Me")) }),
+                &[],
+            ),
+        ),
+        ("get", "/projects") => op(
+            "access",
+            "listProjects",
+            "The projects the caller may see, with their role in each.",
+            &[],
+            with_errors(
+                json!({ "200": json_response("The projects.", array_of("Project")) }),
+                &[],
+            ),
+        ),
+        ("put", "/projects/{project}") => with_body(
+            op(
+                "access",
+                "putProject",
+                "Create a project (engine administrators) or change its settings (the project's admins).",
+                &["project"],
+                with_errors(
+                    json!({ "201": { "description": "Created." }, "204": { "description": "Changed." } }),
+                    &[("404", "NotFound"), ("422", "Unprocessable")],
+                ),
+            ),
+            json!({
+                "required": true,
+                "content": { "application/json": { "schema": schema_ref("ProjectSettings") } }
+            }),
+        ),
+        ("get", "/projects/{project}/members") => op(
+            "access",
+            "listMembers",
+            "The project's members and their roles (the project's admins).",
+            &["project"],
+            with_errors(
+                json!({ "200": json_response("The members.", array_of("Member")) }),
+                &[("404", "NotFound")],
+            ),
+        ),
+        ("put", "/projects/{project}/members/{user}") => with_body(
+            op(
+                "access",
+                "putMember",
+                "Give a user a role in the project (the project's admins).",
+                &["project", "user"],
+                with_errors(
+                    json!({ "204": { "description": "Set." } }),
+                    &[("404", "NotFound"), ("422", "Unprocessable")],
+                ),
+            ),
+            json!({
+                "required": true,
+                "content": { "application/json": { "schema": schema_ref("MemberRequest") } }
+            }),
+        ),
+        ("delete", "/projects/{project}/members/{user}") => op(
+            "access",
+            "removeMember",
+            "Take a user's role in the project away (the project's admins).",
+            &["project", "user"],
+            with_errors(
+                json!({ "204": { "description": "Removed." } }),
+                &[("404", "NotFound")],
+            ),
+        ),
+        ("get", "/users") => op(
+            "access",
+            "listUsers",
+            "Every user (engine administrators).",
+            &[],
+            with_errors(
+                json!({ "200": json_response("The users.", array_of("User")) }),
+                &[],
+            ),
+        ),
+        ("post", "/users") => with_body(
+            op(
+                "access",
+                "createUser",
+                "Create a user (engine administrators).",
+                &[],
+                with_errors(
+                    json!({ "201": json_response("Created.", schema_ref("User")) }),
+                    &[("409", "Conflict"), ("422", "Unprocessable")],
+                ),
+            ),
+            json!({
+                "required": true,
+                "content": { "application/json": { "schema": schema_ref("NewUser") } }
+            }),
+        ),
+        ("put", "/users/{name}/password") => with_body(
+            op(
+                "access",
+                "setPassword",
+                "Set a user's password (one's own, or anyone's for engine administrators).",
+                &["user_name"],
+                with_errors(
+                    json!({ "204": { "description": "Set." } }),
+                    &[("404", "NotFound"), ("422", "Unprocessable")],
+                ),
+            ),
+            json!({
+                "required": true,
+                "description": "The new password (at least 8 characters).",
+                "content": { "text/plain": { "schema": { "type": "string" } } }
+            }),
+        ),
+        ("get", "/tokens") => op(
+            "access",
+            "listTokens",
+            "The caller's API tokens (never their values).",
+            &[],
+            with_errors(
+                json!({ "200": json_response("The tokens.", array_of("Token")) }),
+                &[],
+            ),
+        ),
+        ("post", "/tokens") => with_body(
+            op(
+                "access",
+                "createToken",
+                "Create an API token for the caller. Its value is in this answer only: it is stored hashed.",
+                &[],
+                with_errors(
+                    json!({ "201": json_response("Created.", schema_ref("CreatedToken")) }),
+                    &[("422", "Unprocessable")],
+                ),
+            ),
+            json!({
+                "required": true,
+                "content": { "application/json": { "schema": schema_ref("NewToken") } }
+            }),
+        ),
+        ("delete", "/tokens/{id}") => op(
+            "access",
+            "deleteToken",
+            "Revoke one of the caller's API tokens.",
+            &["token_id"],
+            with_errors(
+                json!({ "204": { "description": "Revoked." } }),
+                &[("404", "NotFound"), ("422", "Unprocessable")],
+            ),
+        ),
         _ => return None,
     })
 }
@@ -392,7 +568,10 @@ fn parameters() -> Value {
     json!({
         "project": path("project", "The project's name.", name.clone()),
         "pipeline": path("name", "The pipeline's name.", name.clone()),
-        "secret_name": path("name", "The secret's name.", name),
+        "secret_name": path("name", "The secret's name.", name.clone()),
+        "user": path("user", "A user's name.", name.clone()),
+        "user_name": path("name", "A user's name.", name),
+        "token_id": path("id", "The token's id.", json!({ "type": "integer", "format": "int64" })),
         "run_id": path("id", "The run's id.", json!({ "type": "integer", "format": "int64" })),
         "stage_key": path(
             "key",
@@ -624,8 +803,63 @@ fn schemas() -> Value {
         "ApprovalRequest": {
             "type": "object",
             "properties": {
-                "by": { "type": "string", "description": "Who decides (default `anonymous`)." }
+                "by": { "type": "string", "description": "Ignored: the signed-in caller is recorded as the one who decided." }
             }
+        },
+        "Role": { "type": "string", "enum": ["viewer", "developer", "maintainer", "admin"] },
+        "Project": object(
+            "A project as the caller sees it.",
+            json!({
+                "name": text(),
+                "anonymous_read": { "type": "boolean", "description": "Anyone may read it, signed in or not." },
+                "role": { "description": "The role the caller acts with there.", "oneOf": [schema_ref("Role"), { "type": "null" }] }
+            }),
+        ),
+        "Me": object(
+            "The caller.",
+            json!({ "name": text(), "is_admin": flag(), "projects": array_of("Project") }),
+        ),
+        "Member": object(
+            "A user's role in a project.",
+            json!({ "user": text(), "role": schema_ref("Role") }),
+        ),
+        "User": object(
+            "A user.",
+            json!({ "id": id(), "name": text(), "is_admin": { "type": "boolean", "description": "An engine administrator: every role in every project, and manages users." }, "created_at": time() }),
+        ),
+        "Token": object(
+            "An API token (its value is never shown again after creation).",
+            json!({ "id": id(), "name": text(), "created_at": time(), "last_used_at": opt_time(), "expires_at": opt_time() }),
+        ),
+        "CreatedToken": object(
+            "A token just created, with its value: keep it, it is not shown again.",
+            json!({ "id": id(), "name": text(), "created_at": time(), "last_used_at": opt_time(), "expires_at": opt_time(), "token": { "type": "string", "description": "The token (`gty_...`): send it as `Authorization: Bearer TOKEN`." } }),
+        ),
+        "ProjectSettings": {
+            "type": "object",
+            "properties": { "anonymous_read": { "type": "boolean" } }
+        },
+        "MemberRequest": {
+            "type": "object",
+            "properties": { "role": schema_ref("Role") },
+            "required": ["role"]
+        },
+        "NewUser": {
+            "type": "object",
+            "properties": {
+                "name": text(),
+                "password": { "type": "string", "minLength": 8 },
+                "is_admin": { "type": "boolean", "default": false }
+            },
+            "required": ["name"]
+        },
+        "NewToken": {
+            "type": "object",
+            "properties": {
+                "name": text(),
+                "expires_in_days": { "type": "integer", "minimum": 1, "description": "Default: never." }
+            },
+            "required": ["name"]
         }
     })
 }

@@ -2,6 +2,7 @@
 //! artifacts and secrets. All SQL lives in this module's files, one function per query, each
 //! taking `impl PgExecutor` so it runs on the pool or inside a caller's transaction.
 
+pub mod access;
 pub mod artifacts;
 pub mod embedded;
 pub mod events;

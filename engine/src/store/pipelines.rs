@@ -116,10 +116,17 @@ macro_rules! select_pipelines {
     };
 }
 
-pub async fn list(db: impl PgExecutor<'_>) -> Result<Vec<PipelineRow>> {
-    Ok(select_pipelines!("ORDER BY pr.name, p.name")
-        .fetch_all(db)
-        .await?)
+/// Every pipeline, or those of `projects` (names).
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    projects: Option<&[String]>,
+) -> Result<Vec<PipelineRow>> {
+    Ok(select_pipelines!(
+        "WHERE ($1::text[] IS NULL OR pr.name = ANY($1)) ORDER BY pr.name, p.name",
+        projects
+    )
+    .fetch_all(db)
+    .await?)
 }
 
 pub async fn find(db: impl PgExecutor<'_>, project: &str, name: &str) -> Result<PipelineRow> {

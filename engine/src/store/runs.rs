@@ -128,19 +128,23 @@ pub async fn get(db: impl PgExecutor<'_>, id: RunId) -> Result<RunRow> {
         .ok_or_else(|| StoreError::NotFound(format!("run {id}")))
 }
 
-/// Newest first; `before` pages backwards by id.
+/// Newest first; `before` pages backwards by id; `projects` (names) limits the runs to those
+/// projects (`None`: every project).
 pub async fn list(
     db: impl PgExecutor<'_>,
     pipeline: Option<PipelineId>,
     before: Option<RunId>,
     limit: i64,
+    projects: Option<&[String]>,
 ) -> Result<Vec<RunRow>> {
     let rows = select_runs!(
         "WHERE ($1::bigint IS NULL OR r.pipeline_id = $1) AND ($2::bigint IS NULL OR r.id < $2)
+           AND ($4::text[] IS NULL OR pr.name = ANY($4))
          ORDER BY r.id DESC LIMIT $3",
         pipeline.map(|p| p.0),
         before.map(|b| b.0),
-        limit
+        limit,
+        projects
     )
     .fetch_all(db)
     .await?;

@@ -406,11 +406,11 @@ async fn log_throughput(bins: &Bins, machine: &Machine, mb: u64, runs: usize) ->
         LOG_LINE.len() + 1
     );
     println!("step: `{command}`\n");
-    let http = reqwest::Client::new();
     let mut results = Vec::new();
     for round in 1..=runs {
         let db = Db::create(&machine.admin_url).await?;
         let engine = EngineProcess::start(bins, &db.url).await?;
+        let http = engine.http()?;
         let result = one_log_run(&engine, &http, &db, &command, bytes).await;
         // The runner's CPU time reaches the engine's `cutime` once the engine has reaped it.
         let idle_children = result.is_ok() && engine.wait_for_no_children(Duration::from_secs(10));
@@ -1035,6 +1035,13 @@ impl EngineProcess {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A client with the API token the engine's first start wrote to its data directory.
+    fn http(&self) -> Result<reqwest::Client> {
+        let token = gantry::access::bootstrap::read_token(self._data_dir.path())
+            .context("the engine wrote no admin token")?;
+        Ok(gantry_tests::authorized_client(&token))
     }
 
     fn alive(&self) -> bool {
