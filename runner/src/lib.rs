@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod exit;
 pub mod heartbeat;
+pub mod image;
 pub mod logs;
 pub mod process;
 pub mod stage;

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::engine::{ApiError, EngineClient};
 use crate::exit::RunnerExit;
 use crate::heartbeat;
+use crate::image::{self, ImageTask};
 use crate::logs::mask::MaskError;
 use crate::logs::queue::{DEFAULT_CAPACITY, QueueClosed};
 use crate::logs::{LogError, LogQueue, Masker, log_system, send_logs};
@@ -50,6 +51,8 @@ pub enum StageError {
 pub struct StageEnd {
     pub outcome: Outcome,
     pub reason: Option<String>,
+    /// The image an image stage pushed.
+    pub image: Option<String>,
 }
 
 impl StageEnd {
@@ -57,6 +60,7 @@ impl StageEnd {
         StageEnd {
             outcome: Outcome::Succeeded,
             reason: None,
+            image: None,
         }
     }
 
@@ -64,6 +68,7 @@ impl StageEnd {
         StageEnd {
             outcome,
             reason: Some(reason.into()),
+            image: None,
         }
     }
 }
@@ -161,6 +166,7 @@ async fn finish(
         outcome: end.outcome,
         reason: end.reason,
         lines: queue.last_line(),
+        image: end.image,
     };
     if let Some(reason) = &completion.reason {
         eprintln!("gantry-runner: {:?}: {reason}", completion.outcome);
@@ -218,6 +224,9 @@ impl<'a> Stage<'a> {
         }
         if let Some(end) = self.unpack_inputs().await? {
             return Ok(end);
+        }
+        if let Some(task) = &self.spec.image {
+            return self.build_image(task).await;
         }
         for (index, step) in self.spec.steps.iter().enumerate() {
             if let Some(stop) = self.stop.current() {
@@ -368,10 +377,116 @@ impl<'a> Stage<'a> {
         }
     }
 
+    /// Builds and pushes the stage's image; its progress goes to the stage log.
+    async fn build_image(&mut self, task: &'a ImageTask) -> Result<StageEnd, StageError> {
+        let scratch = match Scratch::create(self.spec) {
+            Ok(scratch) => scratch,
+            Err(err) => {
+                let why = format!("cannot create a scratch directory for the image: {err}");
+                self.say(&why).await?;
+                return Ok(StageEnd::with(Outcome::Failed, why));
+            }
+        };
+        let workspace = self.workspace();
+        let built = match task {
+            ImageTask::B2i(task) => {
+                self.with_progress(|progress| async move {
+                    image::b2i::build(task, workspace, &scratch.0, &progress).await
+                })
+                .await?
+            }
+            ImageTask::S2i(_) => Err(Ok(StageEnd::with(
+                Outcome::Failed,
+                "`s2i` stages are not supported by this runner yet",
+            ))),
+        };
+        match built {
+            Ok(pushed) => Ok(StageEnd {
+                outcome: Outcome::Succeeded,
+                reason: None,
+                image: Some(pushed.pinned),
+            }),
+            Err(end) => end,
+        }
+    }
+
+    /// Runs an image operation, copying its progress lines into the log as they come. An
+    /// operation error becomes a failed [`StageEnd`]; a stop ends it early.
+    async fn with_progress<T, F, Fut>(
+        &mut self,
+        operation: F,
+    ) -> Result<Result<T, Result<StageEnd, StageError>>, StageError>
+    where
+        F: FnOnce(Box<dyn Fn(&str) + Send + Sync>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, image::ImageError>>,
+    {
+        let (lines, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let progress: Box<dyn Fn(&str) + Send + Sync> = Box::new(move |line: &str| {
+            let _ = lines.send(line.to_owned());
+        });
+        let operation = operation(progress);
+        tokio::pin!(operation);
+        let mut stop = self.stop.clone();
+        enum Event<T> {
+            Line(String),
+            Done(Result<T, image::ImageError>),
+            Stop(Stop),
+        }
+        loop {
+            let event = tokio::select! {
+                Some(line) = received.recv() => Event::Line(line),
+                done = &mut operation => Event::Done(done),
+                raised = stop.raised() => Event::Stop(raised),
+            };
+            match event {
+                Event::Line(line) => {
+                    self.say(&line).await?;
+                }
+                Event::Done(done) => {
+                    while let Ok(line) = received.try_recv() {
+                        self.say(&line).await?;
+                    }
+                    return match done {
+                        Ok(value) => Ok(Ok(value)),
+                        Err(err) => {
+                            let why = err.to_string();
+                            self.say(&why).await?;
+                            Ok(Err(Ok(StageEnd::with(Outcome::Failed, why))))
+                        }
+                    };
+                }
+                Event::Stop(raised) => return Ok(Err(stopped(raised))),
+            }
+        }
+    }
+
     async fn stop_leftovers(&mut self) {
         for leftovers in self.leftovers.drain(..) {
             leftovers.stop(self.config.kill_grace).await;
         }
+    }
+}
+
+/// A directory for an image build's temporary files (layers, an unpacked root filesystem),
+/// outside the workspace so an S2I build does not see it as source; removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn create(spec: &StageSpec) -> std::io::Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!(
+            "gantry-image-{}-{}-{}",
+            spec.stage_run_id,
+            spec.attempt,
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

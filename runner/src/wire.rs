@@ -51,6 +51,9 @@ pub struct StageSpec {
     pub heartbeat_secs: u64,
     /// Log lines already stored for this attempt (non-zero when a runner resumes).
     pub logged_lines: u64,
+    /// An image to build and push instead of steps (`s2i` and `b2i` stages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::image::ImageTask>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -114,6 +117,9 @@ pub struct Completion {
     pub reason: Option<String>,
     /// How many log lines the runner produced in total (all acknowledged before completing).
     pub lines: u64,
+    /// The image an `s2i`/`b2i` stage pushed, pinned: `registry/repository@sha256:...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// Error bodies from the engine's runner API.

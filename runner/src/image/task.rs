@@ -1,0 +1,122 @@
+//! What the engine asks a runner to build: an additive part of the stage spec
+//! ([`crate::wire::StageSpec::image`]). Templates are already rendered by the engine; the
+//! runner only builds and pushes.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ImageTask {
+    B2i(B2iTask),
+    S2i(S2iTask),
+}
+
+impl ImageTask {
+    pub fn registries(&self) -> &[RegistryAccess] {
+        match self {
+            ImageTask::B2i(t) => &t.registries,
+            ImageTask::S2i(t) => &t.registries,
+        }
+    }
+}
+
+/// How one registry is reached.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct RegistryAccess {
+    /// `host[:port]` as written in image names (`docker.io` for Docker Hub).
+    pub host: String,
+    /// Plain HTTP instead of HTTPS: only for registries configured as such.
+    #[serde(default)]
+    pub plain_http: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// An identity or registry token (docker `config.json`'s `identitytoken`/`registrytoken`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+// By hand so credentials never reach a log line.
+impl std::fmt::Debug for RegistryAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAccess")
+            .field("host", &self.host)
+            .field("plain_http", &self.plain_http)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    Binary,
+    Jar,
+    War,
+    Tarball,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct B2iTask {
+    /// The artifact, relative to the workspace (where the needed stages' artifacts are).
+    pub artifact: String,
+    pub preset: Preset,
+    pub base: String,
+    pub output: String,
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    /// Where `binary`, `jar` and `tarball` artifacts go (default `/app`); the image's
+    /// working directory.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// `war` only: where the `.war` goes (default `/usr/local/tomcat/webapps`).
+    #[serde(default)]
+    pub webapps_dir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `8080/tcp`, `53/udp`.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    #[serde(default)]
+    pub labels: Vec<(String, String)>,
+    /// Seconds since the epoch for file times and `created` (the commit time): the same
+    /// input then gives the same digest.
+    #[serde(default)]
+    pub created_epoch: i64,
+    /// What `history` says made the layer.
+    #[serde(default)]
+    pub created_by: Option<String>,
+    #[serde(default)]
+    pub registries: Vec<RegistryAccess>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct S2iTask {
+    pub builder: String,
+    pub output: String,
+    /// The source sub-directory of the workspace (default: the whole workspace).
+    #[serde(default)]
+    pub context_dir: Option<String>,
+    /// Build environment: for `assemble` and baked into the image (after `.s2i/environment`).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Overrides the builder's `io.openshift.s2i.scripts-url` label.
+    #[serde(default)]
+    pub scripts_url: Option<String>,
+    /// Restore artifacts saved by `save-artifacts` from the previous image at `output`.
+    #[serde(default)]
+    pub incremental: bool,
+    #[serde(default)]
+    pub labels: Vec<(String, String)>,
+    #[serde(default)]
+    pub created_epoch: i64,
+    #[serde(default)]
+    pub registries: Vec<RegistryAccess>,
+}
