@@ -212,6 +212,17 @@ pub struct EngineArgs {
     /// Base64 32-byte key encrypting secrets (default: a key file in the data directory).
     #[arg(long, env = "GANTRY_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+    /// A registry (HOST[:PORT]) image stages reach over plain HTTP (repeatable, or
+    /// comma-separated in the variable).
+    #[arg(
+        long = "insecure-registry",
+        env = "GANTRY_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
+    /// A docker config.json with registry credentials for image stages.
+    #[arg(long, env = "GANTRY_REGISTRY_AUTH")]
+    pub registry_auth: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -266,6 +277,8 @@ impl EngineArgs {
             local_slots: self.slots.max(1),
             runner_path: self.runner.clone(),
             secret_key: self.secret_key.clone(),
+            insecure_registries: self.insecure_registries.clone(),
+            registry_auth: self.registry_auth.clone(),
             ..crate::engine::Config::default()
         }
     }

@@ -41,6 +41,11 @@ pub struct Config {
     /// Copied into every workspace before the runner starts (`gantry run` uses the current
     /// directory; with Git checkouts this is unset).
     pub source_dir: Option<PathBuf>,
+    /// Registries (`host[:port]`) reached over plain HTTP instead of HTTPS.
+    pub insecure_registries: Vec<String>,
+    /// A docker `config.json` with registry credentials for image stages (a stage's
+    /// `REGISTRY_AUTH` secret overrides it per registry).
+    pub registry_auth: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -58,6 +63,8 @@ impl Default for Config {
             lost_after_secs: 60,
             kill_grace_secs: 10,
             source_dir: None,
+            insecure_registries: Vec::new(),
+            registry_auth: None,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod engine;
 pub mod executor;
 pub mod http;
+pub mod images;
 pub mod oneshot;
 pub mod pipeline;
 pub mod run;

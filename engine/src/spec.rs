@@ -4,11 +4,13 @@
 
 use std::collections::HashMap;
 
+use gantry_runner::image::{B2iTask, ImageTask, Preset, S2iTask};
 use gantry_runner::wire::{ArtifactInput, StageSpec, StepSpec};
 
 use crate::engine::Engine;
+use crate::images;
 use crate::pipeline::template::{GitField, Reference, RunField, StageField, Template};
-use crate::pipeline::{Env, StageKind};
+use crate::pipeline::{B2iPreset, Env, StageKind};
 use crate::run::{RunContext, RunError};
 use crate::store::{self, StageRunId, runs, stages};
 
@@ -185,6 +187,7 @@ pub async fn build(engine: &Engine, stage_run: StageRunId) -> Result<StageSpec, 
         }
     }
 
+    let mut image = None;
     let steps = match &stage.kind {
         StageKind::Steps(steps) => steps
             .iter()
@@ -203,6 +206,19 @@ pub async fn build(engine: &Engine, stage_run: StageRunId) -> Result<StageSpec, 
                 })
             })
             .collect::<Result<Vec<_>, RunError>>()?,
+        StageKind::B2i(_) | StageKind::S2i(_) => {
+            // The docker config.json secret is for the registry client, not an environment
+            // variable (image stages run no steps).
+            let auth = env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == images::REGISTRY_AUTH_SECRET)
+                .map(|(_, v)| v.clone());
+            let task = image_task(engine, &scope, &stage.kind, auth.as_deref())?;
+            mask.extend(images::credential_values(task.registries()));
+            image = Some(task);
+            Vec::new()
+        }
         other => {
             return Err(RunError::Conflict(format!(
                 "`{}` stages do not run in a runner",
@@ -242,7 +258,109 @@ pub async fn build(engine: &Engine, stage_run: StageRunId) -> Result<StageSpec, 
         artifacts: stage.artifacts.iter().map(|a| a.value.clone()).collect(),
         heartbeat_secs: engine.config.heartbeat_secs,
         logged_lines: u64::try_from(row.log_lines).unwrap_or(0),
+        image,
     })
+}
+
+/// The runner's image task for a `b2i` or `s2i` stage, its templates rendered.
+fn image_task(
+    engine: &Engine,
+    scope: &Scope<'_>,
+    kind: &StageKind,
+    auth: Option<&str>,
+) -> Result<ImageTask, RunError> {
+    let context = &scope.run.context;
+    let created_epoch = images::created_epoch(context);
+    let mut labels = images::standard_labels(
+        context,
+        scope.context.commit_sha.as_deref(),
+        format!("{}/api/v1/runs/{}", engine.url, scope.run.id),
+    );
+    let registries = |names: &[&str]| {
+        images::registries(
+            names,
+            &engine.config.insecure_registries,
+            engine.config.registry_auth.as_deref(),
+            auth,
+        )
+    };
+    match kind {
+        StageKind::B2i(b2i) => {
+            let base = scope.render(&b2i.base)?;
+            let output = scope.render(&b2i.output)?;
+            for (key, value) in &b2i.labels {
+                labels.push((key.clone(), scope.render(value)?));
+            }
+            let mut env = Vec::new();
+            scope.render_env(&b2i.env, &mut env)?;
+            Ok(ImageTask::B2i(B2iTask {
+                artifact: b2i.artifact.value.clone(),
+                preset: match b2i.preset {
+                    B2iPreset::Binary => Preset::Binary,
+                    B2iPreset::Jar => Preset::Jar,
+                    B2iPreset::War => Preset::War,
+                    B2iPreset::Tarball => Preset::Tarball,
+                },
+                registries: registries(&[&base, &output])?,
+                base,
+                output,
+                entrypoint: b2i.entrypoint.clone(),
+                cmd: b2i.cmd.clone(),
+                workdir: b2i.workdir.clone(),
+                webapps_dir: b2i.webapps_dir.clone(),
+                user: b2i.user.clone(),
+                ports: b2i
+                    .ports
+                    .iter()
+                    .map(|p| format!("{}/{}", p.number, if p.udp { "udp" } else { "tcp" }))
+                    .collect(),
+                env,
+                labels,
+                created_epoch,
+                created_by: None,
+            }))
+        }
+        StageKind::S2i(s2i) => {
+            let builder = scope.render(&s2i.builder)?;
+            let output = scope.render(&s2i.output)?;
+            let mut env = Vec::new();
+            scope.render_env(&s2i.env, &mut env)?;
+            let git = |v: Option<&String>| v.cloned().unwrap_or_default();
+            labels.push(("io.openshift.s2i.build.image".into(), builder.clone()));
+            labels.push((
+                "io.openshift.s2i.build.commit.id".into(),
+                git(scope.context.commit_sha.as_ref()),
+            ));
+            labels.push((
+                "io.openshift.s2i.build.commit.ref".into(),
+                git(scope.context.branch.as_ref().or(scope.context.tag.as_ref())),
+            ));
+            if let Some(url) = images::source_url(context) {
+                labels.push(("io.openshift.s2i.build.source-location".into(), url));
+            }
+            if let Some(dir) = &s2i.context_dir {
+                labels.push((
+                    "io.openshift.s2i.build.source-context-dir".into(),
+                    dir.clone(),
+                ));
+            }
+            Ok(ImageTask::S2i(S2iTask {
+                registries: registries(&[&builder, &output])?,
+                builder,
+                output,
+                context_dir: s2i.context_dir.clone(),
+                env,
+                scripts_url: s2i.scripts_url.clone(),
+                incremental: s2i.incremental,
+                labels,
+                created_epoch,
+            }))
+        }
+        other => Err(RunError::Conflict(format!(
+            "`{}` stages build no image",
+            other.label()
+        ))),
+    }
 }
 
 /// `test[os=linux]` → `test`.

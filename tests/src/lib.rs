@@ -12,7 +12,9 @@ use gantry::run::{RunContext, TriggerRequest, Triggered};
 use gantry::server::Server;
 use gantry::store::{RunId, RunStatus, runs, stages};
 
+pub mod image_tools;
 pub mod proc;
+pub mod registry;
 pub mod serve;
 
 /// The workspace root.

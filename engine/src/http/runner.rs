@@ -306,6 +306,9 @@ async fn complete(
         Outcome::TimedOut => StageStatus::TimedOut,
     };
     let mut tx = engine.store.pool.begin().await?;
+    if let (Outcome::Succeeded, Some(image)) = (completion.outcome, &completion.image) {
+        stages::set_image(&mut *tx, grant.stage_run, grant.attempt, image).await?;
+    }
     let ended = stages::finish_attempt(
         &mut tx,
         grant.stage_run,

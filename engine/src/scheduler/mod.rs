@@ -135,10 +135,12 @@ async fn advance_next(engine: &Engine) -> Result<bool, crate::run::RunError> {
         let (status, error) = match change {
             Change::Queue => {
                 queued = true;
-                // Only steps stages run in a runner today; other kinds arrive with their issues.
+                // Steps and image stages run in a runner; other kinds arrive with their issues.
                 let stage = plan.stage(&plan.stages[*i]);
                 match &stage.kind {
-                    crate::pipeline::StageKind::Steps(_) => (StageStatus::Queued, None),
+                    crate::pipeline::StageKind::Steps(_) | crate::pipeline::StageKind::B2i(_) => {
+                        (StageStatus::Queued, None)
+                    }
                     other => (
                         StageStatus::Failed,
                         Some(format!(

@@ -188,6 +188,25 @@ pub async fn lock(
     Ok((row.attempt, row.status, row.log_lines, row.run_id))
 }
 
+/// Records the image a running attempt of an image stage pushed (for
+/// `${{ stages.NAME.image }}`); a stale attempt records nothing.
+pub async fn set_image(
+    db: impl PgExecutor<'_>,
+    id: StageRunId,
+    attempt: i32,
+    image: &str,
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE stage_runs SET image = $3 WHERE id = $1 AND attempt = $2 AND status = 'running'",
+        id.0,
+        attempt,
+        image
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Ends a running attempt. A failure with attempts left puts the stage back in the queue.
 /// Returns the status the stage ends up in.
 pub async fn finish_attempt(

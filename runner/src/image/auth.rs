@@ -115,7 +115,11 @@ fn parse_params(text: &str) -> BTreeMap<String, String> {
         let Some((key, after)) = rest.split_once('=') else {
             break;
         };
-        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         let after = after.trim_start();
         let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
             match quoted.find('"') {
@@ -167,10 +171,7 @@ mod tests {
 
     #[test]
     fn broken_configs_are_reported() {
-        assert!(matches!(
-            parse_docker_config("{"),
-            Err(AuthError::Json(_))
-        ));
+        assert!(matches!(parse_docker_config("{"), Err(AuthError::Json(_))));
         assert_eq!(
             parse_docker_config(r#"{"auths": {"r.io": {"auth": "bm9jb2xvbg=="}}}"#),
             Err(AuthError::BadAuth("r.io".into()))

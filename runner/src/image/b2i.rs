@@ -69,9 +69,11 @@ pub async fn build(
     let layer = {
         let (artifact, scratch, placed) = (artifact.clone(), scratch.to_owned(), placed.clone());
         let (preset, mtime) = (task.preset, u64::try_from(task.created_epoch).unwrap_or(0));
-        tokio::task::spawn_blocking(move || write_layer(preset, &artifact, &placed, &scratch, mtime))
-            .await
-            .map_err(|e| ImageError::Worker(e.to_string()))??
+        tokio::task::spawn_blocking(move || {
+            write_layer(preset, &artifact, &placed, &scratch, mtime)
+        })
+        .await
+        .map_err(|e| ImageError::Worker(e.to_string()))??
     };
     progress.say(&format!(
         "b2i: layer {} ({} bytes, {} entries)",
@@ -80,8 +82,8 @@ pub async fn build(
 
     let edit = config_edit(task, &placed, &layer);
     oci::apply(&mut config, &edit).map_err(ImageError::BadDocument)?;
-    let new_config = serde_json::to_vec(&config)
-        .map_err(|e| ImageError::BadDocument(e.to_string()))?;
+    let new_config =
+        serde_json::to_vec(&config).map_err(|e| ImageError::BadDocument(e.to_string()))?;
 
     let output_registry;
     let target = if same_registry {
@@ -187,12 +189,18 @@ pub async fn push(
         layers,
         annotations,
     };
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| super::registry::RegistryError::Protocol {
-        host: target.host().to_owned(),
-        why: format!("cannot write the manifest: {e}"),
-    })?;
+    let bytes =
+        serde_json::to_vec(&manifest).map_err(|e| super::registry::RegistryError::Protocol {
+            host: target.host().to_owned(),
+            why: format!("cannot write the manifest: {e}"),
+        })?;
     let digest = target
-        .put_manifest(&output.repository, output.push_tag(), family.manifest, bytes)
+        .put_manifest(
+            &output.repository,
+            output.push_tag(),
+            family.manifest,
+            bytes,
+        )
         .await?;
     let pinned = output.pinned(&digest);
     progress.say(&format!("pushed {output} as {pinned}"));
@@ -461,7 +469,10 @@ mod tests {
             Some(vec!["java".into(), "-jar".into(), "/app/app.jar".into()])
         );
         let mut war = task(Preset::War, "target/shop.war");
-        assert_eq!(placement(&war).destination, "/usr/local/tomcat/webapps/shop.war");
+        assert_eq!(
+            placement(&war).destination,
+            "/usr/local/tomcat/webapps/shop.war"
+        );
         war.webapps_dir = Some("/opt/jetty/webapps/".into());
         assert_eq!(placement(&war).destination, "/opt/jetty/webapps/shop.war");
         assert_eq!(config_edit(&war, &placement(&war), &layer).entrypoint, None);
@@ -474,7 +485,11 @@ mod tests {
     fn a_missing_artifact_is_named() {
         let dir = tempfile::tempdir().expect("temp dir");
         let err = check_artifact("out/hello", &dir.path().join("out/hello")).expect_err("missing");
-        assert!(err.to_string().contains("`out/hello` is not in the workspace"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("`out/hello` is not in the workspace"),
+            "{err}"
+        );
         let err = check_artifact("out", dir.path()).expect_err("a directory");
         assert!(err.to_string().contains("directory"), "{err}");
     }
@@ -513,7 +528,14 @@ mod tests {
         let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["srv/", "srv/site/", "srv/site/a.txt", "srv/site/b/", "srv/site/b/c/", "srv/site/b/c/z.txt"]
+            [
+                "srv/",
+                "srv/site/",
+                "srv/site/a.txt",
+                "srv/site/b/",
+                "srv/site/b/c/",
+                "srv/site/b/c/z.txt"
+            ]
         );
         assert!(entries.iter().all(|(_, uid)| *uid == 0));
     }

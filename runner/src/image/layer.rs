@@ -106,14 +106,27 @@ impl LayerWriter {
     }
 
     /// A regular file with the contents of `reader` (`size` bytes).
-    pub fn file(&mut self, path: &str, mode: u32, owner: Owner, size: u64, reader: impl Read) -> io::Result<()> {
+    pub fn file(
+        &mut self,
+        path: &str,
+        mode: u32,
+        owner: Owner,
+        size: u64,
+        reader: impl Read,
+    ) -> io::Result<()> {
         let mut header = self.header(tar::EntryType::Regular, mode, owner, size);
         self.entries += 1;
         self.tar.append_data(&mut header, path, reader)
     }
 
     /// A regular file copied from `source` on disk, streamed.
-    pub fn file_from(&mut self, path: &str, source: &Path, mode: u32, owner: Owner) -> io::Result<()> {
+    pub fn file_from(
+        &mut self,
+        path: &str,
+        source: &Path,
+        mode: u32,
+        owner: Owner,
+    ) -> io::Result<()> {
         let file = File::open(source)?;
         let size = file.metadata()?.len();
         // Take exactly `size` bytes: a file that grows meanwhile must not corrupt the tar.
@@ -138,10 +151,7 @@ impl LayerWriter {
 
     pub fn finish(self) -> io::Result<Layer> {
         let LayerWriter {
-            path,
-            tar,
-            entries,
-            ..
+            path, tar, entries, ..
         } = self;
         let tar_hashing = tar.into_inner()?;
         let diff_id = format!("sha256:{}", hex::encode(tar_hashing.hasher.finalize()));
@@ -149,7 +159,11 @@ impl LayerWriter {
         gz_hashing.flush()?;
         let digest = format!("sha256:{}", hex::encode(gz_hashing.hasher.finalize()));
         let size = gz_hashing.bytes;
-        gz_hashing.inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        gz_hashing
+            .inner
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .sync_all()?;
         Ok(Layer {
             path,
             diff_id,
@@ -180,7 +194,13 @@ mod tests {
         layer.dir("app", 0o755, Owner::default()).expect("dir");
         let body = b"#!/bin/sh\necho hi\n";
         layer
-            .file("app/hello", 0o755, Owner::default(), body.len() as u64, &body[..])
+            .file(
+                "app/hello",
+                0o755,
+                Owner::default(),
+                body.len() as u64,
+                &body[..],
+            )
             .expect("file");
         layer
             .symlink("app/hi", Path::new("hello"), Owner { uid: 1001, gid: 0 })
@@ -195,7 +215,10 @@ mod tests {
         let dir = dir.path();
         let a = write(dir, "a.tar.gz", 1);
         let b = write(dir, "b.tar.gz", 1);
-        assert_eq!((&a.diff_id, &a.digest, a.size), (&b.diff_id, &b.digest, b.size));
+        assert_eq!(
+            (&a.diff_id, &a.digest, a.size),
+            (&b.diff_id, &b.digest, b.size)
+        );
         assert_eq!(a.entries, 4);
         let c = write(dir, "c.tar.gz", 2);
         assert_ne!(a.digest, c.digest, "the mtime is part of the layer");
@@ -207,7 +230,13 @@ mod tests {
         let names: Vec<String> = archive
             .entries()
             .expect("entries")
-            .map(|e| e.expect("entry").path().expect("path").display().to_string())
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
             .collect();
         assert_eq!(names, ["app/", "app/hello", "app/hi", "etc/.wh.motd"]);
     }

@@ -211,7 +211,10 @@ pub fn apply(config: &mut Value, edit: &ConfigEdit) -> Result<(), String> {
     Ok(())
 }
 
-fn object_at<'a>(map: &'a mut Map<String, Value>, key: &str) -> Result<&'a mut Map<String, Value>, String> {
+fn object_at<'a>(
+    map: &'a mut Map<String, Value>,
+    key: &str,
+) -> Result<&'a mut Map<String, Value>, String> {
     let slot = map.entry(key).or_insert_with(|| json!({}));
     if slot.is_null() {
         *slot = json!({});

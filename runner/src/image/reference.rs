@@ -159,7 +159,10 @@ mod tests {
         assert_eq!(r.tag.as_deref(), Some("7"));
         assert_eq!(r.to_string(), "127.0.0.1:5000/demo/hello:7");
         let r = parse("localhost:5000/app");
-        assert_eq!((r.registry.as_str(), r.tag.as_deref()), ("localhost:5000", None));
+        assert_eq!(
+            (r.registry.as_str(), r.tag.as_deref()),
+            ("localhost:5000", None)
+        );
         assert_eq!(r.manifest_reference(), "latest");
     }
 

@@ -78,7 +78,10 @@ pub struct Registry {
 
 impl Registry {
     /// Opens `access.host` and authenticates for `scopes` (`repository:NAME:pull,push`).
-    pub async fn connect(access: &RegistryAccess, scopes: &[String]) -> Result<Registry, RegistryError> {
+    pub async fn connect(
+        access: &RegistryAccess,
+        scopes: &[String],
+    ) -> Result<Registry, RegistryError> {
         let scheme = if access.plain_http { "http" } else { "https" };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -103,8 +106,14 @@ impl Registry {
         &self.host
     }
 
-    async fn authenticate(&self, access: &RegistryAccess, scopes: &[String]) -> Result<(), RegistryError> {
-        let answer = self.send(self.http.get(format!("{}/v2/", self.base)), "the API check").await?;
+    async fn authenticate(
+        &self,
+        access: &RegistryAccess,
+        scopes: &[String],
+    ) -> Result<(), RegistryError> {
+        let answer = self
+            .send(self.http.get(format!("{}/v2/", self.base)), "the API check")
+            .await?;
         if answer.status() != StatusCode::UNAUTHORIZED {
             return if answer.status().is_success() {
                 Ok(())
@@ -119,7 +128,8 @@ impl Registry {
             .and_then(parse_challenge)
             .ok_or_else(|| RegistryError::Protocol {
                 host: self.host.clone(),
-                why: "it answered 401 without an authentication challenge Gantry understands".into(),
+                why: "it answered 401 without an authentication challenge Gantry understands"
+                    .into(),
             })?;
         let user = access
             .username
@@ -184,7 +194,9 @@ impl Registry {
                 let body: serde_json::Value =
                     answer.json().await.map_err(|e| RegistryError::Protocol {
                         host: self.host.clone(),
-                        why: format!("its token service answered with something else than JSON: {e}"),
+                        why: format!(
+                            "its token service answered with something else than JSON: {e}"
+                        ),
                     })?;
                 let token = body
                     .get("token")
@@ -194,12 +206,13 @@ impl Registry {
                         host: self.host.clone(),
                         why: "its token service answered without a token".into(),
                     })?;
-                let mut header = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                    RegistryError::Protocol {
-                        host: self.host.clone(),
-                        why: "its token is not a valid header value".into(),
-                    }
-                })?;
+                let mut header =
+                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                        RegistryError::Protocol {
+                            host: self.host.clone(),
+                            why: "its token is not a valid header value".into(),
+                        }
+                    })?;
                 header.set_sensitive(true);
                 self.set_authorization(header);
             }
@@ -227,10 +240,13 @@ impl Registry {
     }
 
     async fn send(&self, request: RequestBuilder, what: &str) -> Result<Response, RegistryError> {
-        request.send().await.map_err(|e| RegistryError::Unreachable {
-            host: self.host.clone(),
-            detail: format!("{what}: {}", crate::engine::describe(&e)),
-        })
+        request
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unreachable {
+                host: self.host.clone(),
+                detail: format!("{what}: {}", crate::engine::describe(&e)),
+            })
     }
 
     /// Turns an unsuccessful answer into an error carrying the registry's own message.
@@ -259,12 +275,19 @@ impl Registry {
     }
 
     /// The manifest `reference` (tag or digest) of `repository`: its bytes and media type.
-    pub async fn manifest(&self, repository: &str, reference: &str) -> Result<(Vec<u8>, String), RegistryError> {
+    pub async fn manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<(Vec<u8>, String), RegistryError> {
         let what = format!("manifest {repository}:{reference}");
         let answer = self
             .send(
-                self.request(Method::GET, &format!("/v2/{repository}/manifests/{reference}"))
-                    .header(ACCEPT, MANIFEST_ACCEPT),
+                self.request(
+                    Method::GET,
+                    &format!("/v2/{repository}/manifests/{reference}"),
+                )
+                .header(ACCEPT, MANIFEST_ACCEPT),
                 &what,
             )
             .await?;
@@ -279,7 +302,11 @@ impl Registry {
         let body = self.limited_body(answer, &what).await?;
         let media_type = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
-            .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_owned))
+            .and_then(|v| {
+                v.get("mediaType")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_owned)
+            })
             .or(header_type)
             .unwrap_or_else(|| oci::OCI_MANIFEST.to_owned());
         Ok((body, media_type))
@@ -305,7 +332,11 @@ impl Registry {
                     .collect();
                 RegistryError::NotFound(format!(
                     "the image index has no {os}/{architecture} entry (it offers: {})",
-                    if offered.is_empty() { "none".to_owned() } else { offered.join(", ") }
+                    if offered.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        offered.join(", ")
+                    }
                 ))
             })?;
             let digest = entry.digest.clone();
@@ -314,10 +345,13 @@ impl Registry {
         if media_type != oci::OCI_MANIFEST && media_type != oci::DOCKER_MANIFEST {
             return Err(RegistryError::Protocol {
                 host: self.host.clone(),
-                why: format!("unsupported manifest type `{media_type}` (Docker schema 1 images are not supported)"),
+                why: format!(
+                    "unsupported manifest type `{media_type}` (Docker schema 1 images are not supported)"
+                ),
             });
         }
-        let manifest: Manifest = serde_json::from_slice(&body).map_err(|e| self.bad_document(&e))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&body).map_err(|e| self.bad_document(&e))?;
         Ok(Resolved {
             manifest,
             media_type,
@@ -332,12 +366,20 @@ impl Registry {
         }
     }
 
-    async fn limited_body(&self, mut answer: Response, what: &str) -> Result<Vec<u8>, RegistryError> {
+    async fn limited_body(
+        &self,
+        mut answer: Response,
+        what: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
         let mut body = Vec::new();
-        while let Some(chunk) = answer.chunk().await.map_err(|e| RegistryError::Unreachable {
-            host: self.host.clone(),
-            detail: format!("{what}: {}", crate::engine::describe(&e)),
-        })? {
+        while let Some(chunk) = answer
+            .chunk()
+            .await
+            .map_err(|e| RegistryError::Unreachable {
+                host: self.host.clone(),
+                detail: format!("{what}: {}", crate::engine::describe(&e)),
+            })?
+        {
             if body.len() + chunk.len() > DOCUMENT_LIMIT {
                 return Err(RegistryError::Protocol {
                     host: self.host.clone(),
@@ -350,10 +392,17 @@ impl Registry {
     }
 
     /// A small blob (an image config), checked against its digest.
-    pub async fn blob_bytes(&self, repository: &str, digest: &str) -> Result<Vec<u8>, RegistryError> {
+    pub async fn blob_bytes(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
         let what = format!("blob {digest} of {repository}");
         let answer = self
-            .send(self.request(Method::GET, &format!("/v2/{repository}/blobs/{digest}")), &what)
+            .send(
+                self.request(Method::GET, &format!("/v2/{repository}/blobs/{digest}")),
+                &what,
+            )
             .await?;
         if !answer.status().is_success() {
             return Err(self.failure(&what, answer).await);
@@ -373,10 +422,18 @@ impl Registry {
     }
 
     /// Downloads a blob to `path` as it arrives, checking its digest; returns its size.
-    pub async fn blob_to_file(&self, repository: &str, digest: &str, path: &Path) -> Result<u64, RegistryError> {
+    pub async fn blob_to_file(
+        &self,
+        repository: &str,
+        digest: &str,
+        path: &Path,
+    ) -> Result<u64, RegistryError> {
         let what = format!("blob {digest} of {repository}");
         let answer = self
-            .send(self.request(Method::GET, &format!("/v2/{repository}/blobs/{digest}")), &what)
+            .send(
+                self.request(Method::GET, &format!("/v2/{repository}/blobs/{digest}")),
+                &what,
+            )
             .await?;
         if !answer.status().is_success() {
             return Err(self.failure(&what, answer).await);
@@ -408,7 +465,10 @@ impl Registry {
     pub async fn has_blob(&self, repository: &str, digest: &str) -> Result<bool, RegistryError> {
         let what = format!("a check for blob {digest} in {repository}");
         let answer = self
-            .send(self.request(Method::HEAD, &format!("/v2/{repository}/blobs/{digest}")), &what)
+            .send(
+                self.request(Method::HEAD, &format!("/v2/{repository}/blobs/{digest}")),
+                &what,
+            )
             .await?;
         match answer.status() {
             s if s.is_success() => Ok(true),
@@ -421,7 +481,12 @@ impl Registry {
     /// `false`: not mounted (the registry started an upload instead, or refused): upload it.
     pub async fn mount(&self, repository: &str, digest: &str, from: &str) -> bool {
         let path = format!("/v2/{repository}/blobs/uploads/?mount={digest}&from={from}");
-        let Ok(answer) = self.request(Method::POST, &path).header(CONTENT_LENGTH, "0").send().await else {
+        let Ok(answer) = self
+            .request(Method::POST, &path)
+            .header(CONTENT_LENGTH, "0")
+            .send()
+            .await
+        else {
             return false;
         };
         if answer.status() == StatusCode::CREATED {
@@ -494,15 +559,22 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         let what = format!("the upload of blob {digest} to {repository}");
         let location = self.start_upload(repository, &what).await?;
-        let file = tokio::fs::File::open(path).await.map_err(|source| RegistryError::Io {
-            what: format!("reading {}", path.display()),
-            source,
-        })?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|source| RegistryError::Io {
+                what: format!("reading {}", path.display()),
+                source,
+            })?;
         self.finish_upload(&location, digest, size, reqwest::Body::from(file), &what)
             .await
     }
 
-    pub async fn upload_bytes(&self, repository: &str, digest: &str, bytes: Vec<u8>) -> Result<(), RegistryError> {
+    pub async fn upload_bytes(
+        &self,
+        repository: &str,
+        digest: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), RegistryError> {
         let what = format!("the upload of blob {digest} to {repository}");
         let location = self.start_upload(repository, &what).await?;
         let size = bytes.len() as u64;
@@ -567,7 +639,9 @@ impl Registry {
         }
         let path = scratch.join(blob.digest.replace(':', "-"));
         if !path.exists() {
-            source.blob_to_file(from_repository, &blob.digest, &path).await?;
+            source
+                .blob_to_file(from_repository, &blob.digest, &path)
+                .await?;
         }
         let size = tokio::fs::metadata(&path)
             .await
@@ -576,16 +650,19 @@ impl Registry {
                 source,
             })?
             .len();
-        self.upload_file(repository, &blob.digest, &path, size).await?;
+        self.upload_file(repository, &blob.digest, &path, size)
+            .await?;
         Ok(size)
     }
 }
 
 fn basic_header(user: &str, secret: &str) -> Result<HeaderValue, RegistryError> {
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
-    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| RegistryError::Protocol {
-        host: String::new(),
-        why: "the credentials are not a valid header value".into(),
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
+        RegistryError::Protocol {
+            host: String::new(),
+            why: "the credentials are not a valid header value".into(),
+        }
     })?;
     value.set_sensitive(true);
     Ok(value)
@@ -625,11 +702,15 @@ mod tests {
 
     #[test]
     fn registry_errors_keep_the_registry_message() {
-        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        let body =
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
         assert_eq!(
             registry_message(body),
             (Some("MANIFEST_UNKNOWN".into()), "manifest unknown".into())
         );
-        assert_eq!(registry_message(b"gateway down"), (None, "gateway down".into()));
+        assert_eq!(
+            registry_message(b"gateway down"),
+            (None, "gateway down".into())
+        );
     }
 }

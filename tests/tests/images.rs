@@ -1,0 +1,267 @@
+//! Image stages end to end: the example pipelines build and push to a real registry (Debian's
+//! docker-registry) from base and builder images the test makes out of busybox-static, and
+//! every result is checked with independent tools: skopeo (manifest, config, labels), umoci
+//! (files, modes, owners, whiteouts), oci-image-tool (the spec) and buildah (the image runs).
+
+use std::time::Duration;
+
+use gantry::store::RunId;
+use gantry_tests::image_tools::{
+    Buildah, Unpacked, mode_and_owner, skopeo_config, skopeo_inspect, skopeo_manifest,
+};
+use gantry_tests::registry::Registry;
+use gantry_tests::{StageStatus, TestEngine, assert_succeeded, stage_of, workspace};
+
+const RUN_LIMIT: Duration = Duration::from_secs(180);
+
+async fn engine_for(registry: &Registry) -> TestEngine {
+    let host = registry.host.clone();
+    TestEngine::start_with(move |c| c.insecure_registries = vec![host]).await
+}
+
+fn example(name: &str) -> String {
+    let path = workspace().join("pipelines").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+async fn set_secret(engine: &TestEngine, name: &str, value: &str) {
+    let answer = reqwest::Client::new()
+        .put(format!(
+            "{}/api/v1/projects/test/secrets/{name}",
+            engine.url()
+        ))
+        .body(value.to_owned())
+        .send()
+        .await
+        .expect("PUT secret");
+    assert_eq!(answer.status(), 204, "storing secret {name}");
+}
+
+/// Runs `pipeline` once with `params` and returns the run and the image stage's error.
+async fn run_once(
+    engine: &TestEngine,
+    pipeline: &str,
+    params: &[(&str, &str)],
+) -> (RunId, Vec<gantry::store::stages::StageRunRow>) {
+    let triggered = engine.trigger(pipeline, params).await;
+    let (_, stages) = engine.wait_for_run(triggered.run_id, RUN_LIMIT).await;
+    (triggered.run_id, stages)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn b2i_example_pushes_an_image_that_runs_and_rebuilds_the_same_layer() {
+    let registry = Registry::start().await;
+    let buildah = Buildah::new();
+    buildah.push_busybox_base(&registry, "base/busybox:1");
+    let engine = engine_for(&registry).await;
+    let name = engine.apply(&example("b2i.yaml")).await;
+
+    let first = engine.trigger(&name, &[("registry", &registry.host)]).await;
+    let (run, stages) = engine.wait_for_run(first.run_id, RUN_LIMIT).await;
+    assert_succeeded(&run);
+    let pinned = stage_of(&stages, "package")
+        .image
+        .clone()
+        .expect("the b2i stage records its image");
+    let prefix = format!("{}/demo/hello@sha256:", registry.host);
+    assert!(pinned.starts_with(&prefix), "{pinned}");
+    let smoke = engine.log_lines(first.run_id, "smoke").await;
+    assert!(
+        smoke
+            .iter()
+            .any(|l| l.ends_with(&format!("built {pinned}"))),
+        "`${{{{ stages.package.image }}}}` reaches later stages: {smoke:?}"
+    );
+
+    let tag = registry.image(&format!("demo/hello:{}", first.number));
+    let inspect = skopeo_inspect(&registry, &tag);
+    assert_eq!(
+        inspect["Digest"].as_str(),
+        pinned.split_once('@').map(|(_, d)| d)
+    );
+    let base = skopeo_inspect(&registry, &registry.image("base/busybox:1"));
+    let layers = inspect["Layers"].as_array().expect("layers");
+    let base_layers = base["Layers"].as_array().expect("base layers");
+    assert_eq!(layers.len(), base_layers.len() + 1, "one layer on top");
+    assert_eq!(&layers[..base_layers.len()], &base_layers[..]);
+    let labels = &inspect["Labels"];
+    assert_eq!(labels["org.opencontainers.image.title"], "hello");
+    assert_eq!(
+        labels["org.opencontainers.image.created"],
+        "1970-01-01T00:00:00Z"
+    );
+    assert!(
+        labels["io.gantry.run"]
+            .as_str()
+            .is_some_and(|l| l.ends_with(&format!("/api/v1/runs/{}", first.run_id))),
+        "{labels}"
+    );
+
+    let config = skopeo_config(&registry, &tag);
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/app/hello"])
+    );
+    assert!(
+        config["config"].get("Cmd").is_none(),
+        "the base's Cmd is dropped"
+    );
+    assert_eq!(config["config"]["WorkingDir"], "/app");
+    assert_eq!(
+        config["config"]["ExposedPorts"],
+        serde_json::json!({"8080/tcp": {}})
+    );
+    assert_eq!(config["os"], "linux");
+    let manifest = skopeo_manifest(&registry, &tag);
+    assert_eq!(manifest["mediaType"], base_media_type(&registry));
+
+    let unpacked = Unpacked::fetch(&registry, &tag);
+    let hello = unpacked.rootfs().join("app/hello");
+    assert_eq!(mode_and_owner(&hello), (0o755, 0, 0));
+    assert_eq!(
+        std::fs::read_to_string(&hello).expect("app/hello"),
+        "#!/bin/sh\necho \"hello from b2i\"\n"
+    );
+    assert!(
+        unpacked.rootfs().join("bin/busybox").is_file(),
+        "the base is below"
+    );
+    assert_eq!(buildah.run_default(&registry, &tag), "hello from b2i");
+
+    // The same artifact again: the same layer, byte for byte.
+    let second = engine.trigger(&name, &[("registry", &registry.host)]).await;
+    let (run, _) = engine.wait_for_run(second.run_id, RUN_LIMIT).await;
+    assert_succeeded(&run);
+    let again = skopeo_inspect(
+        &registry,
+        &registry.image(&format!("demo/hello:{}", second.number)),
+    );
+    assert_eq!(again["Layers"], inspect["Layers"]);
+    engine.stop().await;
+}
+
+fn base_media_type(registry: &Registry) -> String {
+    skopeo_manifest(registry, &registry.image("base/busybox:1"))["mediaType"]
+        .as_str()
+        .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+        .to_owned()
+}
+
+/// A b2i pipeline whose build stage keeps `out/` and writes `files` into it.
+fn b2i_pipeline(name: &str, files: &str, base: &str, output: &str, secrets: &str) -> String {
+    format!(
+        r#"name: {name}
+stages:
+  - name: build
+    steps:
+      - run: mkdir -p out && {files}
+    artifacts: [out/]
+  - name: package
+    {secrets}
+    b2i:
+      artifact: out/hello
+      base: {base}
+      output: {output}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn b2i_names_an_unknown_base_image() {
+    let registry = Registry::start().await;
+    let engine = engine_for(&registry).await;
+    let base = registry.image("base/missing:1");
+    let yaml = b2i_pipeline(
+        "unknown-base",
+        "printf x > out/hello",
+        &base,
+        &registry.image("demo/x:1"),
+        "",
+    );
+    let name = engine.apply(&yaml).await;
+    let (_, stages) = run_once(&engine, &name, &[]).await;
+    let package = stage_of(&stages, "package");
+    assert_eq!(package.status, StageStatus::Failed);
+    let error = package.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains(&format!("base image `{base}` does not exist")),
+        "{error}"
+    );
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn b2i_names_a_missing_artifact() {
+    let registry = Registry::start().await;
+    let buildah = Buildah::new();
+    buildah.push_busybox_base(&registry, "base/busybox:1");
+    let engine = engine_for(&registry).await;
+    let yaml = b2i_pipeline(
+        "missing-artifact",
+        "printf x > out/other",
+        &registry.image("base/busybox:1"),
+        &registry.image("demo/x:1"),
+        "",
+    );
+    let name = engine.apply(&yaml).await;
+    let (_, stages) = run_once(&engine, &name, &[]).await;
+    let package = stage_of(&stages, "package");
+    assert_eq!(package.status, StageStatus::Failed);
+    let error = package.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("the artifact `out/hello` is not in the workspace"),
+        "{error}"
+    );
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn b2i_reports_rejected_credentials_and_pushes_with_the_right_ones() {
+    let registry = Registry::start_with_auth("ci", "right-password").await;
+    let buildah = Buildah::new();
+    buildah.push_busybox_base(&registry, "base/busybox:1");
+    let engine = engine_for(&registry).await;
+    let yaml = b2i_pipeline(
+        "auth",
+        "printf '#!/bin/sh\\necho authed\\n' > out/hello && chmod +x out/hello",
+        &registry.image("base/busybox:1"),
+        &registry.image("demo/authed:1"),
+        "secrets: {REGISTRY_AUTH: registry-login}",
+    );
+    let name = engine.apply(&yaml).await;
+
+    set_secret(
+        &engine,
+        "registry-login",
+        &registry.docker_config(Some("wrong")),
+    )
+    .await;
+    let (run_id, stages) = run_once(&engine, &name, &[]).await;
+    let package = stage_of(&stages, "package");
+    assert_eq!(package.status, StageStatus::Failed);
+    let error = package.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "registry {} rejected the credentials of user `ci`",
+            registry.host
+        )),
+        "{error}"
+    );
+    let log = engine.log_lines(run_id, "package").await.join("\n");
+    assert!(!log.contains("wrong"), "the password is masked: {log}");
+
+    set_secret(&engine, "registry-login", &registry.docker_config(None)).await;
+    let (_, stages) = run_once(&engine, &name, &[]).await;
+    let package = stage_of(&stages, "package");
+    assert_eq!(
+        package.status,
+        StageStatus::Succeeded,
+        "{:?}",
+        package.error
+    );
+    assert_eq!(
+        buildah.run_default(&registry, &registry.image("demo/authed:1")),
+        "authed"
+    );
+    engine.stop().await;
+}
