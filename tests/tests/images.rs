@@ -25,7 +25,8 @@ fn example(name: &str) -> String {
 }
 
 async fn set_secret(engine: &TestEngine, name: &str, value: &str) {
-    let answer = reqwest::Client::new()
+    let answer = engine
+        .http()
         .put(format!(
             "{}/api/v1/projects/test/secrets/{name}",
             engine.url()
