@@ -395,10 +395,7 @@ impl<'a> Stage<'a> {
                 })
                 .await?
             }
-            ImageTask::S2i(_) => Err(Ok(StageEnd::with(
-                Outcome::Failed,
-                "`s2i` stages are not supported by this runner yet",
-            ))),
+            ImageTask::S2i(task) => self.build_s2i(task, &scratch).await?,
         };
         match built {
             Ok(pushed) => Ok(StageEnd {
@@ -408,6 +405,34 @@ impl<'a> Stage<'a> {
             }),
             Err(end) => end,
         }
+    }
+
+    /// S2I: prepare the builder's filesystem, run `assemble` as the stage's one step, commit.
+    async fn build_s2i(
+        &mut self,
+        task: &'a image::S2iTask,
+        scratch: &Scratch,
+    ) -> Result<Result<image::Pushed, Result<StageEnd, StageError>>, StageError> {
+        let workspace = self.workspace();
+        let prepared = match self
+            .with_progress(|progress| async move {
+                image::s2i::prepare(task, workspace, &scratch.0, &progress).await
+            })
+            .await?
+        {
+            Ok(prepared) => prepared,
+            Err(end) => return Ok(Err(end)),
+        };
+        let step = prepared.assemble_step();
+        let end = self.run_step(0, &step).await?;
+        self.stop_leftovers().await;
+        if end.outcome != Outcome::Succeeded {
+            return Ok(Err(Ok(end)));
+        }
+        self.with_progress(|progress| async move {
+            image::s2i::commit(prepared, task, &scratch.0, &progress).await
+        })
+        .await
     }
 
     /// Runs an image operation, copying its progress lines into the log as they come. An

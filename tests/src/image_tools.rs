@@ -106,6 +106,56 @@ impl Buildah {
         self.commit_and_push(&container, registry, image);
     }
 
+    /// Pushes an S2I builder image as `image`: busybox, a `/opt/app` owned by user 1001 with a
+    /// `placeholder` file that `assemble` deletes (so the layer needs a whiteout), and, with
+    /// `scripts`, `assemble`/`run` in `/usr/libexec/s2i` named by the scripts-url label.
+    pub fn push_s2i_builder(&self, registry: &Registry, image: &str, scripts: bool) {
+        use std::os::unix::fs::PermissionsExt;
+        let (container, root) = self.busybox_container();
+        let app = root.join("opt/app");
+        std::fs::create_dir_all(&app).expect("opt/app");
+        std::fs::write(app.join("placeholder"), "replaced by the build\n").expect("placeholder");
+        for path in [&app, &app.join("placeholder")] {
+            std::os::unix::fs::chown(path, Some(1001), Some(0)).expect("chown");
+        }
+        std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+            .expect("chmod tmp");
+        let mut config = vec![
+            "config",
+            "--user",
+            "1001",
+            "--workingdir",
+            "/opt/app",
+            "--cmd",
+            "/bin/sh",
+        ];
+        if scripts {
+            let dir = root.join("usr/libexec/s2i");
+            std::fs::create_dir_all(&dir).expect("s2i dir");
+            let assemble = "#!/bin/sh -e\n\
+                echo \"---> installing the source as $(id -u)\"\n\
+                cp -R /tmp/src/. /opt/app/\n\
+                rm -f /opt/app/placeholder\n\
+                chmod +x /opt/app/app.sh\n\
+                echo \"assembled by $(id -u) with GREETING=$GREETING APP_MODE=$APP_MODE\"\n";
+            let run = "#!/bin/sh\nexec /opt/app/app.sh\n";
+            for (name, body) in [("assemble", assemble), ("run", run)] {
+                std::fs::write(dir.join(name), body).expect("script");
+                std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o755))
+                    .expect("chmod script");
+            }
+            config.extend([
+                "--label",
+                "io.openshift.s2i.scripts-url=image:///usr/libexec/s2i",
+                "--label",
+                "io.openshift.s2i.assemble-user=1001",
+            ]);
+        }
+        config.push(&container);
+        self.buildah(&config);
+        self.commit_and_push(&container, registry, image);
+    }
+
     /// Runs `command` in a container of the pushed image `image` (chroot isolation, the one
     /// that works on these machines) and returns its standard output.
     pub fn run_image(&self, registry: &Registry, image: &str, command: &[&str]) -> String {

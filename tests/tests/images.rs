@@ -266,3 +266,161 @@ async fn b2i_reports_rejected_credentials_and_pushes_with_the_right_ones() {
     );
     engine.stop().await;
 }
+
+const COMMIT: &str = "5e2f1c0ffee0123456789abcdef0123456789abc";
+
+async fn engine_with_source(registry: &Registry, source: std::path::PathBuf) -> TestEngine {
+    let host = registry.host.clone();
+    TestEngine::start_with(move |c| {
+        c.insecure_registries = vec![host];
+        c.source_dir = Some(source);
+    })
+    .await
+}
+
+/// Starts a run as a push of [`COMMIT`] to `main` would.
+async fn trigger_push(engine: &TestEngine, pipeline: &str, params: &[(&str, &str)]) -> RunId {
+    let params = params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    gantry::run::trigger(
+        engine.engine(),
+        "test",
+        pipeline,
+        "manual",
+        gantry::run::TriggerRequest {
+            params,
+            context: Some(gantry::run::RunContext {
+                event: "push".into(),
+                branch: Some("main".into()),
+                commit_sha: Some(COMMIT.into()),
+                ..gantry::run::RunContext::default()
+            }),
+        },
+    )
+    .await
+    .expect("run triggers")
+    .run_id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s2i_example_assembles_the_source_into_an_image_that_runs() {
+    let registry = Registry::start().await;
+    let buildah = Buildah::new();
+    buildah.push_s2i_builder(&registry, "builders/shell:1", true);
+    let engine = engine_with_source(&registry, workspace().join("tests/fixtures/s2i-source")).await;
+    let name = engine.apply(&example("s2i.yaml")).await;
+    let run_id = trigger_push(&engine, &name, &[("registry", &registry.host)]).await;
+    let (run, stages) = engine.wait_for_run(run_id, RUN_LIMIT).await;
+    let log = engine.log_lines(run_id, "image").await;
+    assert_succeeded(&run);
+    assert!(
+        log.iter()
+            .any(|l| l
+                .ends_with("assembled by 1001 with GREETING=hello from s2i APP_MODE=production")),
+        "assemble ran as the assemble user with the build environment: {log:#?}"
+    );
+    let pinned = stage_of(&stages, "image")
+        .image
+        .clone()
+        .expect("image recorded");
+    assert!(
+        pinned.starts_with(&format!("{}/demo/s2i-app@sha256:", registry.host)),
+        "{pinned}"
+    );
+    let smoke = engine.log_lines(run_id, "smoke").await;
+    assert!(
+        smoke
+            .iter()
+            .any(|l| l.ends_with(&format!("built {pinned}"))),
+        "{smoke:?}"
+    );
+
+    let tag = registry.image(&format!("demo/s2i-app:{}", &COMMIT[..7]));
+    let builder = registry.image("builders/shell:1");
+    let inspect = skopeo_inspect(&registry, &tag);
+    let builder_layers = skopeo_inspect(&registry, &builder)["Layers"].clone();
+    let layers = inspect["Layers"].as_array().expect("layers");
+    let below = builder_layers.as_array().expect("builder layers");
+    assert_eq!(layers.len(), below.len() + 1);
+    assert_eq!(&layers[..below.len()], &below[..]);
+    let labels = &inspect["Labels"];
+    assert_eq!(labels["io.openshift.s2i.build.image"], builder);
+    assert_eq!(labels["io.openshift.s2i.build.commit.id"], COMMIT);
+    assert_eq!(labels["io.openshift.s2i.build.commit.ref"], "main");
+    assert_eq!(labels["io.openshift.s2i.build.source-context-dir"], "app");
+    assert_eq!(labels["org.opencontainers.image.revision"], COMMIT);
+    assert_eq!(
+        labels["io.openshift.s2i.scripts-url"],
+        "image:///usr/libexec/s2i"
+    );
+    let config = skopeo_config(&registry, &tag);
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["/usr/libexec/s2i/run"])
+    );
+    assert_eq!(config["config"]["User"], "1001");
+    let env: Vec<&str> = config["config"]["Env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(env.contains(&"GREETING=hello from s2i"), "{env:?}");
+    assert!(env.contains(&"APP_MODE=production"), "{env:?}");
+
+    let unpacked = Unpacked::fetch(&registry, &tag);
+    let rootfs = unpacked.rootfs();
+    assert_eq!(
+        mode_and_owner(&rootfs.join("opt/app/app.sh")),
+        (0o755, 1001, 0)
+    );
+    assert_eq!(mode_and_owner(&rootfs.join("tmp/src/app.sh")).1, 1001);
+    assert!(
+        !rootfs.join("opt/app/placeholder").exists(),
+        "assemble deleted it"
+    );
+    let entries = unpacked.last_layer_entries();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.ends_with("opt/app/.wh.placeholder")),
+        "the deletion is a whiteout in the new layer: {entries:#?}"
+    );
+    assert!(
+        !entries.iter().any(|e| e.contains("bin/busybox")),
+        "unchanged builder files stay in the builder's layers: {entries:#?}"
+    );
+    assert_eq!(
+        buildah.run_default(&registry, &tag),
+        "hello from s2i (production)"
+    );
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s2i_with_a_builder_without_scripts_says_so() {
+    let registry = Registry::start().await;
+    let buildah = Buildah::new();
+    buildah.push_s2i_builder(&registry, "builders/plain:1", false);
+    let source = tempfile::tempdir().expect("source");
+    std::fs::write(source.path().join("main.sh"), "echo hi\n").expect("source file");
+    let engine = engine_with_source(&registry, source.path().to_owned()).await;
+    let builder = registry.image("builders/plain:1");
+    let yaml = format!(
+        "name: no-scripts\nstages:\n  - name: image\n    s2i:\n      builder: {builder}\n      output: {}\n",
+        registry.image("demo/none:1")
+    );
+    let name = engine.apply(&yaml).await;
+    let (_, stages) = run_once(&engine, &name, &[]).await;
+    let image = stage_of(&stages, "image");
+    assert_eq!(image.status, StageStatus::Failed);
+    let error = image.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains(&format!("builder `{builder}` has no S2I scripts"))
+            && error.contains(".s2i/bin/assemble"),
+        "{error}"
+    );
+    engine.stop().await;
+}

@@ -138,9 +138,9 @@ async fn advance_next(engine: &Engine) -> Result<bool, crate::run::RunError> {
                 // Steps and image stages run in a runner; other kinds arrive with their issues.
                 let stage = plan.stage(&plan.stages[*i]);
                 match &stage.kind {
-                    crate::pipeline::StageKind::Steps(_) | crate::pipeline::StageKind::B2i(_) => {
-                        (StageStatus::Queued, None)
-                    }
+                    crate::pipeline::StageKind::Steps(_)
+                    | crate::pipeline::StageKind::B2i(_)
+                    | crate::pipeline::StageKind::S2i(_) => (StageStatus::Queued, None),
                     other => (
                         StageStatus::Failed,
                         Some(format!(

@@ -25,6 +25,9 @@ pub mod layer;
 pub mod oci;
 pub mod reference;
 pub mod registry;
+pub mod rootfs;
+pub mod s2i;
+pub mod snapshot;
 pub mod task;
 
 pub use task::{B2iTask, ImageTask, Preset, RegistryAccess, S2iTask};

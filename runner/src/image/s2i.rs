@@ -1,0 +1,596 @@
+//! Source to image, by the OpenShift S2I builder contract: the builder image's layers are
+//! unpacked into a root filesystem, the source is placed at `<destination>/src`, the builder's
+//! `assemble` runs there (chrooted, as the builder's assemble user), and what it changed becomes
+//! one new layer on top of the builder, with the `run` script as the image's command.
+//!
+//! The three parts are separate so the runner can run `assemble` as an ordinary step (its log,
+//! exit code, timeout and cancellation handled like any step's): [`prepare`], then the
+//! [`Prepared::assemble_step`], then [`commit`].
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::b2i::{Appended, access, parse, push};
+use super::layer::Layer;
+use super::oci::{self, ConfigEdit};
+use super::reference::Reference;
+use super::registry::{Registry, Resolved, scope};
+use super::snapshot::{self, Snapshot};
+use super::task::S2iTask;
+use super::{ImageError, Progress, Pushed, host_architecture, rootfs};
+use crate::wire::StepSpec;
+
+const SCRIPTS_URL_LABELS: [&str; 2] = ["io.openshift.s2i.scripts-url", "io.s2i.scripts-url"];
+const DESTINATION_LABELS: [&str; 2] = ["io.openshift.s2i.destination", "io.s2i.destination"];
+const ASSEMBLE_USER_LABEL: &str = "io.openshift.s2i.assemble-user";
+/// What the running system, not the build, puts in a root filesystem.
+const NOT_BUILT: [&str; 3] = ["dev", "proc", "sys"];
+
+/// A builder unpacked and ready for `assemble`.
+pub struct Prepared {
+    builder: Reference,
+    registry: Registry,
+    resolved: Resolved,
+    config: Value,
+    root: PathBuf,
+    before: Snapshot,
+    /// `assemble` and `run` as paths inside the image.
+    assemble: String,
+    run: String,
+    workdir: String,
+    uid: u32,
+    gid: u32,
+    /// The whole environment `assemble` gets: the builder's, then the build's.
+    assemble_env: Vec<(String, String)>,
+    /// What the build adds to the image's environment (`.s2i/environment`, then `env`).
+    build_env: Vec<(String, String)>,
+}
+
+/// Where a script comes from.
+enum Scripts {
+    /// A directory inside the builder image (`image:///usr/libexec/s2i`).
+    Image(String),
+    /// The source's `.s2i/bin`, copied into `<destination>/scripts`.
+    Source(PathBuf),
+}
+
+/// Pulls and unpacks the builder, places the source and the scripts, and snapshots the
+/// filesystem as `assemble` will find it.
+pub async fn prepare(
+    task: &S2iTask,
+    workspace: &Path,
+    scratch: &Path,
+    progress: &dyn Progress,
+) -> Result<Prepared, ImageError> {
+    let builder = parse("builder image", &task.builder)?;
+    let output = parse("output image", &task.output)?;
+    let source = match &task.context_dir {
+        Some(dir) => workspace.join(dir),
+        None => workspace.to_owned(),
+    };
+    if !source.is_dir() {
+        return Err(ImageError::MissingSource(
+            task.context_dir.clone().unwrap_or_else(|| ".".into()),
+        ));
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err(ImageError::Unsupported(
+            "s2i in the local executor needs the runner to run as root, to chroot into the \
+             builder's filesystem"
+                .into(),
+        ));
+    }
+    if chroot_program().is_none() {
+        return Err(ImageError::Unsupported(
+            "s2i needs `chroot` (coreutils) on the runner's machine".into(),
+        ));
+    }
+
+    progress.say(&format!("s2i: resolving builder image {builder}"));
+    let mut scopes = vec![scope(&builder.repository, "pull")];
+    if output.registry == builder.registry {
+        scopes.push(scope(&output.repository, "pull,push"));
+    }
+    let registry = Registry::connect(&access(&task.registries, &builder.registry), &scopes)
+        .await
+        .map_err(ImageError::registry("builder image", &task.builder))?;
+    let resolved = registry
+        .resolve(
+            &builder.repository,
+            builder.manifest_reference(),
+            "linux",
+            host_architecture(),
+        )
+        .await
+        .map_err(ImageError::registry("builder image", &task.builder))?;
+    let config_bytes = registry
+        .blob_bytes(&builder.repository, &resolved.manifest.config.digest)
+        .await
+        .map_err(ImageError::registry("builder image", &task.builder))?;
+    let config: Value = serde_json::from_slice(&config_bytes)
+        .map_err(|e| ImageError::BadDocument(format!("the builder image's config: {e}")))?;
+
+    let destination = DESTINATION_LABELS
+        .iter()
+        .find_map(|l| oci::label(&config, l))
+        .unwrap_or("/tmp")
+        .trim_end_matches('/')
+        .to_owned();
+    let scripts = choose_scripts(task, &config, &source)?;
+
+    let root = scratch.join("rootfs");
+    std::fs::create_dir_all(&root).map_err(ImageError::io("creating the root filesystem"))?;
+    let layers = resolved.manifest.layers.clone();
+    for (i, layer) in layers.iter().enumerate() {
+        progress.say(&format!(
+            "s2i: layer {}/{} {} ({} bytes)",
+            i + 1,
+            layers.len(),
+            layer.digest,
+            layer.size
+        ));
+        // Named as `ensure_blob` expects, so a push elsewhere reuses the download.
+        let file = scratch.join(layer.digest.replace(':', "-"));
+        registry
+            .blob_to_file(&builder.repository, &layer.digest, &file)
+            .await
+            .map_err(ImageError::registry("builder image", &task.builder))?;
+        let (file, root) = (file.clone(), root.clone());
+        tokio::task::spawn_blocking(move || rootfs::unpack_layer(&file, &root))
+            .await
+            .map_err(|e| ImageError::Worker(e.to_string()))?
+            .map_err(ImageError::io(format!("unpacking layer {}", layer.digest)))?;
+    }
+    rootfs::make_devices(&root).map_err(ImageError::io("creating /dev in the root filesystem"))?;
+
+    let (assemble, run) = match &scripts {
+        Scripts::Image(dir) => (format!("{dir}/assemble"), format!("{dir}/run")),
+        Scripts::Source(_) => (
+            format!("{destination}/scripts/assemble"),
+            format!("{destination}/scripts/run"),
+        ),
+    };
+    if let Scripts::Image(dir) = &scripts {
+        for script in [&assemble, &run] {
+            if !inside(&root, script).is_file() {
+                return Err(ImageError::NoScripts {
+                    builder: task.builder.clone(),
+                    why: format!(
+                        "its scripts URL image://{dir} has no `{}`",
+                        script.rsplit('/').next().unwrap_or(script)
+                    ),
+                });
+            }
+        }
+    }
+
+    let user = oci::label(&config, ASSEMBLE_USER_LABEL)
+        .or_else(|| oci::run_field(&config, "User"))
+        .filter(|u| !u.is_empty())
+        .unwrap_or("0")
+        .to_owned();
+    let (uid, gid) = resolve_user(&root, &user)?;
+    let workdir = oci::run_field(&config, "WorkingDir")
+        .filter(|w| !w.is_empty() && inside(&root, w).is_dir())
+        .unwrap_or("/")
+        .to_owned();
+
+    let before = {
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || snapshot::take(&root, &NOT_BUILT))
+            .await
+            .map_err(|e| ImageError::Worker(e.to_string()))?
+            .map_err(ImageError::io("snapshotting the builder's filesystem"))?
+    };
+
+    // The source, owned by the user `assemble` runs as, as if streamed in by that user.
+    let src = inside(&root, &format!("{destination}/src"));
+    progress.say(&format!("s2i: copying the source into {destination}/src"));
+    {
+        let (source, src) = (source.clone(), src.clone());
+        tokio::task::spawn_blocking(move || copy_tree(&source, &src, uid, gid))
+            .await
+            .map_err(|e| ImageError::Worker(e.to_string()))??;
+    }
+    if let Scripts::Source(bin) = &scripts {
+        let target = inside(&root, &format!("{destination}/scripts"));
+        copy_tree(bin, &target, uid, gid)?;
+        for name in ["assemble", "run", "save-artifacts", "usage"] {
+            let script = target.join(name);
+            if script.is_file() {
+                std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+                    .map_err(ImageError::io(script.display().to_string()))?;
+            }
+        }
+    }
+    if task.incremental {
+        progress.say(
+            "s2i: incremental builds (save-artifacts) are not supported yet; building from scratch",
+        );
+    }
+
+    let mut build_env = read_environment(&source.join(".s2i/environment"))?;
+    build_env.extend(task.env.iter().cloned());
+    let mut assemble_env = oci::env_of(&config);
+    for (key, value) in &build_env {
+        assemble_env.retain(|(k, _)| k != key);
+        assemble_env.push((key.clone(), value.clone()));
+    }
+    if !assemble_env.iter().any(|(k, _)| k == "PATH") {
+        assemble_env.insert(
+            0,
+            (
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ),
+        );
+    }
+    Ok(Prepared {
+        builder,
+        registry,
+        resolved,
+        config,
+        root,
+        before,
+        assemble,
+        run,
+        workdir,
+        uid,
+        gid,
+        assemble_env,
+        build_env,
+    })
+}
+
+impl Prepared {
+    /// `assemble` as a step: the host's `sh` runs `chroot` into the root filesystem with the
+    /// builder's environment only (nothing of the stage's leaks in), as the assemble user.
+    pub fn assemble_step(&self) -> StepSpec {
+        let chroot = chroot_program().unwrap_or("chroot");
+        let mut script = String::from("exec /usr/bin/env -i");
+        for (key, value) in &self.assemble_env {
+            script.push(' ');
+            script.push_str(&quote(&format!("{key}={value}")));
+        }
+        script.push_str(&format!(
+            " {chroot} --userspec={}:{} {} /bin/sh -c 'cd \"$0\" && exec \"$1\"' {} {}",
+            self.uid,
+            self.gid,
+            quote(&self.root.display().to_string()),
+            quote(&self.workdir),
+            quote(&self.assemble),
+        ));
+        StepSpec {
+            name: "assemble".into(),
+            run: script,
+            env: Vec::new(),
+            timeout_secs: None,
+        }
+    }
+}
+
+/// Snapshots what `assemble` changed into a layer and pushes builder + layer as `output`.
+pub async fn commit(
+    prepared: Prepared,
+    task: &S2iTask,
+    scratch: &Path,
+    progress: &dyn Progress,
+) -> Result<Pushed, ImageError> {
+    let output = parse("output image", &task.output)?;
+    let mtime = u64::try_from(task.created_epoch).unwrap_or(0);
+    let layer: Layer = {
+        let root = prepared.root.clone();
+        let before = prepared.before.clone();
+        let path = scratch.join("s2i-layer.tar.gz");
+        let (layer, changes) = tokio::task::spawn_blocking(move || {
+            let after = snapshot::take(&root, &NOT_BUILT)?;
+            let changes = snapshot::diff(&before, &after);
+            snapshot::write_layer(&root, &after, &changes, &path, mtime).map(|l| (l, changes))
+        })
+        .await
+        .map_err(|e| ImageError::Worker(e.to_string()))?
+        .map_err(ImageError::io("writing the layer of what assemble changed"))?;
+        progress.say(&format!(
+            "s2i: layer {} ({} bytes): {} paths added or changed, {} deleted",
+            layer.digest,
+            layer.size,
+            changes.changed.len(),
+            changes.deleted.len()
+        ));
+        layer
+    };
+
+    let mut config = prepared.config.clone();
+    let edit = ConfigEdit {
+        created: oci::rfc3339(task.created_epoch),
+        created_by: format!("gantry s2i: {} (assemble)", prepared.assemble),
+        diff_id: layer.diff_id.clone(),
+        cmd: Some(vec![prepared.run.clone()]),
+        env: prepared.build_env.clone(),
+        labels: task.labels.clone(),
+        ..ConfigEdit::default()
+    };
+    oci::apply(&mut config, &edit).map_err(ImageError::BadDocument)?;
+    let config_bytes =
+        serde_json::to_vec(&config).map_err(|e| ImageError::BadDocument(e.to_string()))?;
+
+    let other;
+    let target = if output.registry == prepared.builder.registry {
+        &prepared.registry
+    } else {
+        other = Registry::connect(
+            &access(&task.registries, &output.registry),
+            &[scope(&output.repository, "pull,push")],
+        )
+        .await
+        .map_err(ImageError::registry("output image", &task.output))?;
+        &other
+    };
+    let image = Appended {
+        base: &prepared.builder,
+        base_registry: &prepared.registry,
+        resolved: &prepared.resolved,
+        layer: &layer,
+        config: config_bytes,
+    };
+    push(image, &output, target, scratch, progress)
+        .await
+        .map_err(ImageError::registry("output image", &task.output))
+}
+
+fn choose_scripts(task: &S2iTask, config: &Value, source: &Path) -> Result<Scripts, ImageError> {
+    let label = SCRIPTS_URL_LABELS
+        .iter()
+        .find_map(|l| oci::label(config, l))
+        .map(str::to_owned)
+        .or_else(|| {
+            oci::env_of(config)
+                .into_iter()
+                .find(|(k, _)| k == "STI_SCRIPTS_URL")
+                .map(|(_, v)| v)
+        })
+        .filter(|url| !url.is_empty());
+    let url = match &task.scripts_url {
+        Some(url) => Some(url.clone()),
+        None if source.join(".s2i/bin/assemble").is_file() => {
+            return Ok(Scripts::Source(source.join(".s2i/bin")));
+        }
+        None => label,
+    };
+    let Some(url) = url else {
+        return Err(ImageError::NoScripts {
+            builder: task.builder.clone(),
+            why: "the image has no io.openshift.s2i.scripts-url label, the stage sets no \
+                  `scripts_url`, and the source has no .s2i/bin/assemble"
+                .into(),
+        });
+    };
+    match url.strip_prefix("image://") {
+        Some(path) if path.starts_with('/') => {
+            Ok(Scripts::Image(path.trim_end_matches('/').to_owned()))
+        }
+        _ => Err(ImageError::Unsupported(format!(
+            "S2I scripts URL `{url}`: only image:///PATH (scripts inside the builder) and the \
+             source's .s2i/bin are supported"
+        ))),
+    }
+}
+
+/// coreutils' `chroot`, found by absolute path: `env -i` leaves no PATH to search.
+fn chroot_program() -> Option<&'static str> {
+    ["/usr/sbin/chroot", "/usr/bin/chroot", "/sbin/chroot"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+}
+
+/// `path` (absolute, inside the image) under `root`.
+fn inside(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+/// `1001`, `1001:0`, `app` or `app:staff`, resolved with the image's own passwd and group.
+fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), ImageError> {
+    let (name, group) = match user.split_once(':') {
+        Some((name, group)) => (name, Some(group)),
+        None => (user, None),
+    };
+    let passwd = std::fs::read_to_string(inside(root, "/etc/passwd")).unwrap_or_default();
+    let lookup = |file: &str, key: &str, field: usize| -> Option<u32> {
+        file.lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&key))
+            .and_then(|f| f.get(field)?.parse().ok())
+    };
+    let (uid, default_gid) = match name.parse::<u32>() {
+        Ok(uid) => {
+            let gid = passwd
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.get(2).and_then(|u| u.parse().ok()) == Some(uid))
+                .and_then(|f| f.get(3)?.parse().ok())
+                .unwrap_or(0);
+            (uid, gid)
+        }
+        Err(_) => match (lookup(&passwd, name, 2), lookup(&passwd, name, 3)) {
+            (Some(uid), gid) => (uid, gid.unwrap_or(0)),
+            _ => {
+                return Err(ImageError::Unsupported(format!(
+                    "the assemble user `{name}` is not in the builder's /etc/passwd"
+                )));
+            }
+        },
+    };
+    let gid = match group {
+        None => default_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let groups =
+                    std::fs::read_to_string(inside(root, "/etc/group")).unwrap_or_default();
+                lookup(&groups, g, 2).ok_or_else(|| {
+                    ImageError::Unsupported(format!(
+                        "the assemble group `{g}` is not in the builder's /etc/group"
+                    ))
+                })?
+            }
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// Copies the tree at `from` to `to` (without `.git`), owned by `uid:gid`, modes kept.
+fn copy_tree(from: &Path, to: &Path, uid: u32, gid: u32) -> Result<(), ImageError> {
+    let failed = |p: &Path| ImageError::io(format!("copying {}", p.display()));
+    std::fs::create_dir_all(to).map_err(failed(to))?;
+    std::os::unix::fs::chown(to, Some(uid), Some(gid)).map_err(failed(to))?;
+    let listing = std::fs::read_dir(from).map_err(failed(from))?;
+    for entry in listing {
+        let entry = entry.map_err(failed(from))?;
+        let name = entry.file_name();
+        if name == ".git" {
+            continue;
+        }
+        let (source, target) = (entry.path(), to.join(&name));
+        let meta = std::fs::symlink_metadata(&source).map_err(failed(&source))?;
+        if meta.file_type().is_symlink() {
+            let link = std::fs::read_link(&source).map_err(failed(&source))?;
+            let _ = std::fs::remove_file(&target);
+            std::os::unix::fs::symlink(link, &target).map_err(failed(&target))?;
+            std::os::unix::fs::lchown(&target, Some(uid), Some(gid)).map_err(failed(&target))?;
+        } else if meta.is_dir() {
+            copy_tree(&source, &target, uid, gid)?;
+            std::fs::set_permissions(
+                &target,
+                std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+            )
+            .map_err(failed(&target))?;
+        } else if meta.is_file() {
+            std::fs::copy(&source, &target).map_err(failed(&source))?;
+            std::os::unix::fs::chown(&target, Some(uid), Some(gid)).map_err(failed(&target))?;
+        }
+    }
+    Ok(())
+}
+
+/// `.s2i/environment`: `KEY=VALUE` lines, `#` comments and blank lines ignored.
+fn read_environment(path: &Path) -> Result<Vec<(String, String)>, ImageError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ImageError::io(path.display().to_string())(e)),
+    };
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(ImageError::Unsupported(format!(
+                ".s2i/environment line {}: `{line}` is not KEY=VALUE",
+                n + 1
+            )));
+        };
+        out.push((key.trim().to_owned(), value.to_owned()));
+    }
+    Ok(out)
+}
+
+/// Single-quotes `text` for `sh`.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn task() -> S2iTask {
+        S2iTask {
+            builder: "r.io/builders/shell:1".into(),
+            output: "r.io/app:1".into(),
+            context_dir: None,
+            env: vec![],
+            scripts_url: None,
+            incremental: false,
+            labels: vec![],
+            created_epoch: 0,
+            registries: vec![],
+        }
+    }
+
+    #[test]
+    fn scripts_come_from_the_stage_then_the_source_then_the_label() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let labelled = json!({"config": {"Labels": {"io.openshift.s2i.scripts-url": "image:///usr/libexec/s2i"}}});
+        let bare = json!({"config": {}});
+        assert!(matches!(
+            choose_scripts(&task(), &labelled, dir.path()),
+            Ok(Scripts::Image(p)) if p == "/usr/libexec/s2i"
+        ));
+        let err = choose_scripts(&task(), &bare, dir.path())
+            .err()
+            .expect("no scripts anywhere");
+        assert!(err.to_string().contains("has no S2I scripts"), "{err}");
+        std::fs::create_dir_all(dir.path().join(".s2i/bin")).expect("bin");
+        std::fs::write(dir.path().join(".s2i/bin/assemble"), "#!/bin/sh\n").expect("assemble");
+        assert!(matches!(
+            choose_scripts(&task(), &labelled, dir.path()),
+            Ok(Scripts::Source(_))
+        ));
+        let mut explicit = task();
+        explicit.scripts_url = Some("image:///opt/s2i/".into());
+        assert!(matches!(
+            choose_scripts(&explicit, &labelled, dir.path()),
+            Ok(Scripts::Image(p)) if p == "/opt/s2i"
+        ));
+        explicit.scripts_url = Some("https://example.com/s2i".into());
+        assert!(matches!(
+            choose_scripts(&explicit, &labelled, dir.path()),
+            Err(ImageError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn environment_files_and_users_are_read_like_s2i() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let env = dir.path().join("environment");
+        std::fs::write(&env, "# comment\nGREETING=hello = world\n\nMODE=prod\n").expect("env");
+        assert_eq!(
+            read_environment(&env).expect("valid"),
+            [
+                ("GREETING".to_owned(), "hello = world".to_owned()),
+                ("MODE".to_owned(), "prod".to_owned())
+            ]
+        );
+        std::fs::write(&env, "oops\n").expect("env");
+        assert!(read_environment(&env).is_err());
+
+        std::fs::create_dir_all(dir.path().join("etc")).expect("etc");
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/:/bin/sh\napp:x:1001:5::/:/bin/sh\n",
+        )
+        .expect("passwd");
+        std::fs::write(dir.path().join("etc/group"), "staff:x:50:\n").expect("group");
+        assert_eq!(resolve_user(dir.path(), "app").expect("app"), (1001, 5));
+        assert_eq!(resolve_user(dir.path(), "1001").expect("uid"), (1001, 5));
+        assert_eq!(
+            resolve_user(dir.path(), "app:staff").expect("group"),
+            (1001, 50)
+        );
+        assert_eq!(
+            resolve_user(dir.path(), "2000:3").expect("numeric"),
+            (2000, 3)
+        );
+        assert!(resolve_user(dir.path(), "nobody").is_err());
+    }
+
+    #[test]
+    fn the_assemble_step_quotes_everything() {
+        assert_eq!(quote("it's"), r"'it'\''s'");
+    }
+}
