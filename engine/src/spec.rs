@@ -354,6 +354,8 @@ fn image_task(
                 incremental: s2i.incremental,
                 labels,
                 created_epoch,
+                rootfs: None,
+                exclude: Vec::new(),
             }))
         }
         other => Err(RunError::Conflict(format!(

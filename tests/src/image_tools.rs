@@ -106,6 +106,48 @@ impl Buildah {
         self.commit_and_push(&container, registry, image);
     }
 
+    /// Pushes `image` as an image index (manifest list): the busybox base for linux/amd64 and a
+    /// different image (with a `/decoy` file) for linux/arm64, or only the decoy.
+    pub fn push_busybox_index(&self, registry: &Registry, image: &str, with_amd64: bool) {
+        let (decoy, root) = self.busybox_container();
+        std::fs::write(root.join("decoy"), "arm64\n").expect("decoy");
+        let decoy_image = format!("localhost/decoy-{}", image.replace([':', '/'], "-"));
+        self.buildah(&["commit", "-q", &decoy, &decoy_image]);
+        let list = format!("localhost/list-{}", image.replace([':', '/'], "-"));
+        self.buildah(&["manifest", "create", &list]);
+        self.buildah(&[
+            "manifest",
+            "add",
+            "--os",
+            "linux",
+            "--arch",
+            "arm64",
+            &list,
+            &decoy_image,
+        ]);
+        if with_amd64 {
+            let (base, _) = self.busybox_container();
+            let base_image = format!("localhost/amd64-{}", image.replace([':', '/'], "-"));
+            self.buildah(&["commit", "-q", &base, &base_image]);
+            self.buildah(&[
+                "manifest",
+                "add",
+                "--os",
+                "linux",
+                "--arch",
+                "amd64",
+                &list,
+                &base_image,
+            ]);
+        }
+        let mut push = self.command();
+        push.args(["manifest", "push", "-q", "--all", "--tls-verify=false"])
+            .args(registry.creds_args("--creds"))
+            .arg(&list)
+            .arg(format!("docker://{}", registry.image(image)));
+        run(&mut push);
+    }
+
     /// Pushes an S2I builder image as `image`: busybox, a `/opt/app` owned by user 1001 with a
     /// `placeholder` file that `assemble` deletes (so the layer needs a whiteout), and, with
     /// `scripts`, `assemble`/`run` in `/usr/libexec/s2i` named by the scripts-url label.

@@ -424,3 +424,124 @@ async fn s2i_with_a_builder_without_scripts_says_so() {
     );
     engine.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn b2i_follows_an_image_index_to_this_platform_or_says_what_it_offers() {
+    let registry = Registry::start().await;
+    let buildah = Buildah::new();
+    buildah.push_busybox_index(&registry, "base/multi:1", true);
+    buildah.push_busybox_index(&registry, "base/arm-only:1", false);
+    let engine = engine_for(&registry).await;
+    let yaml = b2i_pipeline(
+        "index",
+        "printf '#!/bin/sh\\necho from the index\\n' > out/hello && chmod +x out/hello",
+        &registry.image("base/multi:1"),
+        &registry.image("demo/indexed:1"),
+        "",
+    );
+    let name = engine.apply(&yaml).await;
+    let (run_id, stages) = run_once(&engine, &name, &[]).await;
+    let package = stage_of(&stages, "package");
+    assert_eq!(
+        package.status,
+        StageStatus::Succeeded,
+        "{:?}",
+        package.error
+    );
+    let log = engine.log_lines(run_id, "package").await.join("\n");
+    assert!(
+        log.contains("1 mounted from base/multi"),
+        "base layers are mounted, not uploaded: {log}"
+    );
+    let output = registry.image("demo/indexed:1");
+    assert_eq!(buildah.run_default(&registry, &output), "from the index");
+    let unpacked = Unpacked::fetch(&registry, &output);
+    assert!(
+        !unpacked.rootfs().join("decoy").exists(),
+        "the arm64 image was not used"
+    );
+
+    let yaml = b2i_pipeline(
+        "arm-only",
+        "printf x > out/hello",
+        &registry.image("base/arm-only:1"),
+        &registry.image("demo/never:1"),
+        "",
+    );
+    let name = engine.apply(&yaml).await;
+    let (_, stages) = run_once(&engine, &name, &[]).await;
+    let package = stage_of(&stages, "package");
+    assert_eq!(package.status, StageStatus::Failed);
+    let error = package.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("has no linux/amd64 entry (it offers: linux/arm64)"),
+        "{error}"
+    );
+    engine.stop().await;
+}
+
+/// What the Kubernetes executor does (the runner inside the builder container, its filesystem
+/// already there), shown on a builder filesystem unpacked by umoci: no layers are pulled,
+/// `assemble` runs in it, and the snapshot diff of it becomes the image's new layer.
+#[tokio::test(flavor = "multi_thread")]
+async fn s2i_builds_in_a_builder_filesystem_that_is_already_there() {
+    use gantry_runner::image::{RegistryAccess, S2iTask, s2i};
+    let registry = Registry::start().await;
+    let buildah = Buildah::new();
+    let builder = registry.image("builders/shell:1");
+    buildah.push_s2i_builder(&registry, "builders/shell:1", true);
+    let unpacked = Unpacked::fetch(&registry, &builder);
+    let scratch = tempfile::tempdir().expect("scratch");
+    let output = registry.image("demo/in-place:1");
+    let task = S2iTask {
+        builder: builder.clone(),
+        output: output.clone(),
+        context_dir: Some("app".into()),
+        env: vec![("GREETING".into(), "hello in place".into())],
+        scripts_url: None,
+        incremental: false,
+        labels: vec![],
+        created_epoch: 0,
+        registries: vec![RegistryAccess {
+            host: registry.host.clone(),
+            plain_http: true,
+            ..RegistryAccess::default()
+        }],
+        rootfs: Some(unpacked.rootfs().display().to_string()),
+        exclude: vec![],
+    };
+    let lines = std::sync::Mutex::new(Vec::new());
+    let progress = |line: &str| lines.lock().expect("lines").push(line.to_owned());
+    let workspace = workspace().join("tests/fixtures/s2i-source");
+    let prepared = s2i::prepare(&task, &workspace, scratch.path(), &progress)
+        .await
+        .expect("prepare");
+    let step = prepared.assemble_step();
+    let assembled = std::process::Command::new("sh")
+        .args(["-e", "-c", &step.run])
+        .output()
+        .expect("assemble runs");
+    assert!(
+        assembled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&assembled.stderr)
+    );
+    let pushed = s2i::commit(prepared, &task, scratch.path(), &progress)
+        .await
+        .expect("commit");
+    assert!(
+        pushed
+            .pinned
+            .starts_with(&format!("{}/demo/in-place@sha256:", registry.host))
+    );
+    let log = lines.lock().expect("lines").join("\n");
+    assert!(log.contains("using the builder's filesystem at"), "{log}");
+    assert!(
+        !log.contains("s2i: layer 1/"),
+        "no builder layer was downloaded: {log}"
+    );
+    assert_eq!(
+        buildah.run_default(&registry, &output),
+        "hello in place (production)"
+    );
+}

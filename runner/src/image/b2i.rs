@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::layer::{Layer, LayerWriter, Owner, parents};
+use super::layer::{ChunkSender, Layer, LayerWriter, Owner, parents};
 use super::oci::{self, ConfigEdit, Descriptor, Family, Manifest};
 use super::reference::Reference;
-use super::registry::{Registry, Resolved, scope, sha256_digest};
+use super::registry::{Ensured, Registry, Resolved, scope, sha256_digest};
 use super::task::{B2iTask, Preset, RegistryAccess};
 use super::{ImageError, Progress, Pushed, host_architecture};
 
@@ -59,32 +59,6 @@ pub async fn build(
     let mut config: Value = serde_json::from_slice(&config_bytes)
         .map_err(|e| ImageError::BadDocument(format!("the base image's config: {e}")))?;
 
-    let placed = placement(task);
-    progress.say(&format!(
-        "b2i: writing the layer ({} preset: {} -> {})",
-        preset_name(task.preset),
-        task.artifact,
-        placed.destination
-    ));
-    let layer = {
-        let (artifact, scratch, placed) = (artifact.clone(), scratch.to_owned(), placed.clone());
-        let (preset, mtime) = (task.preset, u64::try_from(task.created_epoch).unwrap_or(0));
-        tokio::task::spawn_blocking(move || {
-            write_layer(preset, &artifact, &placed, &scratch, mtime)
-        })
-        .await
-        .map_err(|e| ImageError::Worker(e.to_string()))??
-    };
-    progress.say(&format!(
-        "b2i: layer {} ({} bytes, {} entries)",
-        layer.digest, layer.size, layer.entries
-    ));
-
-    let edit = config_edit(task, &placed, &layer);
-    oci::apply(&mut config, &edit).map_err(ImageError::BadDocument)?;
-    let new_config =
-        serde_json::to_vec(&config).map_err(|e| ImageError::BadDocument(e.to_string()))?;
-
     let output_registry;
     let target = if same_registry {
         &base_registry
@@ -97,11 +71,58 @@ pub async fn build(
         .map_err(ImageError::registry("output image", &task.output))?;
         &output_registry
     };
+
+    // The layer is uploaded while it is written: compression and the upload overlap, and it
+    // is never whole in memory nor on disk.
+    let placed = placement(task);
+    progress.say(&format!(
+        "b2i: writing and uploading the layer ({} preset: {} -> {})",
+        preset_name(task.preset),
+        task.artifact,
+        placed.destination
+    ));
+    let location = target
+        .begin_stream(&output.repository)
+        .await
+        .map_err(ImageError::registry("output image", &task.output))?;
+    let (sink, chunks) = ChunkSender::channel();
+    let writing = {
+        let (artifact, scratch, placed) = (artifact.clone(), scratch.to_owned(), placed.clone());
+        let (preset, mtime) = (task.preset, u64::try_from(task.created_epoch).unwrap_or(0));
+        tokio::task::spawn_blocking(move || {
+            write_layer(
+                LayerWriter::streaming(sink, mtime),
+                preset,
+                &artifact,
+                &placed,
+                &scratch,
+            )
+        })
+    };
+    let sending = target.send_stream(&location, reqwest::Body::wrap_stream(chunks));
+    let (written, sent) = tokio::join!(writing, sending);
+    // A refused upload stops the writer too (its channel closes): report the registry's reason.
+    let location = sent.map_err(ImageError::registry("output image", &task.output))?;
+    let layer = written.map_err(|e| ImageError::Worker(e.to_string()))??;
+    target
+        .end_stream(&location, &layer.digest)
+        .await
+        .map_err(ImageError::registry("output image", &task.output))?;
+    progress.say(&format!(
+        "b2i: layer {} ({} bytes, {} entries) uploaded",
+        layer.digest, layer.size, layer.entries
+    ));
+
+    let edit = config_edit(task, &placed, &layer);
+    oci::apply(&mut config, &edit).map_err(ImageError::BadDocument)?;
+    let new_config =
+        serde_json::to_vec(&config).map_err(|e| ImageError::BadDocument(e.to_string()))?;
     let appended = Appended {
         base: &base,
         base_registry: &base_registry,
         resolved: &resolved,
         layer: &layer,
+        layer_uploaded: true,
         config: new_config,
     };
     push(appended, &output, target, scratch, progress)
@@ -115,6 +136,8 @@ pub struct Appended<'a> {
     pub base_registry: &'a Registry,
     pub resolved: &'a Resolved,
     pub layer: &'a Layer,
+    /// Already uploaded while it was written (else it is uploaded from its file).
+    pub layer_uploaded: bool,
     pub config: Vec<u8>,
 }
 
@@ -129,8 +152,9 @@ pub async fn push(
 ) -> Result<Pushed, super::registry::RegistryError> {
     let family = Family::of(&image.resolved.media_type);
     let mut uploaded = 0;
+    let (mut present, mut mounted, mut copied) = (0, 0, 0);
     for blob in &image.resolved.manifest.layers {
-        uploaded += target
+        match target
             .ensure_blob(
                 &output.repository,
                 blob,
@@ -138,13 +162,35 @@ pub async fn push(
                 &image.base.repository,
                 scratch,
             )
-            .await?;
+            .await?
+        {
+            Ensured::Present => present += 1,
+            Ensured::Mounted => mounted += 1,
+            Ensured::Copied(bytes) => {
+                copied += 1;
+                uploaded += bytes;
+            }
+        }
     }
+    progress.say(&format!(
+        "base layers in {}: {present} already there, {mounted} mounted from {}, {copied} copied",
+        output.repository, image.base.repository
+    ));
     let layer = image.layer;
-    if !target.has_blob(&output.repository, &layer.digest).await? {
-        progress.say(&format!("b2i: uploading layer {}", layer.digest));
+    if image.layer_uploaded {
+        uploaded += layer.size;
+    } else if !target.has_blob(&output.repository, &layer.digest).await? {
+        let path =
+            layer
+                .path
+                .as_deref()
+                .ok_or_else(|| super::registry::RegistryError::Protocol {
+                    host: target.host().to_owned(),
+                    why: "the layer was neither uploaded nor written to a file".into(),
+                })?;
+        progress.say(&format!("uploading layer {}", layer.digest));
         target
-            .upload_file(&output.repository, &layer.digest, &layer.path, layer.size)
+            .upload_file(&output.repository, &layer.digest, path, layer.size)
             .await?;
         uploaded += layer.size;
     }
@@ -321,16 +367,14 @@ fn config_edit(task: &B2iTask, placed: &Placement, layer: &Layer) -> ConfigEdit 
     }
 }
 
-fn write_layer(
+fn write_layer<W: std::io::Write>(
+    mut layer: LayerWriter<W>,
     preset: Preset,
     artifact: &Path,
     placed: &Placement,
     scratch: &Path,
-    mtime: u64,
 ) -> Result<Layer, ImageError> {
-    let path = scratch.join("b2i-layer.tar.gz");
     let failed = |what: &str| ImageError::io(format!("writing the layer ({what})"));
-    let mut layer = LayerWriter::create(&path, mtime).map_err(failed("create"))?;
     let root = Owner::default();
     let dir = placed.dir.trim_start_matches('/');
     if !dir.is_empty() {
@@ -379,7 +423,11 @@ fn unpack_tarball(artifact: &Path, tree: &Path) -> Result<(), ImageError> {
 }
 
 /// Adds everything under `tree` below `prefix`, sorted, directories before their contents.
-fn add_tree(layer: &mut LayerWriter, tree: &Path, prefix: &str) -> Result<(), ImageError> {
+fn add_tree<W: std::io::Write>(
+    layer: &mut LayerWriter<W>,
+    tree: &Path,
+    prefix: &str,
+) -> Result<(), ImageError> {
     let mut entries = Vec::new();
     collect(tree, PathBuf::new(), &mut entries)?;
     entries.sort();
@@ -453,7 +501,7 @@ mod tests {
         let placed = placement(&binary);
         assert_eq!(placed.destination, "/app/hello");
         let layer = Layer {
-            path: PathBuf::new(),
+            path: None,
             diff_id: "sha256:d".into(),
             digest: "sha256:g".into(),
             size: 1,
@@ -511,8 +559,9 @@ mod tests {
         let mut t = task(Preset::Tarball, "site.tar");
         t.workdir = Some("/srv/site".into());
         let placed = placement(&t);
-        let layer = write_layer(Preset::Tarball, &tarball, &placed, &scratch, 1).expect("layer");
-        let bytes = std::fs::read(&layer.path).expect("read");
+        let file = LayerWriter::create(&scratch.join("layer.tar.gz"), 1).expect("create");
+        let layer = write_layer(file, Preset::Tarball, &tarball, &placed, &scratch).expect("layer");
+        let bytes = std::fs::read(layer.path.as_ref().expect("a file")).expect("read");
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
         let entries: Vec<(String, u64)> = archive
             .entries()

@@ -16,10 +16,11 @@ use sha2::{Digest, Sha256};
 /// few percent more bytes, and builds are dominated by compression.
 const GZIP_LEVEL: u32 = 1;
 
-/// A finished layer on disk.
+/// A finished layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layer {
-    pub path: PathBuf,
+    /// Where it was written; `None` when it was streamed ([`LayerWriter::streaming`]).
+    pub path: Option<PathBuf>,
     /// `sha256:` of the uncompressed tar (the config's `rootfs.diff_ids`).
     pub diff_id: String,
     /// `sha256:` of the gzip file (the manifest's layer digest).
@@ -63,9 +64,9 @@ pub struct Owner {
     pub gid: u64,
 }
 
-pub struct LayerWriter {
-    path: PathBuf,
-    tar: tar::Builder<Hashing<GzEncoder<Hashing<BufWriter<File>>>>>,
+pub struct LayerWriter<W: Write = BufWriter<File>> {
+    path: Option<PathBuf>,
+    tar: tar::Builder<Hashing<GzEncoder<Hashing<W>>>>,
     mtime: u64,
     entries: u64,
 }
@@ -74,16 +75,25 @@ impl LayerWriter {
     /// Starts a layer at `path`, with every entry's mtime set to `mtime` (seconds).
     pub fn create(path: &Path, mtime: u64) -> io::Result<LayerWriter> {
         let file = BufWriter::with_capacity(256 * 1024, File::create(path)?);
+        let mut writer = LayerWriter::streaming(file, mtime);
+        writer.path = Some(path.to_owned());
+        Ok(writer)
+    }
+}
+
+impl<W: Write> LayerWriter<W> {
+    /// Starts a layer written to `sink` as it is made (say, an upload: see [`ChunkSender`]).
+    pub fn streaming(sink: W, mtime: u64) -> LayerWriter<W> {
         // GzBuilder's defaults: no file name, mtime 0, OS "unknown": nothing machine-specific.
-        let gzip = GzEncoder::new(hashing(file), Compression::new(GZIP_LEVEL));
+        let gzip = GzEncoder::new(hashing(sink), Compression::new(GZIP_LEVEL));
         let mut tar = tar::Builder::new(hashing(gzip));
         tar.mode(tar::HeaderMode::Deterministic);
-        Ok(LayerWriter {
-            path: path.to_owned(),
+        LayerWriter {
+            path: None,
             tar,
             mtime,
             entries: 0,
-        })
+        }
     }
 
     fn header(&self, kind: tar::EntryType, mode: u32, owner: Owner, size: u64) -> tar::Header {
@@ -159,11 +169,9 @@ impl LayerWriter {
         gz_hashing.flush()?;
         let digest = format!("sha256:{}", hex::encode(gz_hashing.hasher.finalize()));
         let size = gz_hashing.bytes;
-        gz_hashing
-            .inner
-            .into_inner()
-            .map_err(|e| e.into_error())?
-            .sync_all()?;
+        // Flushing hands the last bytes to the sink (an upload's channel, a file's buffer);
+        // dropping the sink then ends the stream.
+        gz_hashing.inner.flush()?;
         Ok(Layer {
             path,
             diff_id,
@@ -171,6 +179,61 @@ impl LayerWriter {
             size,
             entries,
         })
+    }
+}
+
+/// A [`Write`] that hands what is written to an async consumer in chunks, through a bounded
+/// channel (so a slow consumer slows the writer instead of filling memory). Runs on a
+/// blocking thread.
+pub struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, io::Error>>,
+    buf: Vec<u8>,
+}
+
+/// Bytes handed over at once.
+const CHUNK: usize = 256 * 1024;
+
+impl ChunkSender {
+    /// The sender and the stream of chunks it feeds (for `reqwest::Body::wrap_stream`).
+    pub fn channel() -> (
+        ChunkSender,
+        impl futures_util::Stream<Item = Result<bytes::Bytes, io::Error>> + Send + 'static,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        (
+            ChunkSender {
+                tx,
+                buf: Vec::with_capacity(CHUNK),
+            },
+            stream,
+        )
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
     }
 }
 
@@ -222,7 +285,7 @@ mod tests {
         assert_eq!(a.entries, 4);
         let c = write(dir, "c.tar.gz", 2);
         assert_ne!(a.digest, c.digest, "the mtime is part of the layer");
-        let bytes = std::fs::read(&a.path).expect("read");
+        let bytes = std::fs::read(a.path.as_ref().expect("a file")).expect("read");
         assert_eq!(crate::image::registry::sha256_digest(&bytes), a.digest);
         assert_eq!(bytes.len() as u64, a.size);
 

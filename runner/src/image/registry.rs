@@ -549,6 +549,46 @@ impl Registry {
         Ok(())
     }
 
+    /// Starts an upload of a blob whose digest is not known yet (it is being made while it is
+    /// sent); returns where to [`send_stream`](Self::send_stream) it.
+    pub async fn begin_stream(&self, repository: &str) -> Result<String, RegistryError> {
+        self.start_upload(repository, &format!("an upload to {repository}"))
+            .await
+    }
+
+    /// Sends a whole blob as one streamed `PATCH`; returns where to
+    /// [`end_stream`](Self::end_stream) the upload.
+    pub async fn send_stream(
+        &self,
+        location: &str,
+        body: reqwest::Body,
+    ) -> Result<String, RegistryError> {
+        let what = "a streamed upload";
+        let answer = self
+            .send(
+                self.request(Method::PATCH, location)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(body),
+                what,
+            )
+            .await?;
+        if answer.status() != StatusCode::ACCEPTED {
+            return Err(self.failure(what, answer).await);
+        }
+        Ok(answer
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(|| location.to_owned(), str::to_owned))
+    }
+
+    /// Ends a streamed upload: the registry checks what it received against `digest`.
+    pub async fn end_stream(&self, location: &str, digest: &str) -> Result<(), RegistryError> {
+        let what = format!("the end of the upload of blob {digest}");
+        self.finish_upload(location, digest, 0, reqwest::Body::from(Vec::new()), &what)
+            .await
+    }
+
     /// Uploads the file at `path` as blob `digest`, streamed from disk.
     pub async fn upload_file(
         &self,
@@ -619,7 +659,7 @@ impl Registry {
 
     /// Makes blob `blob` of `from_repository` (on `source`, which may be this registry)
     /// present in `repository` here: already there, mounted, or copied through a file in
-    /// `scratch`. Returns the bytes uploaded.
+    /// `scratch`.
     pub async fn ensure_blob(
         &self,
         repository: &str,
@@ -627,15 +667,15 @@ impl Registry {
         source: &Registry,
         from_repository: &str,
         scratch: &Path,
-    ) -> Result<u64, RegistryError> {
+    ) -> Result<Ensured, RegistryError> {
         if self.has_blob(repository, &blob.digest).await? {
-            return Ok(0);
+            return Ok(Ensured::Present);
         }
         if source.host == self.host
             && from_repository != repository
             && self.mount(repository, &blob.digest, from_repository).await
         {
-            return Ok(0);
+            return Ok(Ensured::Mounted);
         }
         let path = scratch.join(blob.digest.replace(':', "-"));
         if !path.exists() {
@@ -652,8 +692,17 @@ impl Registry {
             .len();
         self.upload_file(repository, &blob.digest, &path, size)
             .await?;
-        Ok(size)
+        Ok(Ensured::Copied(size))
     }
+}
+
+/// How [`Registry::ensure_blob`] made a blob present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ensured {
+    Present,
+    Mounted,
+    /// Downloaded and uploaded: that many bytes.
+    Copied(u64),
 }
 
 fn basic_header(user: &str, secret: &str) -> Result<HeaderValue, RegistryError> {

@@ -26,7 +26,7 @@ const SCRIPTS_URL_LABELS: [&str; 2] = ["io.openshift.s2i.scripts-url", "io.s2i.s
 const DESTINATION_LABELS: [&str; 2] = ["io.openshift.s2i.destination", "io.s2i.destination"];
 const ASSEMBLE_USER_LABEL: &str = "io.openshift.s2i.assemble-user";
 /// What the running system, not the build, puts in a root filesystem.
-const NOT_BUILT: [&str; 3] = ["dev", "proc", "sys"];
+const NOT_BUILT: [&str; 5] = ["dev", "proc", "sys", "run/secrets", "var/run/secrets"];
 
 /// A builder unpacked and ready for `assemble`.
 pub struct Prepared {
@@ -36,6 +36,8 @@ pub struct Prepared {
     config: Value,
     root: PathBuf,
     before: Snapshot,
+    /// Paths (relative to `root`) the snapshots leave out.
+    excluded: Vec<String>,
     /// `assemble` and `run` as paths inside the image.
     assemble: String,
     run: String,
@@ -75,14 +77,15 @@ pub async fn prepare(
             task.context_dir.clone().unwrap_or_else(|| ".".into()),
         ));
     }
-    if !nix::unistd::geteuid().is_root() {
+    let in_place = task.rootfs.as_deref() == Some("/");
+    if !in_place && !nix::unistd::geteuid().is_root() {
         return Err(ImageError::Unsupported(
             "s2i in the local executor needs the runner to run as root, to chroot into the \
              builder's filesystem"
                 .into(),
         ));
     }
-    if chroot_program().is_none() {
+    if !in_place && chroot_program().is_none() {
         return Err(ImageError::Unsupported(
             "s2i needs `chroot` (coreutils) on the runner's machine".into(),
         ));
@@ -120,9 +123,20 @@ pub async fn prepare(
         .to_owned();
     let scripts = choose_scripts(task, &config, &source)?;
 
-    let root = scratch.join("rootfs");
-    std::fs::create_dir_all(&root).map_err(ImageError::io("creating the root filesystem"))?;
-    let layers = resolved.manifest.layers.clone();
+    let root = match &task.rootfs {
+        Some(root) => PathBuf::from(root),
+        None => scratch.join("rootfs"),
+    };
+    let layers = if task.rootfs.is_some() {
+        progress.say(&format!(
+            "s2i: using the builder's filesystem at {}",
+            root.display()
+        ));
+        Vec::new()
+    } else {
+        std::fs::create_dir_all(&root).map_err(ImageError::io("creating the root filesystem"))?;
+        resolved.manifest.layers.clone()
+    };
     for (i, layer) in layers.iter().enumerate() {
         progress.say(&format!(
             "s2i: layer {}/{} {} ({} bytes)",
@@ -143,7 +157,11 @@ pub async fn prepare(
             .map_err(|e| ImageError::Worker(e.to_string()))?
             .map_err(ImageError::io(format!("unpacking layer {}", layer.digest)))?;
     }
-    rootfs::make_devices(&root).map_err(ImageError::io("creating /dev in the root filesystem"))?;
+    if task.rootfs.is_none() {
+        rootfs::make_devices(&root)
+            .map_err(ImageError::io("creating /dev in the root filesystem"))?;
+    }
+    let excluded = excluded_paths(task, &root, &[workspace, scratch]);
 
     let (assemble, run) = match &scripts {
         Scripts::Image(dir) => (format!("{dir}/assemble"), format!("{dir}/run")),
@@ -178,8 +196,8 @@ pub async fn prepare(
         .to_owned();
 
     let before = {
-        let root = root.clone();
-        tokio::task::spawn_blocking(move || snapshot::take(&root, &NOT_BUILT))
+        let (root, excluded) = (root.clone(), excluded.clone());
+        tokio::task::spawn_blocking(move || snapshot::take(&root, &excluded))
             .await
             .map_err(|e| ImageError::Worker(e.to_string()))?
             .map_err(ImageError::io("snapshotting the builder's filesystem"))?
@@ -234,6 +252,7 @@ pub async fn prepare(
         config,
         root,
         before,
+        excluded,
         assemble,
         run,
         workdir,
@@ -248,17 +267,29 @@ impl Prepared {
     /// `assemble` as a step: the host's `sh` runs `chroot` into the root filesystem with the
     /// builder's environment only (nothing of the stage's leaks in), as the assemble user.
     pub fn assemble_step(&self) -> StepSpec {
-        let chroot = chroot_program().unwrap_or("chroot");
-        let mut script = String::from("exec /usr/bin/env -i");
+        let env = ["/usr/bin/env", "/bin/env"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .unwrap_or("env");
+        let mut script = format!("exec {env} -i");
         for (key, value) in &self.assemble_env {
             script.push(' ');
             script.push_str(&quote(&format!("{key}={value}")));
         }
+        // Inside the builder's own container (root `/`) as the assemble user already, no
+        // chroot is needed (nor, as that user, possible).
+        let current = nix::unistd::geteuid().as_raw();
+        if self.root != Path::new("/") || (current == 0 && self.uid != 0) {
+            let chroot = chroot_program().unwrap_or("chroot");
+            script.push_str(&format!(
+                " {chroot} --userspec={}:{} {}",
+                self.uid,
+                self.gid,
+                quote(&self.root.display().to_string())
+            ));
+        }
         script.push_str(&format!(
-            " {chroot} --userspec={}:{} {} /bin/sh -c 'cd \"$0\" && exec \"$1\"' {} {}",
-            self.uid,
-            self.gid,
-            quote(&self.root.display().to_string()),
+            " /bin/sh -c 'cd \"$0\" && exec \"$1\"' {} {}",
             quote(&self.workdir),
             quote(&self.assemble),
         ));
@@ -283,9 +314,10 @@ pub async fn commit(
     let layer: Layer = {
         let root = prepared.root.clone();
         let before = prepared.before.clone();
+        let excluded = prepared.excluded.clone();
         let path = scratch.join("s2i-layer.tar.gz");
         let (layer, changes) = tokio::task::spawn_blocking(move || {
-            let after = snapshot::take(&root, &NOT_BUILT)?;
+            let after = snapshot::take(&root, &excluded)?;
             let changes = snapshot::diff(&before, &after);
             snapshot::write_layer(&root, &after, &changes, &path, mtime).map(|l| (l, changes))
         })
@@ -333,6 +365,7 @@ pub async fn commit(
         base_registry: &prepared.registry,
         resolved: &prepared.resolved,
         layer: &layer,
+        layer_uploaded: false,
         config: config_bytes,
     };
     push(image, &output, target, scratch, progress)
@@ -376,6 +409,27 @@ fn choose_scripts(task: &S2iTask, config: &Value, source: &Path) -> Result<Scrip
              source's .s2i/bin are supported"
         ))),
     }
+}
+
+/// What the snapshots leave out, relative to `root`: what the running system puts there, the
+/// task's own exclusions, and the runner's workspace and scratch directory when they are inside
+/// `root` (in a builder container they are).
+fn excluded_paths(task: &S2iTask, root: &Path, own: &[&Path]) -> Vec<String> {
+    let mut out: Vec<String> = NOT_BUILT.iter().map(|p| (*p).to_owned()).collect();
+    out.extend(
+        task.exclude
+            .iter()
+            .map(|p| p.trim_matches('/').to_owned())
+            .filter(|p| !p.is_empty()),
+    );
+    for dir in own {
+        if let Ok(inside) = dir.strip_prefix(root)
+            && !inside.as_os_str().is_empty()
+        {
+            out.push(inside.to_string_lossy().into_owned());
+        }
+    }
+    out
 }
 
 /// coreutils' `chroot`, found by absolute path: `env -i` leaves no PATH to search.
@@ -519,6 +573,8 @@ mod tests {
             labels: vec![],
             created_epoch: 0,
             registries: vec![],
+            rootfs: None,
+            exclude: vec![],
         }
     }
 
@@ -587,6 +643,35 @@ mod tests {
             (2000, 3)
         );
         assert!(resolve_user(dir.path(), "nobody").is_err());
+    }
+
+    #[test]
+    fn snapshots_leave_out_the_runners_own_directories_inside_the_root() {
+        let mut t = task();
+        t.exclude = vec!["/gantry/".into()];
+        let excluded = excluded_paths(
+            &t,
+            Path::new("/"),
+            &[
+                Path::new("/workspace/ws-1"),
+                Path::new("/tmp/gantry-image-1"),
+            ],
+        );
+        assert_eq!(
+            excluded,
+            [
+                "dev",
+                "proc",
+                "sys",
+                "run/secrets",
+                "var/run/secrets",
+                "gantry",
+                "workspace/ws-1",
+                "tmp/gantry-image-1"
+            ]
+        );
+        let elsewhere = excluded_paths(&task(), Path::new("/tmp/x/rootfs"), &[Path::new("/work")]);
+        assert_eq!(elsewhere.len(), NOT_BUILT.len());
     }
 
     #[test]

@@ -54,9 +54,10 @@ impl Changes {
     }
 }
 
-/// Walks `root` without following symlinks, leaving out the top-level names in `exclude`
-/// (`proc`, `sys`, `dev`: what the running system, not the build, puts there).
-pub fn take(root: &Path, exclude: &[&str]) -> io::Result<Snapshot> {
+/// Walks `root` without following symlinks, leaving out the paths in `exclude` (relative:
+/// `proc`, `sys`, `dev`, what the running system rather than the build puts there, or the
+/// runner's own directories).
+pub fn take(root: &Path, exclude: &[impl AsRef<str>]) -> io::Result<Snapshot> {
     let mut snapshot = Snapshot::default();
     let mut todo = vec![String::new()];
     while let Some(dir) = todo.pop() {
@@ -68,14 +69,14 @@ pub fn take(root: &Path, exclude: &[&str]) -> io::Result<Snapshot> {
         for entry in listing {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if dir.is_empty() && exclude.contains(&name.as_str()) {
-                continue;
-            }
             let relative = if dir.is_empty() {
                 name
             } else {
                 format!("{dir}/{name}")
             };
+            if exclude.iter().any(|e| e.as_ref() == relative) {
+                continue;
+            }
             let path = entry.path();
             let Ok(meta) = fs::symlink_metadata(&path) else {
                 continue;
@@ -265,7 +266,7 @@ mod tests {
 
         let layer_path = dir.path().join("layer.tar.gz");
         let layer = write_layer(&root, &after, &changes, &layer_path, 5).expect("layer");
-        let bytes = fs::read(&layer.path).expect("read");
+        let bytes = fs::read(layer.path.as_ref().expect("a file")).expect("read");
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
         let names: Vec<String> = archive
             .entries()

@@ -119,4 +119,15 @@ pub struct S2iTask {
     pub created_epoch: i64,
     #[serde(default)]
     pub registries: Vec<RegistryAccess>,
+    /// The builder's filesystem is already here (in Kubernetes: `/`, the runner runs inside
+    /// the builder container): its layers are not pulled and `assemble` runs in place
+    /// (chrooted only when the root is not `/` or the user must change). Default: unpack the
+    /// builder into a scratch directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<String>,
+    /// Paths inside the root the snapshots leave out besides `/dev`, `/proc`, `/sys`,
+    /// `/run/secrets` and the runner's workspace and scratch (e.g. where the runner binary was
+    /// mounted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }

@@ -63,7 +63,15 @@ fn once(task: &Path, workspace: &Path, scratch: &Path) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let pushed = runtime.block_on(b2i::build(&task, workspace, scratch, &|_: &str| {}))?;
+    // With IMAGE_BENCH_TRACE set, each progress line goes to stderr with the time since start.
+    let started = Instant::now();
+    let trace = std::env::var_os("IMAGE_BENCH_TRACE").is_some();
+    let progress = move |line: &str| {
+        if trace {
+            eprintln!("{:>6} ms  {line}", started.elapsed().as_millis());
+        }
+    };
+    let pushed = runtime.block_on(b2i::build(&task, workspace, scratch, &progress))?;
     let status = std::fs::read_to_string("/proc/self/status")?;
     let hwm = status
         .lines()
