@@ -179,9 +179,19 @@ impl Buildah {
                 cp -R /tmp/src/. /opt/app/\n\
                 rm -f /opt/app/placeholder\n\
                 chmod +x /opt/app/app.sh\n\
+                builds=0\n\
+                if [ -f /tmp/artifacts/builds ]; then builds=$(cat /tmp/artifacts/builds); \
+                echo \"restored the count of $builds earlier builds\"; fi\n\
+                echo $((builds + 1)) > /opt/app/builds\n\
                 echo \"assembled by $(id -u) with GREETING=$GREETING APP_MODE=$APP_MODE\"\n";
             let run = "#!/bin/sh\nexec /opt/app/app.sh\n";
-            for (name, body) in [("assemble", assemble), ("run", run)] {
+            // Incremental builds: the count of builds so far is the artifact carried over.
+            let save = "#!/bin/sh -e\ncd /opt/app\ntar cf - builds\n";
+            for (name, body) in [
+                ("assemble", assemble),
+                ("run", run),
+                ("save-artifacts", save),
+            ] {
                 std::fs::write(dir.join(name), body).expect("script");
                 std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o755))
                     .expect("chmod script");

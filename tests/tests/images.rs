@@ -396,6 +396,35 @@ async fn s2i_example_assembles_the_source_into_an_image_that_runs() {
         buildah.run_default(&registry, &tag),
         "hello from s2i (production)"
     );
+    let first_log = log.join("\n");
+    assert!(
+        first_log.contains("incremental: no previous image"),
+        "{first_log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("opt/app/builds")).expect("builds"),
+        "1\n"
+    );
+
+    // The same commit again: `incremental: true` runs save-artifacts in the image just built
+    // and assemble finds what it saved.
+    let again = trigger_push(&engine, &name, &[("registry", &registry.host)]).await;
+    let (run, _) = engine.wait_for_run(again, RUN_LIMIT).await;
+    let log = engine.log_lines(again, "image").await.join("\n");
+    assert_succeeded(&run);
+    assert!(
+        log.contains("restored 1 entries into /tmp/artifacts"),
+        "{log}"
+    );
+    assert!(
+        log.contains("restored the count of 1 earlier builds"),
+        "{log}"
+    );
+    let rebuilt = Unpacked::fetch(&registry, &tag);
+    assert_eq!(
+        std::fs::read_to_string(rebuilt.rootfs().join("opt/app/builds")).expect("builds"),
+        "2\n"
+    );
     engine.stop().await;
 }
 

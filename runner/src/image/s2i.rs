@@ -223,12 +223,6 @@ pub async fn prepare(
             }
         }
     }
-    if task.incremental {
-        progress.say(
-            "s2i: incremental builds (save-artifacts) are not supported yet; building from scratch",
-        );
-    }
-
     let mut build_env = read_environment(&source.join(".s2i/environment"))?;
     build_env.extend(task.env.iter().cloned());
     let mut assemble_env = oci::env_of(&config);
@@ -244,6 +238,21 @@ pub async fn prepare(
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
             ),
         );
+    }
+    if task.incremental {
+        let previous = Previous {
+            task,
+            registry: &registry,
+            builder: &resolved,
+            output: &output,
+            scripts: &scripts,
+            destination: &destination,
+            scratch,
+        };
+        let restored = previous
+            .restore(&root, &workdir, uid, gid, &assemble_env, progress)
+            .await?;
+        progress.say(&restored);
     }
     Ok(Prepared {
         builder,
@@ -409,6 +418,206 @@ fn choose_scripts(task: &S2iTask, config: &Value, source: &Path) -> Result<Scrip
              source's .s2i/bin are supported"
         ))),
     }
+}
+
+/// An incremental build's look at the image it replaces: `save-artifacts` runs in it, and what
+/// it writes (a tar on stdout) lands in `<destination>/artifacts` for `assemble`.
+struct Previous<'a> {
+    task: &'a S2iTask,
+    registry: &'a Registry,
+    builder: &'a Resolved,
+    output: &'a Reference,
+    scripts: &'a Scripts,
+    destination: &'a str,
+    scratch: &'a Path,
+}
+
+impl Previous<'_> {
+    /// Restores the previous image's artifacts into `root`; returns what to log. A missing or
+    /// unsuitable previous image means a full build, not a failure.
+    async fn restore(
+        &self,
+        root: &Path,
+        workdir: &str,
+        uid: u32,
+        gid: u32,
+        env: &[(String, String)],
+        progress: &dyn Progress,
+    ) -> Result<String, ImageError> {
+        if self.task.rootfs.is_some() {
+            return Ok("s2i: incremental: not in a builder's own filesystem; a full build".into());
+        }
+        if self.output.registry != self.builder_registry_host() {
+            return Ok("s2i: incremental: the output is on another registry than the builder; a full build".into());
+        }
+        let previous = match self
+            .registry
+            .resolve(
+                &self.output.repository,
+                self.output.push_tag(),
+                "linux",
+                host_architecture(),
+            )
+            .await
+        {
+            Ok(previous) => previous,
+            Err(super::registry::RegistryError::NotFound(_)) => {
+                return Ok(format!(
+                    "s2i: incremental: no previous image {}; a full build",
+                    self.output
+                ));
+            }
+            Err(e) => return Err(ImageError::registry("output image", &self.task.output)(e)),
+        };
+        let below = &self.builder.manifest.layers;
+        if previous.manifest.layers.len() < below.len()
+            || previous.manifest.layers[..below.len()] != below[..]
+        {
+            return Ok(
+                "s2i: incremental: the previous image was not built on this builder; a full build"
+                    .into(),
+            );
+        }
+        let save = match self.scripts {
+            Scripts::Image(dir) => format!("{dir}/save-artifacts"),
+            Scripts::Source(_) => format!("{}/scripts/save-artifacts", self.destination),
+        };
+        progress.say(&format!(
+            "s2i: incremental: running {save} in the previous image {}",
+            previous.digest
+        ));
+        let old_root = self.scratch.join("previous");
+        std::fs::create_dir_all(&old_root)
+            .map_err(ImageError::io("creating the previous image's filesystem"))?;
+        for layer in &previous.manifest.layers {
+            let file = self.scratch.join(layer.digest.replace(':', "-"));
+            if !file.exists() {
+                self.registry
+                    .blob_to_file(&self.output.repository, &layer.digest, &file)
+                    .await
+                    .map_err(ImageError::registry("output image", &self.task.output))?;
+            }
+            let (file, old_root) = (file.clone(), old_root.clone());
+            tokio::task::spawn_blocking(move || rootfs::unpack_layer(&file, &old_root))
+                .await
+                .map_err(|e| ImageError::Worker(e.to_string()))?
+                .map_err(ImageError::io(format!("unpacking layer {}", layer.digest)))?;
+        }
+        if !inside(&old_root, &save).is_file() {
+            let _ = std::fs::remove_dir_all(&old_root);
+            return Ok(format!(
+                "s2i: incremental: the previous image has no {save}; a full build"
+            ));
+        }
+        rootfs::make_devices(&old_root).map_err(ImageError::io(
+            "creating /dev in the previous image's filesystem",
+        ))?;
+        let tar = self.scratch.join("artifacts.tar");
+        let command = RootCommand {
+            root: &old_root,
+            uid,
+            gid,
+            workdir,
+            script: &save,
+            env,
+        };
+        let saved = {
+            let (mut command, tar) = (command.build(), tar.clone());
+            tokio::task::spawn_blocking(move || -> std::io::Result<std::process::Output> {
+                command
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::fs::File::create(&tar)?)
+                    .stderr(std::process::Stdio::piped())
+                    .output()
+            })
+            .await
+            .map_err(|e| ImageError::Worker(e.to_string()))?
+            .map_err(ImageError::io(format!("running {save}")))?
+        };
+        let _ = std::fs::remove_dir_all(&old_root);
+        for line in String::from_utf8_lossy(&saved.stderr).lines() {
+            progress.say(line);
+        }
+        if !saved.status.success() {
+            return Ok(format!(
+                "s2i: incremental: {save} failed ({}); a full build",
+                saved.status
+            ));
+        }
+        let artifacts = inside(root, &format!("{}/artifacts", self.destination));
+        let entries = {
+            let (tar, artifacts) = (tar.clone(), artifacts.clone());
+            tokio::task::spawn_blocking(move || unpack_owned(&tar, &artifacts, uid, gid))
+                .await
+                .map_err(|e| ImageError::Worker(e.to_string()))??
+        };
+        Ok(format!(
+            "s2i: incremental: restored {entries} entries into {}/artifacts",
+            self.destination
+        ))
+    }
+
+    fn builder_registry_host(&self) -> &str {
+        self.registry.host()
+    }
+}
+
+/// A script run with `env -i` in a chroot as a user (what `save-artifacts` needs; `assemble`
+/// runs as a step through [`Prepared::assemble_step`]).
+struct RootCommand<'a> {
+    root: &'a Path,
+    uid: u32,
+    gid: u32,
+    workdir: &'a str,
+    script: &'a str,
+    env: &'a [(String, String)],
+}
+
+impl RootCommand<'_> {
+    fn build(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(chroot_program().unwrap_or("chroot"));
+        command
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .arg(format!("--userspec={}:{}", self.uid, self.gid))
+            .arg(self.root)
+            .args([
+                "/bin/sh",
+                "-c",
+                "cd \"$0\" && exec \"$1\"",
+                self.workdir,
+                self.script,
+            ]);
+        command
+    }
+}
+
+/// Unpacks the tar at `tar` into `dir`, everything owned by `uid:gid`; returns the entries.
+fn unpack_owned(tar: &Path, dir: &Path, uid: u32, gid: u32) -> Result<u64, ImageError> {
+    let what = || format!("unpacking the saved artifacts into {}", dir.display());
+    std::fs::create_dir_all(dir).map_err(ImageError::io(what()))?;
+    let file = std::fs::File::open(tar).map_err(ImageError::io(what()))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    archive.set_preserve_permissions(true);
+    let mut entries = 0;
+    for entry in archive.entries().map_err(ImageError::io(what()))? {
+        let mut entry = entry.map_err(ImageError::io(what()))?;
+        if entry.unpack_in(dir).map_err(ImageError::io(what()))? {
+            entries += 1;
+        }
+    }
+    chown_tree(dir, uid, gid).map_err(ImageError::io(what()))?;
+    Ok(entries)
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
 }
 
 /// What the snapshots leave out, relative to `root`: what the running system puts there, the
