@@ -50,12 +50,53 @@ pub struct Prepared {
     build_env: Vec<(String, String)>,
 }
 
-/// Where a script comes from.
-enum Scripts {
-    /// A directory inside the builder image (`image:///usr/libexec/s2i`).
-    Image(String),
+/// Where the S2I scripts may be, in s2i's lookup order for each script: the stage's
+/// `scripts_url`, the source's `.s2i/bin`, the builder's label. So a source may override only
+/// `assemble` and keep the builder's `run`.
+#[derive(Debug)]
+struct Scripts {
+    /// The stage's `scripts_url`: a directory inside the builder image.
+    explicit: Option<String>,
     /// The source's `.s2i/bin`, copied into `<destination>/scripts`.
-    Source(PathBuf),
+    source: Option<PathBuf>,
+    /// The builder's `io.openshift.s2i.scripts-url`: a directory inside the image.
+    label: Option<String>,
+}
+
+impl Scripts {
+    /// Where script `name` is inside the image whose filesystem is at `root` (the source's
+    /// scripts counted as copied in), if anywhere.
+    fn find(&self, root: &Path, destination: &str, name: &str) -> Option<String> {
+        let in_image = |dir: &String| {
+            let path = format!("{dir}/{name}");
+            inside(root, &path).is_file().then_some(path)
+        };
+        self.explicit
+            .as_ref()
+            .and_then(in_image)
+            .or_else(|| {
+                self.source
+                    .as_ref()
+                    .filter(|bin| bin.join(name).is_file())
+                    .map(|_| format!("{destination}/scripts/{name}"))
+            })
+            .or_else(|| self.label.as_ref().and_then(in_image))
+    }
+
+    /// Where it looked, for an error message.
+    fn places(&self) -> String {
+        let mut places = Vec::new();
+        if let Some(dir) = &self.explicit {
+            places.push(format!("the stage's scripts_url image://{dir}"));
+        }
+        if self.source.is_some() {
+            places.push("the source's .s2i/bin".to_owned());
+        }
+        if let Some(dir) = &self.label {
+            places.push(format!("the builder's scripts-url image://{dir}"));
+        }
+        places.join(", ")
+    }
 }
 
 /// Pulls and unpacks the builder, places the source and the scripts, and snapshots the
@@ -163,26 +204,15 @@ pub async fn prepare(
     }
     let excluded = excluded_paths(task, &root, &[workspace, scratch]);
 
-    let (assemble, run) = match &scripts {
-        Scripts::Image(dir) => (format!("{dir}/assemble"), format!("{dir}/run")),
-        Scripts::Source(_) => (
-            format!("{destination}/scripts/assemble"),
-            format!("{destination}/scripts/run"),
-        ),
+    let required = |name: &str| {
+        scripts
+            .find(&root, &destination, name)
+            .ok_or_else(|| ImageError::NoScripts {
+                builder: task.builder.clone(),
+                why: format!("no `{name}` script in {}", scripts.places()),
+            })
     };
-    if let Scripts::Image(dir) = &scripts {
-        for script in [&assemble, &run] {
-            if !inside(&root, script).is_file() {
-                return Err(ImageError::NoScripts {
-                    builder: task.builder.clone(),
-                    why: format!(
-                        "its scripts URL image://{dir} has no `{}`",
-                        script.rsplit('/').next().unwrap_or(script)
-                    ),
-                });
-            }
-        }
-    }
+    let (assemble, run) = (required("assemble")?, required("run")?);
 
     let user = oci::label(&config, ASSEMBLE_USER_LABEL)
         .or_else(|| oci::run_field(&config, "User"))
@@ -212,7 +242,7 @@ pub async fn prepare(
             .await
             .map_err(|e| ImageError::Worker(e.to_string()))??;
     }
-    if let Scripts::Source(bin) = &scripts {
+    if let Some(bin) = &scripts.source {
         let target = inside(&root, &format!("{destination}/scripts"));
         copy_tree(bin, &target, uid, gid)?;
         for name in ["assemble", "run", "save-artifacts", "usage"] {
@@ -394,25 +424,27 @@ fn choose_scripts(task: &S2iTask, config: &Value, source: &Path) -> Result<Scrip
                 .map(|(_, v)| v)
         })
         .filter(|url| !url.is_empty());
-    let url = match &task.scripts_url {
-        Some(url) => Some(url.clone()),
-        None if source.join(".s2i/bin/assemble").is_file() => {
-            return Ok(Scripts::Source(source.join(".s2i/bin")));
-        }
-        None => label,
+    let bin = source.join(".s2i/bin");
+    let scripts = Scripts {
+        explicit: task.scripts_url.as_deref().map(image_dir).transpose()?,
+        source: bin.is_dir().then_some(bin),
+        label: label.as_deref().map(image_dir).transpose()?,
     };
-    let Some(url) = url else {
+    if scripts.explicit.is_none() && scripts.label.is_none() && scripts.source.is_none() {
         return Err(ImageError::NoScripts {
             builder: task.builder.clone(),
             why: "the image has no io.openshift.s2i.scripts-url label, the stage sets no \
                   `scripts_url`, and the source has no .s2i/bin/assemble"
                 .into(),
         });
-    };
+    }
+    Ok(scripts)
+}
+
+/// `image:///usr/libexec/s2i` → `/usr/libexec/s2i`.
+fn image_dir(url: &str) -> Result<String, ImageError> {
     match url.strip_prefix("image://") {
-        Some(path) if path.starts_with('/') => {
-            Ok(Scripts::Image(path.trim_end_matches('/').to_owned()))
-        }
+        Some(path) if path.starts_with('/') => Ok(path.trim_end_matches('/').to_owned()),
         _ => Err(ImageError::Unsupported(format!(
             "S2I scripts URL `{url}`: only image:///PATH (scripts inside the builder) and the \
              source's .s2i/bin are supported"
@@ -478,9 +510,14 @@ impl Previous<'_> {
                     .into(),
             );
         }
-        let save = match self.scripts {
-            Scripts::Image(dir) => format!("{dir}/save-artifacts"),
-            Scripts::Source(_) => format!("{}/scripts/save-artifacts", self.destination),
+        let save = match self.scripts.find(root, self.destination, "save-artifacts") {
+            Some(save) => save,
+            None => {
+                return Ok(format!(
+                    "s2i: incremental: no save-artifacts script in {}; a full build",
+                    self.scripts.places()
+                ));
+            }
         };
         progress.say(&format!(
             "s2i: incremental: running {save} in the previous image {}",
@@ -788,33 +825,51 @@ mod tests {
     }
 
     #[test]
-    fn scripts_come_from_the_stage_then_the_source_then_the_label() {
+    fn each_script_comes_from_the_stage_then_the_source_then_the_label() {
         let dir = tempfile::tempdir().expect("temp dir");
+        let (root, source) = (dir.path().join("root"), dir.path().join("src"));
+        for (d, names) in [
+            (
+                "root/usr/libexec/s2i",
+                &["assemble", "run", "save-artifacts"][..],
+            ),
+            ("root/opt/s2i", &["run"][..]),
+            ("src/.s2i/bin", &["assemble"][..]),
+        ] {
+            std::fs::create_dir_all(dir.path().join(d)).expect("dirs");
+            for name in names {
+                std::fs::write(dir.path().join(d).join(name), "#!/bin/sh\n").expect("script");
+            }
+        }
         let labelled = json!({"config": {"Labels": {"io.openshift.s2i.scripts-url": "image:///usr/libexec/s2i"}}});
-        let bare = json!({"config": {}});
-        assert!(matches!(
-            choose_scripts(&task(), &labelled, dir.path()),
-            Ok(Scripts::Image(p)) if p == "/usr/libexec/s2i"
-        ));
-        let err = choose_scripts(&task(), &bare, dir.path())
-            .err()
-            .expect("no scripts anywhere");
-        assert!(err.to_string().contains("has no S2I scripts"), "{err}");
-        std::fs::create_dir_all(dir.path().join(".s2i/bin")).expect("bin");
-        std::fs::write(dir.path().join(".s2i/bin/assemble"), "#!/bin/sh\n").expect("assemble");
-        assert!(matches!(
-            choose_scripts(&task(), &labelled, dir.path()),
-            Ok(Scripts::Source(_))
-        ));
         let mut explicit = task();
         explicit.scripts_url = Some("image:///opt/s2i/".into());
-        assert!(matches!(
-            choose_scripts(&explicit, &labelled, dir.path()),
-            Ok(Scripts::Image(p)) if p == "/opt/s2i"
-        ));
+        let scripts = choose_scripts(&explicit, &labelled, &source).expect("scripts");
+        let find = |name| scripts.find(&root, "/tmp", name);
+        assert_eq!(
+            find("run").as_deref(),
+            Some("/opt/s2i/run"),
+            "the stage's first"
+        );
+        assert_eq!(
+            find("assemble").as_deref(),
+            Some("/tmp/scripts/assemble"),
+            "then the source"
+        );
+        assert_eq!(
+            find("save-artifacts").as_deref(),
+            Some("/usr/libexec/s2i/save-artifacts"),
+            "then the builder's label"
+        );
+        assert_eq!(find("usage"), None);
+
+        let bare = json!({"config": {}});
+        let empty = dir.path().join("empty");
+        let err = choose_scripts(&task(), &bare, &empty).expect_err("no scripts anywhere");
+        assert!(err.to_string().contains("has no S2I scripts"), "{err}");
         explicit.scripts_url = Some("https://example.com/s2i".into());
         assert!(matches!(
-            choose_scripts(&explicit, &labelled, dir.path()),
+            choose_scripts(&explicit, &labelled, &source),
             Err(ImageError::Unsupported(_))
         ));
     }
