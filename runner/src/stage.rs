@@ -397,14 +397,14 @@ impl<'a> Stage<'a> {
             }
             ImageTask::S2i(task) => self.build_s2i(task, &scratch).await?,
         };
-        match built {
-            Ok(pushed) => Ok(StageEnd {
+        Ok(match built {
+            Built::Done(pushed) => StageEnd {
                 outcome: Outcome::Succeeded,
                 reason: None,
                 image: Some(pushed.pinned),
-            }),
-            Err(end) => end,
-        }
+            },
+            Built::Ended(end) => end,
+        })
     }
 
     /// S2I: prepare the builder's filesystem, run `assemble` as the stage's one step, commit.
@@ -412,7 +412,7 @@ impl<'a> Stage<'a> {
         &mut self,
         task: &'a image::S2iTask,
         scratch: &Scratch,
-    ) -> Result<Result<image::Pushed, Result<StageEnd, StageError>>, StageError> {
+    ) -> Result<Built<image::Pushed>, StageError> {
         let workspace = self.workspace();
         let prepared = match self
             .with_progress(|progress| async move {
@@ -420,14 +420,14 @@ impl<'a> Stage<'a> {
             })
             .await?
         {
-            Ok(prepared) => prepared,
-            Err(end) => return Ok(Err(end)),
+            Built::Done(prepared) => prepared,
+            Built::Ended(end) => return Ok(Built::Ended(end)),
         };
         let step = prepared.assemble_step();
         let end = self.run_step(0, &step).await?;
         self.stop_leftovers().await;
         if end.outcome != Outcome::Succeeded {
-            return Ok(Err(Ok(end)));
+            return Ok(Built::Ended(end));
         }
         self.with_progress(|progress| async move {
             image::s2i::commit(prepared, task, &scratch.0, &progress).await
@@ -437,10 +437,7 @@ impl<'a> Stage<'a> {
 
     /// Runs an image operation, copying its progress lines into the log as they come. An
     /// operation error becomes a failed [`StageEnd`]; a stop ends it early.
-    async fn with_progress<T, F, Fut>(
-        &mut self,
-        operation: F,
-    ) -> Result<Result<T, Result<StageEnd, StageError>>, StageError>
+    async fn with_progress<T, F, Fut>(&mut self, operation: F) -> Result<Built<T>, StageError>
     where
         F: FnOnce(Box<dyn Fn(&str) + Send + Sync>) -> Fut,
         Fut: std::future::Future<Output = Result<T, image::ImageError>>,
@@ -472,15 +469,15 @@ impl<'a> Stage<'a> {
                         self.say(&line).await?;
                     }
                     return match done {
-                        Ok(value) => Ok(Ok(value)),
+                        Ok(value) => Ok(Built::Done(value)),
                         Err(err) => {
                             let why = err.to_string();
                             self.say(&why).await?;
-                            Ok(Err(Ok(StageEnd::with(Outcome::Failed, why))))
+                            Ok(Built::Ended(StageEnd::with(Outcome::Failed, why)))
                         }
                     };
                 }
-                Event::Stop(raised) => return Ok(Err(stopped(raised))),
+                Event::Stop(raised) => return stopped(raised).map(Built::Ended),
             }
         }
     }
@@ -490,6 +487,13 @@ impl<'a> Stage<'a> {
             leftovers.stop(self.config.kill_grace).await;
         }
     }
+}
+
+/// How a part of an image build ended (protocol errors aside).
+enum Built<T> {
+    Done(T),
+    /// Failed, cancelled or timed out: the stage ends so.
+    Ended(StageEnd),
 }
 
 /// A directory for an image build's temporary files (layers, an unpacked root filesystem),
