@@ -378,6 +378,10 @@ async fn s2i_example_assembles_the_source_into_an_image_that_runs() {
     );
     assert_eq!(mode_and_owner(&rootfs.join("tmp/src/app.sh")).1, 1001);
     assert!(
+        !rootfs.join("tmp/src/notes.tmp").exists() && !rootfs.join("opt/app/notes.tmp").exists(),
+        ".s2iignore keeps notes.tmp out"
+    );
+    assert!(
         !rootfs.join("opt/app/placeholder").exists(),
         "assemble deleted it"
     );

@@ -238,13 +238,14 @@ pub async fn prepare(
     progress.say(&format!("s2i: copying the source into {destination}/src"));
     {
         let (source, src) = (source.clone(), src.clone());
-        tokio::task::spawn_blocking(move || copy_tree(&source, &src, uid, gid))
+        let ignore = Ignore::read(&source)?;
+        tokio::task::spawn_blocking(move || copy_tree(&source, &src, uid, gid, &ignore))
             .await
             .map_err(|e| ImageError::Worker(e.to_string()))??;
     }
     if let Some(bin) = &scripts.source {
         let target = inside(&root, &format!("{destination}/scripts"));
-        copy_tree(bin, &target, uid, gid)?;
+        copy_tree(bin, &target, uid, gid, &Ignore::none())?;
         for name in ["assemble", "run", "save-artifacts", "usage"] {
             let script = target.join(name);
             if script.is_file() {
@@ -740,8 +741,67 @@ fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), ImageError> {
     Ok((uid, gid))
 }
 
-/// Copies the tree at `from` to `to` (without `.git`), owned by `uid:gid`, modes kept.
-fn copy_tree(from: &Path, to: &Path, uid: u32, gid: u32) -> Result<(), ImageError> {
+/// `.s2iignore`: glob patterns relative to the source root, one per line (`#` comments), as
+/// s2i applies them: `*.log` is only the top level's, `logs/*.log` those in `logs/`. A matching
+/// file or directory is not copied.
+pub struct Ignore(globset::GlobSet);
+
+impl Ignore {
+    fn none() -> Ignore {
+        Ignore(globset::GlobSet::empty())
+    }
+
+    fn read(source: &Path) -> Result<Ignore, ImageError> {
+        let path = source.join(".s2iignore");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ignore::none()),
+            Err(e) => return Err(ImageError::io(path.display().to_string())(e)),
+        };
+        let mut set = globset::GlobSetBuilder::new();
+        for (n, line) in text.lines().enumerate() {
+            let pattern = line.trim();
+            if pattern.is_empty() || pattern.starts_with('#') {
+                continue;
+            }
+            let pattern = pattern.trim_start_matches("./").trim_end_matches('/');
+            let glob = globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| {
+                    ImageError::Unsupported(format!(
+                        ".s2iignore line {}: `{pattern}` is not a valid pattern: {e}",
+                        n + 1
+                    ))
+                })?;
+            set.add(glob);
+        }
+        set.build()
+            .map(Ignore)
+            .map_err(|e| ImageError::Unsupported(format!(".s2iignore: {e}")))
+    }
+}
+
+/// Copies the tree at `from` to `to` (without `.git` and what `ignore` names), owned by
+/// `uid:gid`, modes kept.
+fn copy_tree(
+    from: &Path,
+    to: &Path,
+    uid: u32,
+    gid: u32,
+    ignore: &Ignore,
+) -> Result<(), ImageError> {
+    copy_dir(from, to, Path::new(""), uid, gid, ignore)
+}
+
+fn copy_dir(
+    from: &Path,
+    to: &Path,
+    relative: &Path,
+    uid: u32,
+    gid: u32,
+    ignore: &Ignore,
+) -> Result<(), ImageError> {
     let failed = |p: &Path| ImageError::io(format!("copying {}", p.display()));
     std::fs::create_dir_all(to).map_err(failed(to))?;
     std::os::unix::fs::chown(to, Some(uid), Some(gid)).map_err(failed(to))?;
@@ -749,7 +809,8 @@ fn copy_tree(from: &Path, to: &Path, uid: u32, gid: u32) -> Result<(), ImageErro
     for entry in listing {
         let entry = entry.map_err(failed(from))?;
         let name = entry.file_name();
-        if name == ".git" {
+        let inner = relative.join(&name);
+        if name == ".git" || ignore.0.is_match(&inner) {
             continue;
         }
         let (source, target) = (entry.path(), to.join(&name));
@@ -760,7 +821,7 @@ fn copy_tree(from: &Path, to: &Path, uid: u32, gid: u32) -> Result<(), ImageErro
             std::os::unix::fs::symlink(link, &target).map_err(failed(&target))?;
             std::os::unix::fs::lchown(&target, Some(uid), Some(gid)).map_err(failed(&target))?;
         } else if meta.is_dir() {
-            copy_tree(&source, &target, uid, gid)?;
+            copy_dir(&source, &target, &inner, uid, gid, ignore)?;
             std::fs::set_permissions(
                 &target,
                 std::fs::Permissions::from_mode(meta.mode() & 0o7777),
@@ -936,6 +997,46 @@ mod tests {
         );
         let elsewhere = excluded_paths(&task(), Path::new("/tmp/x/rootfs"), &[Path::new("/work")]);
         assert_eq!(elsewhere.len(), NOT_BUILT.len());
+    }
+
+    #[test]
+    fn s2iignore_leaves_files_out_of_the_source_copy() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let source = dir.path().join("src");
+        std::fs::create_dir_all(source.join("logs/old")).expect("dirs");
+        for file in [
+            "app.sh",
+            "debug.log",
+            "logs/run.log",
+            "logs/old/x",
+            "keep.txt",
+        ] {
+            std::fs::write(source.join(file), "x").expect("file");
+        }
+        std::fs::write(
+            source.join(".s2iignore"),
+            "# not needed in the image\n*.log\nlogs/old/\n",
+        )
+        .expect("ignore");
+        let ignore = Ignore::read(&source).expect("valid");
+        let target = dir.path().join("dst");
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        copy_tree(&source, &target, uid, gid, &ignore).expect("copy");
+        assert!(target.join("app.sh").is_file() && target.join("keep.txt").is_file());
+        assert!(!target.join("debug.log").exists(), "*.log: the top level's");
+        assert!(
+            target.join("logs/run.log").is_file(),
+            "*.log does not reach into logs/"
+        );
+        assert!(
+            !target.join("logs/old").exists(),
+            "a directory pattern drops it whole"
+        );
+        std::fs::write(source.join(".s2iignore"), "[oops\n").expect("ignore");
+        assert!(Ignore::read(&source).is_err());
     }
 
     #[test]
