@@ -68,6 +68,64 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// A Kubernetes Deployment's rollout history, and rolling it back.
+    Deploy {
+        #[command(subcommand)]
+        command: DeployCommand,
+    },
+    /// Container images Gantry itself needs.
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImagesCommand {
+    /// Build the runner image Kubernetes Jobs copy gantry-runner from (B2I, no Docker daemon)
+    /// and push it; prints the pinned image to give `gantry serve --runner-image`.
+    BuildRunner(BuildRunnerArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BuildRunnerArgs {
+    /// The base image (any image; the runner needs none of its files).
+    #[arg(long)]
+    pub base: String,
+    /// Where to push, e.g. registry.example.com/gantry/gantry-runner:0.1.0.
+    #[arg(long)]
+    pub output: String,
+    /// The gantry-runner binary (default: the one next to gantry). Build it statically
+    /// (`--target x86_64-unknown-linux-musl`) to run in stage images of any libc.
+    #[arg(long)]
+    pub runner: Option<PathBuf>,
+    /// A registry (`host[:port]`) to reach over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// A docker config.json with registry credentials.
+    #[arg(long, env = "GANTRY_REGISTRY_AUTH")]
+    pub registry_auth: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeployCommand {
+    /// The revisions of NAMESPACE/NAME, as `kubectl rollout history` shows them.
+    History {
+        /// The Deployment, as NAMESPACE/NAME (one a pipeline of --project deploys to).
+        target: String,
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
+    /// Roll NAMESPACE/NAME back, as `kubectl rollout undo` does.
+    Undo {
+        /// The Deployment, as NAMESPACE/NAME (one a pipeline of --project deploys to).
+        target: String,
+        /// The revision to go back to (default: the one before the current).
+        #[arg(long, default_value_t = 0)]
+        to_revision: i64,
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
 }
 
 /// The engine the client commands talk to.
@@ -238,6 +296,72 @@ pub struct ServeArgs {
     pub engine_id: Option<String>,
     #[command(flatten)]
     pub engine: EngineArgs,
+    #[command(flatten)]
+    pub kubernetes: KubeArgs,
+}
+
+/// Where stages run, and the cluster for Jobs and deploys.
+#[derive(clap::Args, Debug)]
+pub struct KubeArgs {
+    /// Where stage attempts run: `local` processes or `kubernetes` Jobs.
+    #[arg(long, env = "GANTRY_EXECUTOR", default_value = "local")]
+    pub executor: String,
+    /// A kubeconfig file (default: in-cluster config, else KUBECONFIG or ~/.kube/config).
+    #[arg(long, env = "GANTRY_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, env = "GANTRY_KUBE_CONTEXT")]
+    pub kube_context: Option<String>,
+    /// Namespace for Jobs of pipelines that name none (default: the context's namespace).
+    #[arg(long, env = "GANTRY_KUBE_NAMESPACE")]
+    pub kube_namespace: Option<String>,
+    /// The image holding gantry-runner (see `gantry images build-runner`).
+    #[arg(
+        long,
+        env = "GANTRY_RUNNER_IMAGE",
+        default_value = "gantry-runner:latest"
+    )]
+    pub runner_image: String,
+    /// The image `steps` stages run in when they name none.
+    #[arg(
+        long,
+        env = "GANTRY_DEFAULT_IMAGE",
+        default_value = "debian:bookworm-slim"
+    )]
+    pub default_image: String,
+    /// How many stages this engine runs as Jobs at once.
+    #[arg(long, default_value_t = 64)]
+    pub kube_slots: usize,
+    /// Seconds finished Jobs are kept (ttlSecondsAfterFinished).
+    #[arg(long, default_value_t = 3600)]
+    pub job_ttl_secs: i32,
+    /// Seconds a stage's pod may wait for a node before the attempt fails.
+    #[arg(long, default_value_t = 300)]
+    pub unschedulable_secs: u64,
+}
+
+impl KubeArgs {
+    /// Kubernetes settings when the engine should talk to a cluster: the Kubernetes
+    /// executor, a kubeconfig, or running inside a cluster (deploy stages need one).
+    pub fn settings(&self) -> Option<crate::executor::kubernetes::KubeSettings> {
+        let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+        if self.executor != "kubernetes" && self.kubeconfig.is_none() && !in_cluster {
+            return None;
+        }
+        Some(crate::executor::kubernetes::KubeSettings {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.kube_context.clone(),
+            namespace: self.kube_namespace.clone(),
+            jobs: crate::executor::kubernetes::job::JobSettings {
+                runner_image: self.runner_image.clone(),
+                default_image: self.default_image.clone(),
+                ttl_secs: self.job_ttl_secs,
+                ..crate::executor::kubernetes::job::JobSettings::default()
+            },
+            slots: self.kube_slots.max(1),
+            unschedulable_after: std::time::Duration::from_secs(self.unschedulable_secs),
+        })
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -303,6 +427,20 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Secret {
             command: SecretCommand::List { project },
         } => block_on(commands::list_secrets(project)),
+        Command::Deploy {
+            command: DeployCommand::History { target, project },
+        } => block_on(commands::deploy_history(target, project)),
+        Command::Deploy {
+            command:
+                DeployCommand::Undo {
+                    target,
+                    to_revision,
+                    project,
+                },
+        } => block_on(commands::deploy_undo(target, to_revision, project)),
+        Command::Images {
+            command: ImagesCommand::BuildRunner(args),
+        } => block_on(build_runner(args)),
         Command::Validate { files, plan } => validate(&files, plan),
         Command::Schema => {
             let schema = crate::pipeline::schema::schema();
@@ -399,6 +537,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
     config.listen = args.listen;
     config.public_url = args.public_url;
     config.engine_id = args.engine_id;
+    config.executor = args.kubernetes.executor.clone();
+    config.kubernetes = args.kubernetes.settings();
     let server = match crate::server::Server::start(config).await {
         Ok(server) => server,
         Err(e) => {
@@ -411,6 +551,30 @@ async fn serve(args: ServeArgs) -> ExitCode {
     eprintln!("gantry: stopping");
     server.stop().await;
     ExitCode::SUCCESS
+}
+
+async fn build_runner(args: BuildRunnerArgs) -> ExitCode {
+    use crate::executor::kubernetes::runner_image::{RunnerImage, build};
+    let image = RunnerImage {
+        runner: args
+            .runner
+            .unwrap_or_else(crate::executor::local::default_runner_path),
+        base: args.base,
+        output: args.output,
+        insecure_registries: args.insecure_registries,
+        registry_auth: args.registry_auth,
+    };
+    let say = |line: &str| eprintln!("{line}");
+    match build(&image, &say).await {
+        Ok(pushed) => {
+            println!("{}", pushed.pinned);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gantry: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -452,6 +452,42 @@ impl Client {
         self.json(self.request(Method::GET, &["projects", project, "secrets"]))
             .await
     }
+
+    pub async fn deploy_history(
+        &self,
+        project: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<crate::deploy::history::Revision>, ClientError> {
+        self.json(self.request(
+            Method::GET,
+            &[
+                "projects",
+                project,
+                "deployments",
+                namespace,
+                name,
+                "history",
+            ],
+        ))
+        .await
+    }
+
+    pub async fn deploy_undo(
+        &self,
+        project: &str,
+        namespace: &str,
+        name: &str,
+        to_revision: i64,
+    ) -> Result<crate::deploy::history::Undone, ClientError> {
+        let request = self
+            .request(
+                Method::POST,
+                &["projects", project, "deployments", namespace, name, "undo"],
+            )
+            .json(&serde_json::json!({ "to_revision": to_revision }));
+        self.json(request).await
+    }
 }
 
 #[cfg(test)]

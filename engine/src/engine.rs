@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
 
 use crate::executor::Executor;
+use crate::executor::kubernetes::{KubeError, KubeExecutor, KubeSettings};
 use crate::executor::local::{LocalConfig, LocalExecutor, default_runner_path};
 use crate::pipeline::Plan;
 use crate::secret::SecretKey;
@@ -46,6 +47,10 @@ pub struct Config {
     /// A docker `config.json` with registry credentials for image stages (a stage's
     /// `REGISTRY_AUTH` secret overrides it per registry).
     pub registry_auth: Option<PathBuf>,
+    /// Where new stage attempts run: `local` or `kubernetes`.
+    pub executor: String,
+    /// A Kubernetes cluster to run stages in (executor `kubernetes`) and deploy to.
+    pub kubernetes: Option<KubeSettings>,
 }
 
 impl Default for Config {
@@ -65,6 +70,8 @@ impl Default for Config {
             source_dir: None,
             insecure_registries: Vec::new(),
             registry_auth: None,
+            executor: "local".into(),
+            kubernetes: None,
         }
     }
 }
@@ -78,6 +85,10 @@ pub struct Engine {
     pub tokens: TokenKey,
     pub secrets: SecretKey,
     pub executors: HashMap<&'static str, Arc<dyn Executor>>,
+    /// The Kubernetes executor, when the engine has a cluster (also for reconciling its Jobs).
+    pub kube_executor: Option<Arc<KubeExecutor>>,
+    /// The cluster deploy stages roll out to.
+    pub kube: Option<kube::Client>,
     /// Wakes this process's scheduler (fed by LISTEN on the wake channel).
     pub wake: Notify,
     /// New log lines stored for a stage run (fed by LISTEN on the logs channel).
@@ -95,6 +106,12 @@ pub enum EngineError {
     Secret(#[from] crate::secret::SecretError),
     #[error("the stored pipeline version {0} no longer parses: {1}")]
     BadStoredPipeline(VersionId, String),
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    #[error("unknown executor `{0}` (expected `local` or `kubernetes`)")]
+    UnknownExecutor(String),
+    #[error("the `kubernetes` executor needs a cluster: give a kubeconfig or run in a cluster")]
+    NoCluster,
 }
 
 impl Engine {
@@ -131,6 +148,35 @@ impl Engine {
         });
         let mut executors: HashMap<&'static str, Arc<dyn Executor>> = HashMap::new();
         executors.insert(local.name(), Arc::new(local));
+        let (kube_executor, kube) = match &config.kubernetes {
+            Some(settings) => {
+                let mut settings = settings.clone();
+                settings.jobs.kill_grace_secs = config.kill_grace_secs;
+                // A cluster asked for (the Kubernetes executor, a kubeconfig) must work; one
+                // only found in the environment (running in a pod) is a convenience for deploys.
+                let required = config.executor == "kubernetes" || settings.kubeconfig.is_some();
+                match KubeExecutor::connect(settings).await {
+                    Ok((executor, client)) => {
+                        let executor = Arc::new(executor);
+                        executors
+                            .insert(executor.name(), Arc::clone(&executor) as Arc<dyn Executor>);
+                        (Some(executor), Some(client))
+                    }
+                    Err(e) if !required => {
+                        tracing::warn!(error = %e, "no Kubernetes cluster: deploy stages will fail");
+                        (None, None)
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => (None, None),
+        };
+        match config.executor.as_str() {
+            "local" => {}
+            "kubernetes" if kube.is_some() => {}
+            "kubernetes" => return Err(EngineError::NoCluster),
+            other => return Err(EngineError::UnknownExecutor(other.to_owned())),
+        }
         let id = config.engine_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             format!("{}:{}", host.trim(), config.listen.port())
@@ -143,6 +189,8 @@ impl Engine {
             tokens: TokenKey::new(token_key),
             secrets,
             executors,
+            kube_executor,
+            kube,
             wake: Notify::new(),
             logs,
             metrics: crate::http::metrics::Metrics::default(),
@@ -177,6 +225,9 @@ impl Engine {
 
     /// The executor new stage attempts go to.
     pub fn default_executor(&self) -> &'static str {
-        "local"
+        match self.config.executor.as_str() {
+            "kubernetes" => "kubernetes",
+            _ => "local",
+        }
     }
 }

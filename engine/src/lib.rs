@@ -4,6 +4,7 @@
 pub mod access;
 pub mod cli;
 pub mod client;
+pub mod deploy;
 pub mod engine;
 pub mod executor;
 pub mod http;

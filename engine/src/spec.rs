@@ -369,3 +369,139 @@ fn image_task(
 fn base_name(key: &str) -> &str {
     key.split_once('[').map_or(key, |(name, _)| name)
 }
+
+/// What an executor that runs stages in containers needs for `stage_run`'s current attempt:
+/// the image, resources, services and Kubernetes options, with templates rendered.
+pub async fn pod_request(
+    engine: &Engine,
+    stage_run: StageRunId,
+) -> Result<crate::executor::PodRequest, RunError> {
+    use crate::executor::{PodRequest, Quantities, ServiceRequest};
+    let pool = &engine.store.pool;
+    let row = stages::get(pool, stage_run).await?;
+    let run = runs::get(pool, row.run_id).await?;
+    let plan = engine.plan(run.version_id).await?;
+    let index = usize::try_from(row.plan_index).unwrap_or(usize::MAX);
+    let planned = plan
+        .stages
+        .get(index)
+        .ok_or_else(|| RunError::Conflict(format!("stage `{}` is not in its plan", row.key)))?;
+    let stage = plan.stage(planned);
+    let context: RunContext = serde_json::from_value(run.context.clone()).unwrap_or_default();
+    let params: HashMap<String, String> =
+        serde_json::from_value(run.params.clone()).unwrap_or_default();
+    let images = if stage.image.as_ref().is_some_and(|t| !t.is_literal())
+        || stage.services.iter().any(|s| !s.image.is_literal())
+    {
+        stages::for_run(pool, row.run_id)
+            .await?
+            .iter()
+            .filter_map(|s| Some((base_name(&s.key).to_owned(), s.image.clone()?)))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let scope = Scope {
+        params,
+        context: &context,
+        run: &run,
+        images,
+        matrix: &planned.matrix,
+    };
+    let quantities = |q: &crate::pipeline::Quantities| Quantities {
+        cpu: q.cpu.as_ref().map(|s| s.value.clone()),
+        memory: q.memory.as_ref().map(|s| s.value.clone()),
+    };
+    let mut services = Vec::new();
+    for service in &stage.services {
+        let mut env = Vec::new();
+        scope.render_env(&service.env, &mut env)?;
+        services.push(ServiceRequest {
+            name: service.name.value.clone(),
+            image: scope.render(&service.image)?,
+            env,
+            command: service.command.clone(),
+            ports: service.ports.iter().map(|p| (p.number, p.udp)).collect(),
+        });
+    }
+    Ok(PodRequest {
+        project: run.project.clone(),
+        pipeline: run.pipeline.clone(),
+        image: stage.image.as_ref().map(|t| scope.render(t)).transpose()?,
+        timeout_secs: stage.timeout.as_ref().map(|t| t.value.as_secs().max(1)),
+        requests: quantities(&stage.resources.requests),
+        limits: quantities(&stage.resources.limits),
+        services,
+        kubernetes: plan.pipeline.kubernetes.merged(&stage.kubernetes),
+    })
+}
+
+/// A `deploy` stage with its templates rendered, for the engine to carry out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeployRequest {
+    pub namespace: String,
+    pub deployment: String,
+    pub container: Option<String>,
+    pub image: String,
+    pub change_cause: Option<String>,
+    pub timeout: std::time::Duration,
+    pub rollback_on_failure: bool,
+}
+
+/// How long a deploy waits for its rollout when neither `deploy.timeout` nor the stage's
+/// `timeout` says (kubectl waits forever; a stage should not).
+pub const DEFAULT_DEPLOY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+pub async fn deploy_request(
+    engine: &Engine,
+    stage_run: StageRunId,
+) -> Result<DeployRequest, RunError> {
+    let pool = &engine.store.pool;
+    let row = stages::get(pool, stage_run).await?;
+    let run = runs::get(pool, row.run_id).await?;
+    let plan = engine.plan(run.version_id).await?;
+    let index = usize::try_from(row.plan_index).unwrap_or(usize::MAX);
+    let planned = plan
+        .stages
+        .get(index)
+        .ok_or_else(|| RunError::Conflict(format!("stage `{}` is not in its plan", row.key)))?;
+    let stage = plan.stage(planned);
+    let StageKind::Deploy(deploy) = &stage.kind else {
+        return Err(RunError::Conflict(format!(
+            "stage `{}` is not a deploy stage",
+            row.key
+        )));
+    };
+    let context: RunContext = serde_json::from_value(run.context.clone()).unwrap_or_default();
+    let params: HashMap<String, String> =
+        serde_json::from_value(run.params.clone()).unwrap_or_default();
+    let images = stages::for_run(pool, row.run_id)
+        .await?
+        .iter()
+        .filter_map(|s| Some((base_name(&s.key).to_owned(), s.image.clone()?)))
+        .collect();
+    let scope = Scope {
+        params,
+        context: &context,
+        run: &run,
+        images,
+        matrix: &planned.matrix,
+    };
+    Ok(DeployRequest {
+        namespace: deploy.namespace.clone(),
+        deployment: deploy.deployment.clone(),
+        container: deploy.container.clone(),
+        image: scope.render(&deploy.image)?,
+        change_cause: deploy
+            .change_cause
+            .as_ref()
+            .map(|t| scope.render(t))
+            .transpose()?,
+        timeout: deploy
+            .timeout
+            .as_ref()
+            .or(stage.timeout.as_ref())
+            .map_or(DEFAULT_DEPLOY_TIMEOUT, |t| t.value),
+        rollback_on_failure: deploy.rollback_on_failure,
+    })
+}

@@ -11,7 +11,8 @@ use gantry_runner::wire::{ENV_ENGINE_URL, ENV_TOKEN, ENV_WORKSPACE};
 fn usage() -> String {
     format!(
         "gantry-runner {}: runs one Gantry stage attempt and reports to the engine.\n\
-         It takes no arguments; the engine's executor sets:\n  \
+         It takes no arguments (`gantry-runner install PATH` copies it to PATH);\n\
+         the engine's executor sets:\n  \
          {ENV_ENGINE_URL}  the engine, http://host:port\n  \
          {ENV_TOKEN}  the stage attempt's token\n  \
          {ENV_WORKSPACE}  where steps run (default: the current directory)\n  \
@@ -22,6 +23,32 @@ fn usage() -> String {
     )
 }
 
+/// Copies this binary to `target` (via a temporary name, so a reader never sees half a file).
+fn install(target: &std::path::Path) -> ExitCode {
+    use std::os::unix::fs::PermissionsExt;
+    let copy = || -> std::io::Result<()> {
+        let me = std::env::current_exe()?;
+        let partial = target.with_extension("partial");
+        std::fs::copy(&me, &partial)?;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&partial, target)
+    };
+    match copy() {
+        Ok(()) => {
+            println!(
+                "gantry-runner {} installed at {}",
+                env!("CARGO_PKG_VERSION"),
+                target.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gantry-runner install: {}: {e}", target.display());
+            RunnerExit::Usage.into()
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let started = tokio::time::Instant::now();
     match std::env::args().nth(1).as_deref() {
@@ -29,6 +56,17 @@ fn main() -> ExitCode {
         Some("--version" | "-V") => {
             println!("gantry-runner {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
+        }
+        // `gantry-runner install PATH`: what a Kubernetes Job's init container runs to copy the
+        // runner out of its image into a volume the stage's own image mounts.
+        Some("install") => {
+            return match std::env::args().nth(2) {
+                Some(target) => install(std::path::Path::new(&target)),
+                None => {
+                    eprintln!("gantry-runner install: give the path to copy the runner to");
+                    RunnerExit::Usage.into()
+                }
+            };
         }
         Some("--help" | "-h") => {
             println!("{}", usage());

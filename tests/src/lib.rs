@@ -13,6 +13,7 @@ use gantry::server::Server;
 use gantry::store::{RunId, RunStatus, runs, stages};
 
 pub mod image_tools;
+pub mod kube;
 pub mod proc;
 pub mod registry;
 pub mod serve;

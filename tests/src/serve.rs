@@ -21,6 +21,8 @@ pub struct EngineProcess {
     database_url: String,
     pub data_dir: PathBuf,
     slots: usize,
+    /// More `gantry serve` arguments (e.g. the Kubernetes executor's).
+    extra: Vec<String>,
     starts: u32,
     // Declared last: dropped after the engine is killed, it kills the runners and steps left.
     _reaper: Reaper,
@@ -35,6 +37,17 @@ impl EngineProcess {
         engine_id: &str,
         slots: usize,
     ) -> EngineProcess {
+        Self::start_with(database_url, data_dir, engine_id, slots, Vec::new()).await
+    }
+
+    /// As [`EngineProcess::start`], with more `gantry serve` arguments.
+    pub async fn start_with(
+        database_url: &str,
+        data_dir: &Path,
+        engine_id: &str,
+        slots: usize,
+        extra: Vec<String>,
+    ) -> EngineProcess {
         std::fs::create_dir_all(data_dir).expect("engine data dir");
         let mut engine = EngineProcess {
             child: None,
@@ -43,6 +56,7 @@ impl EngineProcess {
             database_url: database_url.to_owned(),
             data_dir: data_dir.to_path_buf(),
             slots,
+            extra,
             starts: 0,
             _reaper: Reaper::new(data_dir),
         };
@@ -90,6 +104,7 @@ impl EngineProcess {
             .args(["--slots", &self.slots.to_string()])
             .arg("--runner")
             .arg(crate::runner_bin())
+            .args(&self.extra)
             .env_remove("DATABASE_URL")
             .env("GANTRY_LOG", "info,sqlx=warn,tower_http=warn")
             // Working in its data directory puts the engine in its Reaper's reach too.

@@ -8,6 +8,8 @@ use std::time::Duration;
 use gantry::client::sse;
 use gantry::http::openapi::{ROUTES, document};
 use gantry::store::RunId;
+use gantry_tests::kube::StandIn;
+use gantry_tests::kube::store::Kind;
 use gantry_tests::{TestEngine, assert_succeeded};
 use serde_json::{Value, json};
 
@@ -54,9 +56,68 @@ async fn engine_with_a_finished_run() -> (TestEngine, RunId) {
     (app, run.run_id)
 }
 
+/// A pipeline deploying to `demo/documented` on a stand-in cluster, whose Deployment has two
+/// revisions, so the deployment routes have something to show and to undo.
+const DEPLOYING: &str = "name: documented-deploy
+stages:
+  - name: rollout
+    deploy:
+      namespace: demo
+      deployment: documented
+      image: web:2
+";
+
+async fn a_deployment_with_two_revisions(app: &TestEngine, standin: &StandIn) {
+    app.apply(DEPLOYING).await;
+    standin.create(
+        Kind::Deployment,
+        "demo",
+        json!({
+            "metadata": {"name": "documented"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "documented"}},
+                "template": {
+                    "metadata": {"labels": {"app": "documented"}},
+                    "spec": {"containers": [{"name": "web", "image": "web:1"}]}
+                }
+            }
+        }),
+    );
+    standin
+        .wait_for("the first revision", Kind::ReplicaSet, WAIT, |sets| {
+            sets.len() == 1
+        })
+        .await;
+    standin
+        .cluster
+        .store
+        .update(Kind::Deployment, "demo", "documented", |d| {
+            d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:2");
+            Ok(())
+        })
+        .expect("a second revision");
+    standin
+        .wait_for("the second revision", Kind::ReplicaSet, WAIT, |sets| {
+            sets.len() == 2
+        })
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_route_answers_as_documented() {
-    let (app, run) = engine_with_a_finished_run().await;
+    // Stages run locally; the stand-in cluster is there for the deployment routes.
+    let standin = StandIn::for_tests().await;
+    let app = TestEngine::start_with(|c| {
+        standin.configure(c);
+        c.executor = "local".into();
+    })
+    .await;
+    let name = app.apply(PIPELINE).await;
+    let triggered = app.trigger(&name, &[]).await;
+    let (run_row, _) = app.wait_for_run(triggered.run_id, WAIT).await;
+    assert_succeeded(&run_row);
+    let run = triggered.run_id;
+    a_deployment_with_two_revisions(&app, &standin).await;
     let http = app.http();
     let served: Value = http
         .get(format!("{}/api/openapi.json", app.url()))
@@ -106,6 +167,7 @@ async fn every_documented_route_answers_as_documented() {
             .replace("users/{name}", "users/member")
             .replace("tokens/{id}", &format!("tokens/{spare}"))
             .replace("secrets/{name}", "secrets/TOKEN")
+            .replace("{namespace}", "demo")
             .replace("{name}", "documented")
             .replace("{id}", &run.to_string())
             .replace("{key}", "build");

@@ -291,6 +291,66 @@ pub async fn list_secrets(project: ProjectArgs) -> ExitCode {
     .await
 }
 
+fn deploy_target(target: &str) -> Result<(&str, &str), ExitCode> {
+    crate::deploy::parse_target(target)
+        .ok_or_else(|| usage(&format!("`{target}` is not NAMESPACE/NAME")))
+}
+
+pub async fn deploy_history(target: String, project: ProjectArgs) -> ExitCode {
+    let (namespace, name) = match deploy_target(&target) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let project_name = project.project.clone();
+    with_client(&project.server, |client| async move {
+        let revisions = client
+            .deploy_history(&project_name, namespace, name)
+            .await?;
+        out(format!("deployment.apps/{name}"));
+        out(format!(
+            "{:<10} {:<8} {:<40} IMAGES",
+            "REVISION", "CURRENT", "CHANGE-CAUSE"
+        ));
+        for r in &revisions {
+            out(format!(
+                "{:<10} {:<8} {:<40} {}",
+                r.revision,
+                if r.current { "*" } else { "" },
+                r.change_cause.as_deref().unwrap_or("<none>"),
+                r.images.join(",")
+            ));
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+pub async fn deploy_undo(target: String, to_revision: i64, project: ProjectArgs) -> ExitCode {
+    let (namespace, name) = match deploy_target(&target) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let project_name = project.project.clone();
+    with_client(&project.server, |client| async move {
+        let undone = client
+            .deploy_undo(&project_name, namespace, name, to_revision)
+            .await?;
+        if undone.changed {
+            out(format!(
+                "deployment.apps/{name} rolled back to revision {}",
+                undone.to_revision
+            ));
+        } else {
+            out(format!(
+                "deployment.apps/{name}: skipped rollback (current template already matches revision {})",
+                undone.to_revision
+            ));
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
-//! Executors run stage attempts somewhere: as local processes, or (later) as Kubernetes Jobs.
+//! Executors run stage attempts somewhere: as local processes, or as Kubernetes Jobs.
 //! Whatever the executor, the attempt runs `gantry-runner`, which talks to the engine over HTTP;
 //! the executor only starts it, stops it and tells whether it is still there.
 
+pub mod kubernetes;
 pub mod local;
 
 use async_trait::async_trait;
@@ -18,6 +19,39 @@ pub struct StartRequest {
     pub engine_url: String,
     /// The runner's bearer token, scoped to this attempt.
     pub token: String,
+    /// What the stage's container needs (image, resources, services...), for executors that
+    /// run it in a container ([`Executor::wants_pod`]); `None` for the others.
+    pub pod: Option<PodRequest>,
+}
+
+/// The container side of a stage, with templates already rendered.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodRequest {
+    pub project: String,
+    pub pipeline: String,
+    /// The image the steps run in; `None`: the executor's default.
+    pub image: Option<String>,
+    pub timeout_secs: Option<u64>,
+    pub requests: Quantities,
+    pub limits: Quantities,
+    pub services: Vec<ServiceRequest>,
+    pub kubernetes: crate::pipeline::KubernetesOptions,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Quantities {
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceRequest {
+    pub name: String,
+    pub image: String,
+    pub env: Vec<(String, String)>,
+    pub command: Option<Vec<String>>,
+    /// (port, udp)
+    pub ports: Vec<(u16, bool)>,
 }
 
 /// What an executor can tell about an attempt it started.
@@ -31,6 +65,13 @@ pub enum Observation {
     },
     /// Nothing by that handle exists (any more).
     Gone,
+    /// The executor saw the attempt fail where the runner cannot report it (its image cannot
+    /// be pulled, its pod cannot be scheduled, was OOM-killed, evicted or deleted): `reason`
+    /// is the stage's error; `timed_out` when a deadline ended it.
+    Failed {
+        reason: String,
+        timed_out: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,4 +96,8 @@ pub trait Executor: Send + Sync + 'static {
     /// Stops the attempt: the runner gets a chance to stop its steps, then is killed.
     async fn cancel(&self, handle: &str) -> Result<(), ExecutorError>;
     async fn observe(&self, handle: &str) -> Result<Observation, ExecutorError>;
+    /// Whether `start` needs [`StartRequest::pod`].
+    fn wants_pod(&self) -> bool {
+        false
+    }
 }

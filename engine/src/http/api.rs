@@ -50,6 +50,15 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/users/{name}/password", put(users::set_password))
         .route("/tokens", get(users::list_tokens).post(users::create_token))
         .route("/tokens/{id}", delete(users::delete_token))
+        .route("/projects/{project}/deployments", get(deployment_targets))
+        .route(
+            "/projects/{project}/deployments/{namespace}/{name}/history",
+            get(deployment_history),
+        )
+        .route(
+            "/projects/{project}/deployments/{namespace}/{name}/undo",
+            post(deployment_undo),
+        )
 }
 
 /// A JSON request body whose rejection (malformed JSON, a missing field) is a 422 with the
@@ -81,6 +90,86 @@ pub async fn authorized_run(
     let run = runs::get(&engine.store.pool, run_id(id)?).await?;
     let granted = access::require(&engine.store.pool, who, &run.project, action).await?;
     Ok((run, granted))
+}
+
+fn cluster(engine: &Engine) -> Result<&kube::Client, ApiError> {
+    engine
+        .kube
+        .as_ref()
+        .ok_or_else(|| crate::deploy::DeployError::NoCluster.into())
+}
+
+/// The Deployments the project's pipelines roll out to.
+async fn deployment_targets(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+    Path(project): Path<String>,
+) -> Result<Json<Vec<crate::deploy::Target>>, ApiError> {
+    access::require(&engine.store.pool, &who, &project, Action::Read).await?;
+    Ok(Json(crate::deploy::targets(&engine, &project).await?))
+}
+
+/// Checks `action` in `project`, and that a pipeline of the project deploys to the
+/// Deployment: a project's members steer only their own Deployments.
+async fn authorized_deployment<'e>(
+    engine: &'e Engine,
+    who: &Principal,
+    project: &str,
+    namespace: &str,
+    name: &str,
+    action: Action,
+) -> Result<&'e kube::Client, ApiError> {
+    access::require(&engine.store.pool, who, project, action).await?;
+    let targets = crate::deploy::targets(engine, project).await?;
+    if !targets
+        .iter()
+        .any(|t| t.namespace == namespace && t.deployment == name)
+    {
+        return Err(ApiError::NotFound(format!(
+            "no pipeline of project `{project}` deploys to {namespace}/{name}"
+        )));
+    }
+    cluster(engine)
+}
+
+/// `kubectl rollout history`: the Deployment's revisions, oldest first.
+async fn deployment_history(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+    Path((project, namespace, name)): Path<(String, String, String)>,
+) -> Result<Json<Vec<crate::deploy::history::Revision>>, ApiError> {
+    let client =
+        authorized_deployment(&engine, &who, &project, &namespace, &name, Action::Read).await?;
+    Ok(Json(
+        crate::deploy::history::history(client, &namespace, &name).await?,
+    ))
+}
+
+#[derive(Deserialize, Default)]
+struct UndoRequest {
+    /// 0 (the default): the revision before the current one.
+    #[serde(default)]
+    to_revision: i64,
+}
+
+/// `kubectl rollout undo [--to-revision N]`.
+async fn deployment_undo(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+    Path((project, namespace, name)): Path<(String, String, String)>,
+    body: Option<Json<UndoRequest>>,
+) -> Result<Json<crate::deploy::history::Undone>, ApiError> {
+    let client =
+        authorized_deployment(&engine, &who, &project, &namespace, &name, Action::Deploy).await?;
+    let request = body.map(|Json(b)| b).unwrap_or_default();
+    if request.to_revision < 0 {
+        return Err(ApiError::BadRequest(
+            "`to_revision` must be 0 (the previous revision) or a revision number".into(),
+        ));
+    }
+    Ok(Json(
+        crate::deploy::history::undo(client, &namespace, &name, request.to_revision).await?,
+    ))
 }
 
 fn run_id(text: &str) -> Result<RunId, ApiError> {

@@ -79,6 +79,22 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<crate::deploy::DeployError> for ApiError {
+    fn from(e: crate::deploy::DeployError) -> Self {
+        use crate::deploy::DeployError;
+        match e {
+            DeployError::NotFound(_) | DeployError::NoRevision(_) => {
+                ApiError::NotFound(e.to_string())
+            }
+            DeployError::Paused(_) | DeployError::NoCluster => ApiError::Conflict(e.to_string()),
+            DeployError::NoSuchContainer { .. } | DeployError::WhichContainer { .. } => {
+                ApiError::BadRequest(e.to_string())
+            }
+            DeployError::Kube(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
 impl From<RunError> for ApiError {
     fn from(e: RunError) -> Self {
         match e {

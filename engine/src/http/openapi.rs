@@ -37,6 +37,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/tokens"),
     ("post", "/tokens"),
     ("delete", "/tokens/{id}"),
+    ("get", "/projects/{project}/deployments"),
+    (
+        "get",
+        "/projects/{project}/deployments/{namespace}/{name}/history",
+    ),
+    (
+        "post",
+        "/projects/{project}/deployments/{namespace}/{name}/undo",
+    ),
 ];
 
 pub async fn document_json() -> Json<Value> {
@@ -76,7 +85,8 @@ pub fn document() -> Value {
             { "name": "runs", "description": "Runs and their stages." },
             { "name": "logs", "description": "Stage logs, downloaded or followed live." },
             { "name": "secrets", "description": "Write-only project secrets." },
-            { "name": "access", "description": "Users, API tokens, project members and roles." }
+            { "name": "access", "description": "Users, API tokens, project members and roles." },
+            { "name": "deployments", "description": "Kubernetes Deployments: rollout history and undo." }
         ],
         "security": [{ "token": [] }, { "session": [] }, {}],
         "paths": paths,
@@ -556,9 +566,49 @@ fn operation(method: &str, path: &str) -> Option<Value> {
                 &[("404", "NotFound"), ("422", "Unprocessable")],
             ),
         ),
+        ("get", "/projects/{project}/deployments") => op(
+            "deployments",
+            "deploymentTargets",
+            "The Deployments the project's pipelines roll out to.",
+            &["project"],
+            with_errors(
+                json!({ "200": json_response("The Deployments.", array_of("DeployTarget")) }),
+                &[("404", "NotFound")],
+            ),
+        ),
+        ("get", "/projects/{project}/deployments/{namespace}/{name}/history") => op(
+            "deployments",
+            "deploymentHistory",
+            "A Deployment's revisions (`kubectl rollout history`), oldest first.",
+            &["project", "namespace", "deployment"],
+            with_errors(
+                json!({ "200": json_response("The revisions.", array_of("Revision")) }),
+                DEPLOY_ERRORS,
+            ),
+        ),
+        ("post", "/projects/{project}/deployments/{namespace}/{name}/undo") => with_body(
+            op(
+                "deployments",
+                "undoDeployment",
+                "Roll a Deployment back to an earlier revision (`kubectl rollout undo`).",
+                &["project", "namespace", "deployment"],
+                with_errors(
+                    json!({ "200": json_response("What was put back.", schema_ref("Undone")) }),
+                    DEPLOY_ERRORS,
+                ),
+            ),
+            json_body("UndoRequest", "The revision to go back to."),
+        ),
         _ => return None,
     })
 }
+
+/// No such Deployment or revision (or none of the project's); paused, or no cluster.
+const DEPLOY_ERRORS: &[(&str, &str)] = &[
+    ("404", "NotFound"),
+    ("409", "Conflict"),
+    ("422", "Unprocessable"),
+];
 
 fn parameters() -> Value {
     let path = |name: &str, description: &str, schema: Value| json!({ "name": name, "in": "path", "required": true, "description": description, "schema": schema });
@@ -578,6 +628,8 @@ fn parameters() -> Value {
             "The stage's key: its name, with the matrix values for a matrix instance (`test[os=linux]`).",
             json!({ "type": "string" })
         ),
+        "namespace": path("namespace", "The Kubernetes namespace.", json!({ "type": "string" })),
+        "deployment": path("name", "The Deployment's name.", json!({ "type": "string" })),
         "file": query("file", "The file name shown in validation messages (default `.gantry.yaml`).", json!({ "type": "string" })),
         "before": query("before", "Only runs with a smaller id (to page backwards).", json!({ "type": "integer", "format": "int64" })),
         "limit": query("limit", "How many runs (1-500, default 50).", json!({ "type": "integer", "minimum": 1, "maximum": 500, "default": 50 })),
@@ -800,6 +852,39 @@ fn schemas() -> Value {
                 "failed_only": { "type": "boolean", "default": false, "description": "Keep the results of stages that succeeded." }
             }
         },
+        "UndoRequest": {
+            "type": "object",
+            "properties": {
+                "to_revision": { "type": "integer", "format": "int64", "minimum": 0, "default": 0, "description": "The revision to go back to; 0: the one before the current." }
+            }
+        },
+        "Revision": object(
+            "One revision of a Deployment: a ReplicaSet it controls.",
+            json!({
+                "revision": id(),
+                "replica_set": text(),
+                "change_cause": opt_text(),
+                "images": { "type": "array", "items": text(), "description": "`container=image` for each container." },
+                "current": { "type": "boolean" },
+                "created": opt_text()
+            }),
+        ),
+        "DeployTarget": object(
+            "A Deployment one of the project's pipelines rolls out to.",
+            json!({
+                "namespace": text(),
+                "deployment": text(),
+                "pipeline": text(),
+                "stage": text()
+            }),
+        ),
+        "Undone": object(
+            "The outcome of an undo.",
+            json!({
+                "to_revision": id(),
+                "changed": { "type": "boolean", "description": "False when the Deployment already ran that revision's template." }
+            }),
+        ),
         "ApprovalRequest": {
             "type": "object",
             "properties": {

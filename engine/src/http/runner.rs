@@ -299,12 +299,19 @@ async fn complete(
             completion.lines, row.log_lines
         )));
     }
-    let status = match completion.outcome {
+    let mut status = match completion.outcome {
         Outcome::Succeeded => StageStatus::Succeeded,
         Outcome::Failed => StageStatus::Failed,
         Outcome::Cancelled => StageStatus::Cancelled,
         Outcome::TimedOut => StageStatus::TimedOut,
     };
+    let mut reason = completion.reason.clone();
+    if status == StageStatus::Cancelled
+        && !row.cancel_requested
+        && let Some((why_status, why)) = stopped_from_outside(&engine, &row).await
+    {
+        (status, reason) = (why_status, Some(why));
+    }
     let mut tx = engine.store.pool.begin().await?;
     if let (Outcome::Succeeded, Some(image)) = (completion.outcome, &completion.image) {
         stages::set_image(&mut *tx, grant.stage_run, grant.attempt, image).await?;
@@ -314,7 +321,7 @@ async fn complete(
         grant.stage_run,
         grant.attempt,
         status,
-        completion.reason.as_deref(),
+        reason.as_deref(),
     )
     .await?;
     store::wake(&mut *tx).await?;
@@ -333,6 +340,27 @@ async fn complete(
             Ok(StatusCode::NO_CONTENT)
         }
         None => Err(stale(&grant)),
+    }
+}
+
+/// A runner that stops as cancelled although nobody cancelled its stage was stopped from
+/// outside (its pod deleted, its Job past its deadline): the executor may tell why, and that
+/// is the stage's outcome rather than a cancel.
+async fn stopped_from_outside(
+    engine: &Engine,
+    row: &stages::StageRunRow,
+) -> Option<(StageStatus, String)> {
+    let (name, handle) = (row.executor.as_deref()?, row.executor_handle.as_deref()?);
+    match engine.executor(name)?.observe(handle).await {
+        Ok(crate::executor::Observation::Failed { reason, timed_out }) => Some((
+            if timed_out {
+                StageStatus::TimedOut
+            } else {
+                StageStatus::Failed
+            },
+            reason,
+        )),
+        _ => None,
     }
 }
 

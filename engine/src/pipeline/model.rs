@@ -36,6 +36,67 @@ pub struct Pipeline {
     /// Stages that run after all others have ended, whatever their outcome.
     pub finally: Vec<Stage>,
     pub concurrency: Option<Concurrency>,
+    /// Where and how stages run when the engine runs them as Kubernetes Jobs.
+    pub kubernetes: KubernetesOptions,
+}
+
+/// The `kubernetes:` section of a pipeline or a stage: what a stage's Job gets. A stage's
+/// section adds to the pipeline's (its values win); `namespace` is the pipeline's only.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KubernetesOptions {
+    pub namespace: Option<String>,
+    pub service_account: Option<String>,
+    pub node_selector: Vec<(String, String)>,
+    pub tolerations: Vec<Toleration>,
+    pub image_pull_secrets: Vec<String>,
+    /// Environment variables taken from Kubernetes Secrets by the kubelet (the values never
+    /// pass through Gantry).
+    pub secret_env: Vec<KubeSecretEnv>,
+}
+
+impl KubernetesOptions {
+    /// The pipeline's options with a stage's on top.
+    pub fn merged(&self, stage: &KubernetesOptions) -> KubernetesOptions {
+        let mut out = self.clone();
+        if stage.service_account.is_some() {
+            out.service_account = stage.service_account.clone();
+        }
+        for (k, v) in &stage.node_selector {
+            out.node_selector.retain(|(key, _)| key != k);
+            out.node_selector.push((k.clone(), v.clone()));
+        }
+        out.tolerations.extend(stage.tolerations.iter().cloned());
+        for secret in &stage.image_pull_secrets {
+            if !out.image_pull_secrets.contains(secret) {
+                out.image_pull_secrets.push(secret.clone());
+            }
+        }
+        for env in &stage.secret_env {
+            out.secret_env.retain(|e| e.env != env.env);
+            out.secret_env.push(env.clone());
+        }
+        out
+    }
+}
+
+/// A Kubernetes toleration, as the Pod API spells it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Toleration {
+    pub key: Option<String>,
+    /// `Equal` or `Exists`.
+    pub operator: Option<String>,
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: Option<String>,
+    pub toleration_seconds: Option<i64>,
+}
+
+/// `VAR: secret-name/key`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubeSecretEnv {
+    pub env: String,
+    pub secret: String,
+    pub key: String,
 }
 
 /// Runs in the same group never overlap: a newer run either waits for the older ones or, with
@@ -244,6 +305,7 @@ pub struct Stage {
     pub secrets: Vec<SecretRef>,
     pub approval: Option<Approval>,
     pub allow_failure: bool,
+    pub kubernetes: KubernetesOptions,
 }
 
 #[derive(Clone, Debug)]

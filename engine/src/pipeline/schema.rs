@@ -7,6 +7,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::decode::kubernetes::{KUBERNETES_KEYS, STAGE_KUBERNETES_KEYS, TOLERATION_KEYS};
 use super::decode::stage::{
     APPROVAL_KEYS, B2I_KEYS, CACHE_KEYS, DEPLOY_KEYS, QUANTITY_KEYS, RESOURCES_KEYS, S2I_KEYS,
     SERVICE_KEYS, STAGE_KEYS, STEP_KEYS,
@@ -82,6 +83,10 @@ pub fn schema() -> Value {
                 ),
             }),
             "Keeps runs of one group from overlapping.",
+        ),
+        "kubernetes" => doc(
+            r("kubernetes"),
+            "What every stage's Kubernetes Job gets (namespace, service account, scheduling, secrets).",
         ),
         _ => doc(
             json!({ "type": "array", "items": r("stage") }),
@@ -184,8 +189,33 @@ pub fn schema() -> Value {
             _ => string(),
         })] })
         }
+        "kubernetes" => doc(
+            r("stage_kubernetes"),
+            "What this stage's Kubernetes Job gets, on top of the pipeline's `kubernetes`.",
+        ),
         _ => boolean(),
     });
+
+    let kube_field = |k: &str| match k {
+        "namespace" => doc(string(), "The namespace the pipeline's Jobs run in."),
+        "service_account" => doc(string(), "The Job's service account."),
+        "node_selector" => json!({ "type": "object", "additionalProperties": string() }),
+        "tolerations" => {
+            json!({ "type": "array", "items": object(TOLERATION_KEYS, &[], |k| match k {
+            "operator" => json!({ "enum": ["Equal", "Exists"] }),
+            "effect" => json!({ "enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"] }),
+            "toleration_seconds" => json!({ "type": "integer", "minimum": 0 }),
+            _ => string(),
+        }) })
+        }
+        "image_pull_secrets" => json!({ "type": "array", "items": string() }),
+        _ => doc(
+            json!({ "type": "object", "additionalProperties": { "type": "string", "pattern": "^[a-z0-9.-]+/[A-Za-z0-9._-]+$" } }),
+            "Environment variables from Kubernetes Secrets, as `VAR: SECRET/KEY`.",
+        ),
+    };
+    let kubernetes = object(KUBERNETES_KEYS, &[], kube_field);
+    let stage_kubernetes = object(STAGE_KUBERNETES_KEYS, &[], kube_field);
 
     let step = json!({ "oneOf": [
         doc(string(), "A shell script (shorthand for `run:`)."),
@@ -243,6 +273,8 @@ pub fn schema() -> Value {
             "s2i": s2i,
             "b2i": b2i,
             "deploy": deploy,
+            "kubernetes": kubernetes,
+            "stage_kubernetes": stage_kubernetes,
             "name": { "type": "string", "pattern": "^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$" },
             "env": {
                 "type": "object",

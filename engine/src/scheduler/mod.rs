@@ -55,9 +55,37 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn tick(engine: &Engine) -> Result<(), crate::run::RunError> {
+async fn tick(engine: &Arc<Engine>) -> Result<(), crate::run::RunError> {
     while advance_next(engine).await? {}
     start_queued(engine).await?;
+    start_engine_stages(engine).await?;
+    Ok(())
+}
+
+/// Claims queued stages the engine runs itself (deploys) and starts each as a task.
+async fn start_engine_stages(engine: &Arc<Engine>) -> Result<(), crate::run::RunError> {
+    let claimed = stages::claim_queued_in_engine(
+        &engine.store.pool,
+        &engine.id,
+        crate::deploy::stage::EXECUTOR,
+        16,
+    )
+    .await?;
+    for stage in claimed {
+        stages::set_handle(
+            &engine.store.pool,
+            stage.id,
+            stage.attempt,
+            crate::deploy::stage::EXECUTOR,
+        )
+        .await?;
+        tracing::info!(run.id = stage.run_id.0, stage = %stage.key, attempt = stage.attempt, "deploy started");
+        tokio::spawn(crate::deploy::stage::run(
+            Arc::clone(engine),
+            stage.id,
+            stage.attempt,
+        ));
+    }
     Ok(())
 }
 
@@ -141,6 +169,11 @@ async fn advance_next(engine: &Engine) -> Result<bool, crate::run::RunError> {
                     crate::pipeline::StageKind::Steps(_)
                     | crate::pipeline::StageKind::B2i(_)
                     | crate::pipeline::StageKind::S2i(_) => (StageStatus::Queued, None),
+                    // Deploys run in the engine itself, not in a runner.
+                    crate::pipeline::StageKind::Deploy(_) => {
+                        stages::set_runs_in_engine(&mut *tx, row.id).await?;
+                        (StageStatus::Queued, None)
+                    }
                     other => (
                         StageStatus::Failed,
                         Some(format!(
@@ -150,7 +183,14 @@ async fn advance_next(engine: &Engine) -> Result<bool, crate::run::RunError> {
                     ),
                 }
             }
-            Change::AwaitApproval => (StageStatus::WaitingApproval, None),
+            Change::AwaitApproval => {
+                // Once approved the stage is queued without another decision: mark a deploy
+                // as the engine's own now.
+                if let crate::pipeline::StageKind::Deploy(_) = &plan.stage(&plan.stages[*i]).kind {
+                    stages::set_runs_in_engine(&mut *tx, row.id).await?;
+                }
+                (StageStatus::WaitingApproval, None)
+            }
             Change::Succeed => (StageStatus::Succeeded, None),
             Change::Skip(why) => (StageStatus::Skipped, Some(why.clone())),
             Change::Cancel(why) => (StageStatus::Cancelled, Some(why.clone())),
@@ -239,15 +279,30 @@ async fn start_queued(engine: &Engine) -> Result<(), crate::run::RunError> {
             attempt: stage.attempt,
             expires,
         });
-        let request = StartRequest {
-            stage_run_id: stage.id.0,
-            attempt: stage.attempt,
-            run_id: stage.run_id.0,
-            key: stage.key.clone(),
-            engine_url: engine.url.clone(),
-            token,
+        let pod = if executor.wants_pod() {
+            crate::spec::pod_request(engine, stage.id)
+                .await
+                .map(Some)
+                .map_err(|e| crate::executor::ExecutorError::Start(e.to_string()))
+        } else {
+            Ok(None)
         };
-        match executor.start(&request).await {
+        let started = match pod {
+            Ok(pod) => {
+                let request = StartRequest {
+                    stage_run_id: stage.id.0,
+                    attempt: stage.attempt,
+                    run_id: stage.run_id.0,
+                    key: stage.key.clone(),
+                    engine_url: engine.url.clone(),
+                    token,
+                    pod,
+                };
+                executor.start(&request).await
+            }
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(handle) => {
                 stages::set_handle(&engine.store.pool, stage.id, stage.attempt, &handle).await?;
                 tracing::info!(run.id = stage.run_id.0, stage = %stage.key, attempt = stage.attempt, handle = %handle, "stage started");
@@ -318,14 +373,28 @@ async fn fail_attempt(
 
 /// After a restart: attempts this engine started are either still running (their runners
 /// reconnect on their own) or ended without reporting, which fails the attempt.
-async fn readopt(engine: &Engine) {
+async fn readopt(engine: &Arc<Engine>) {
     match stages::running_claimed_by(&engine.store.pool, &engine.id).await {
         Ok(rows) => {
             if !rows.is_empty() {
                 tracing::info!(count = rows.len(), "re-adopting running stage attempts");
             }
+            // Deploys ran in the engine that died: start them again (idempotent).
+            for row in rows
+                .iter()
+                .filter(|r| r.executor.as_deref() == Some(crate::deploy::stage::EXECUTOR))
+            {
+                tokio::spawn(crate::deploy::stage::run(
+                    Arc::clone(engine),
+                    row.id,
+                    row.attempt,
+                ));
+            }
         }
         Err(e) => tracing::warn!(error = %e, "could not list running attempts to re-adopt"),
+    }
+    if let Some(kube) = &engine.kube_executor {
+        crate::executor::kubernetes::reconcile(engine, kube).await;
     }
     if let Err(e) = housekeeping(engine, false).await {
         tracing::warn!(error = %e, "housekeeping after restart failed");
@@ -369,13 +438,22 @@ async fn housekeeping(engine: &Engine, judge_silence: bool) -> Result<(), crate:
                 .await?;
             }
             Ok(Observation::Gone) => {
-                fail_attempt(
-                    engine,
-                    &row,
-                    StageStatus::Failed,
-                    "the runner process disappeared",
-                )
-                .await?;
+                let why = match name.as_str() {
+                    "kubernetes" => "the stage's Job was deleted before the stage ended",
+                    _ => "the runner process disappeared",
+                };
+                fail_attempt(engine, &row, StageStatus::Failed, why).await?;
+            }
+            Ok(Observation::Failed { reason, timed_out }) => {
+                // The runner cannot report these (it never started, or was killed): stop
+                // whatever is left (a pod retrying an image pull would wait forever).
+                cancel_attempt(engine, &row).await;
+                let status = if timed_out {
+                    StageStatus::TimedOut
+                } else {
+                    StageStatus::Failed
+                };
+                fail_attempt(engine, &row, status, &reason).await?;
             }
             Err(e) => tracing::warn!(stage = %row.key, error = %e, "cannot observe attempt"),
         }

@@ -123,7 +123,7 @@ pub async fn claim_queued(
         r#"UPDATE stage_runs SET status = 'running', attempt = attempt + 1, claimed_by = $1,
                executor = $2, executor_handle = NULL, started_at = now(), heartbeat_at = now(),
                finished_at = NULL, log_lines = 0, cancel_requested = false
-           WHERE id IN (SELECT id FROM stage_runs WHERE status = 'queued'
+           WHERE id IN (SELECT id FROM stage_runs WHERE status = 'queued' AND NOT runs_in_engine
                         ORDER BY queued_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
            RETURNING id AS "id: StageRunId", run_id AS "run_id: RunId", key, attempt, timeout_secs,
                      queued_at, started_at"#,
@@ -134,6 +134,43 @@ pub async fn claim_queued(
     .fetch_all(db)
     .await?;
     Ok(rows)
+}
+
+/// Takes up to `limit` queued stages that run in the engine itself (deploys), as
+/// [`claim_queued`] does for runner stages.
+pub async fn claim_queued_in_engine(
+    db: impl PgExecutor<'_>,
+    engine: &str,
+    executor: &str,
+    limit: i64,
+) -> Result<Vec<Claimed>> {
+    let rows = sqlx::query_as!(
+        Claimed,
+        r#"UPDATE stage_runs SET status = 'running', attempt = attempt + 1, claimed_by = $1,
+               executor = $2, executor_handle = NULL, started_at = now(), heartbeat_at = now(),
+               finished_at = NULL, log_lines = 0, cancel_requested = false
+           WHERE id IN (SELECT id FROM stage_runs WHERE status = 'queued' AND runs_in_engine
+                        ORDER BY queued_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+           RETURNING id AS "id: StageRunId", run_id AS "run_id: RunId", key, attempt, timeout_secs,
+                     queued_at, started_at"#,
+        engine,
+        executor,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows)
+}
+
+/// Marks a stage as one the engine runs itself (before it is first queued).
+pub async fn set_runs_in_engine(db: impl PgExecutor<'_>, id: StageRunId) -> Result<()> {
+    sqlx::query!(
+        "UPDATE stage_runs SET runs_in_engine = true WHERE id = $1",
+        id.0
+    )
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 pub async fn set_handle(
@@ -417,4 +454,22 @@ pub async fn steps(db: impl PgExecutor<'_>, id: StageRunId) -> Result<Vec<StepRo
     )
     .fetch_all(db)
     .await?)
+}
+
+/// The current attempt and status of each of `ids` that exists (to reconcile Kubernetes Jobs
+/// with the attempts they belong to).
+pub async fn attempt_states(
+    db: impl PgExecutor<'_>,
+    ids: &[i64],
+) -> Result<Vec<(i64, i32, StageStatus)>> {
+    let rows = sqlx::query!(
+        r#"SELECT id, attempt, status AS "status: StageStatus" FROM stage_runs WHERE id = ANY($1)"#,
+        ids
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.id, r.attempt, r.status))
+        .collect())
 }

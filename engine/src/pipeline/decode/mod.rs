@@ -4,6 +4,7 @@
 //! Cross-stage rules (needs, cycles, references between stages) live in `validate`; this
 //! module only checks what one node can tell on its own.
 
+pub mod kubernetes;
 mod reader;
 pub mod stage;
 pub mod triggers;
@@ -24,6 +25,7 @@ pub const PIPELINE_KEYS: &[&str] = &[
     "stages",
     "finally",
     "concurrency",
+    "kubernetes",
 ];
 pub const CONCURRENCY_KEYS: &[&str] = &["group", "cancel_in_progress"];
 pub const PARAM_KEYS: &[&str] = &["type", "default", "description", "options"];
@@ -132,9 +134,15 @@ pub fn decode(root: &Node, sink: &mut Sink) -> Option<Pipeline> {
         })
     });
 
+    let kubernetes = map
+        .get("kubernetes")
+        .map(|n| kubernetes::decode(&mut r, n, true))
+        .unwrap_or_default();
+
     Some(Pipeline {
         name,
         concurrency,
+        kubernetes,
         description,
         env,
         params,

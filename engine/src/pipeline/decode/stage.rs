@@ -30,6 +30,7 @@ pub const STAGE_KEYS: &[&str] = &[
     "secrets",
     "approval",
     "allow_failure",
+    "kubernetes",
 ];
 pub const STEP_KEYS: &[&str] = &["name", "run", "env", "timeout"];
 pub const S2I_KEYS: &[&str] = &[
@@ -166,6 +167,10 @@ fn decode_stage(r: &mut Reader<'_>, node: &Node) -> Option<Stage> {
         .map(|n| decode_secrets(r, n))
         .unwrap_or_default();
     let approval = map.get("approval").and_then(|n| decode_approval(r, n));
+    let kubernetes = map
+        .get("kubernetes")
+        .map(|n| super::kubernetes::decode(r, n, false))
+        .unwrap_or_default();
 
     // A stage whose kind is broken is kept with no steps, so that checks across stages
     // (needs, cycles, references) still run and report their problems too. The pipeline is
@@ -203,6 +208,7 @@ fn decode_stage(r: &mut Reader<'_>, node: &Node) -> Option<Stage> {
         secrets,
         approval,
         allow_failure,
+        kubernetes,
     })
 }
 
