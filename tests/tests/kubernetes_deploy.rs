@@ -44,6 +44,15 @@ fn web_deployment() -> Value {
     })
 }
 
+/// Waits until the controller has rolled out the Deployment as created (revision 1).
+async fn first_revision(standin: &StandIn) {
+    standin
+        .wait_for("the first revision", Kind::ReplicaSet, LIMIT, |sets| {
+            sets.len() == 1
+        })
+        .await;
+}
+
 fn image_of(standin: &StandIn) -> String {
     standin
         .get(Kind::Deployment, "demo", "web")
@@ -73,6 +82,7 @@ async fn a_deploy_rolls_out_and_a_failing_rollout_rolls_back_to_the_previous_rev
     let standin = StandIn::for_tests().await;
     standin.set_missing_image("web:broken");
     standin.create(Kind::Deployment, "demo", web_deployment());
+    first_revision(&standin).await;
     let engine = standin.engine().await;
     let name = engine.apply(PIPELINE).await;
 
@@ -175,6 +185,7 @@ async fn without_rollback_a_failed_rollout_stays_and_the_cli_undoes_it() {
     let standin = StandIn::for_tests().await;
     standin.set_missing_image("web:broken");
     standin.create(Kind::Deployment, "demo", web_deployment());
+    first_revision(&standin).await;
     let engine = standin.engine().await;
     let name = engine
         .apply(&PIPELINE.replace(

@@ -351,17 +351,27 @@ async fn stopped_from_outside(
     row: &stages::StageRunRow,
 ) -> Option<(StageStatus, String)> {
     let (name, handle) = (row.executor.as_deref()?, row.executor_handle.as_deref()?);
-    match engine.executor(name)?.observe(handle).await {
-        Ok(crate::executor::Observation::Failed { reason, timed_out }) => Some((
-            if timed_out {
-                StageStatus::TimedOut
-            } else {
-                StageStatus::Failed
-            },
-            reason,
-        )),
-        _ => None,
+    let executor = engine.executor(name)?;
+    // A Job's executor learns of the deletion or deadline from its watch, which may lag the
+    // runner's SIGTERM by a moment: look again for a little while.
+    let looks = if executor.wants_pod() { 20 } else { 1 };
+    for _ in 0..looks {
+        match executor.observe(handle).await {
+            Ok(crate::executor::Observation::Failed { reason, timed_out }) => {
+                let status = if timed_out {
+                    StageStatus::TimedOut
+                } else {
+                    StageStatus::Failed
+                };
+                return Some((status, reason));
+            }
+            Ok(crate::executor::Observation::Running) if looks > 1 => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            _ => return None,
+        }
     }
+    None
 }
 
 #[cfg(test)]

@@ -5,12 +5,14 @@
 //! stays stuck with the old pods serving until `progressDeadlineSeconds` has passed and the
 //! Progressing condition says `ProgressDeadlineExceeded`.
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use super::Cluster;
 use super::selector::Selector;
@@ -19,8 +21,10 @@ use super::store::{Kind, now_rfc3339};
 const REVISION: &str = "deployment.kubernetes.io/revision";
 const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
 
-pub async fn run(cluster: Arc<Cluster>) {
-    let mut events = cluster.store.controller_events();
+/// Follows Deployment events (subscribed before the API server takes requests).
+pub async fn run(cluster: Arc<Cluster>, mut events: mpsc::UnboundedReceiver<super::store::Event>) {
+    // One worker per Deployment, as the real controller syncs each key in order.
+    let mut workers: HashMap<(String, String), mpsc::UnboundedSender<i64>> = HashMap::new();
     while let Some(event) = events.recv().await {
         if event.kind != Kind::Deployment || event.type_ == "DELETED" {
             continue;
@@ -29,18 +33,25 @@ pub async fn run(cluster: Arc<Cluster>) {
         let observed = event.object["status"]["observedGeneration"]
             .as_i64()
             .unwrap_or(0);
-        if generation > observed {
-            let name = event.object["metadata"]["name"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            tokio::spawn(rollout(
-                Arc::clone(&cluster),
-                event.namespace.clone(),
-                name,
-                generation,
-            ));
+        if generation <= observed {
+            continue;
         }
+        let name = event.object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let key = (event.namespace.clone(), name.clone());
+        let worker = workers.entry(key).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<i64>();
+            let (cluster, namespace) = (Arc::clone(&cluster), event.namespace.clone());
+            tokio::spawn(async move {
+                while let Some(generation) = rx.recv().await {
+                    sync(&cluster, &namespace, &name, generation).await;
+                }
+            });
+            tx
+        });
+        let _ = worker.send(generation);
     }
 }
 
@@ -63,11 +74,17 @@ fn current(cluster: &Cluster, namespace: &str, name: &str, generation: i64) -> b
         .is_ok_and(|d| d["metadata"]["generation"].as_i64() == Some(generation))
 }
 
-async fn rollout(cluster: Arc<Cluster>, namespace: String, name: String, generation: i64) {
+/// Makes (or reuses) the ReplicaSet of `generation`'s template and starts its rollout.
+async fn sync(cluster: &Arc<Cluster>, namespace: &str, name: &str, generation: i64) {
     let store = &cluster.store;
-    let Ok(deployment) = store.get(Kind::Deployment, &namespace, &name) else {
+    let Ok(deployment) = store.get(Kind::Deployment, namespace, name) else {
         return;
     };
+    if deployment["metadata"]["generation"].as_i64() != Some(generation) {
+        // A newer change is queued behind this one; it will be synced next.
+        return;
+    }
+    let (namespace, name) = (namespace.to_owned(), name.to_owned());
     let uid = deployment["metadata"]["uid"].clone();
     let replicas = deployment["spec"]["replicas"].as_i64().unwrap_or(1);
     let template = deployment["spec"]["template"].clone();
@@ -177,6 +194,31 @@ async fn rollout(cluster: Arc<Cluster>, namespace: String, name: String, generat
         });
         Ok(())
     });
+    tokio::spawn(progress(
+        Arc::clone(cluster),
+        namespace,
+        name,
+        generation,
+        deployment,
+        owned,
+        new_name,
+    ));
+}
+
+/// The new pods become available (their image can be pulled), or the rollout stays stuck
+/// until its progress deadline.
+async fn progress(
+    cluster: Arc<Cluster>,
+    namespace: String,
+    name: String,
+    generation: i64,
+    deployment: Value,
+    owned: Vec<Value>,
+    new_name: String,
+) {
+    let store = &cluster.store;
+    let template = deployment["spec"]["template"].clone();
+    let replicas = deployment["spec"]["replicas"].as_i64().unwrap_or(1);
     let images: Vec<String> = template["spec"]["containers"]
         .as_array()
         .into_iter()

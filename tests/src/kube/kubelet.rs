@@ -168,9 +168,12 @@ impl Kubelet {
     }
 }
 
-/// Follows Job events and runs each new Job.
-pub async fn run_jobs(cluster: Arc<Cluster>) {
-    let mut events = cluster.store.controller_events();
+/// Follows Job events (`events`, subscribed before the API server takes requests, so none is
+/// missed) and runs each new Job.
+pub async fn run_jobs(
+    cluster: Arc<Cluster>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<super::store::Event>,
+) {
     while let Some(event) = events.recv().await {
         if event.kind == Kind::Job && event.type_ == "ADDED" {
             let name = event.object["metadata"]["name"]

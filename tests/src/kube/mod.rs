@@ -165,9 +165,14 @@ impl StandIn {
             let _ = axum::serve(listener, app).await;
         })];
         if with_kubelet {
-            tasks.push(tokio::spawn(kubelet::run_jobs(Arc::clone(&cluster))));
+            let events = cluster.store.controller_events();
+            tasks.push(tokio::spawn(kubelet::run_jobs(
+                Arc::clone(&cluster),
+                events,
+            )));
         }
-        tasks.push(tokio::spawn(deployments::run(Arc::clone(&cluster))));
+        let events = cluster.store.controller_events();
+        tasks.push(tokio::spawn(deployments::run(Arc::clone(&cluster), events)));
         let standin = StandIn {
             cluster,
             addr,
