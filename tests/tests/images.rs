@@ -578,3 +578,31 @@ async fn s2i_builds_in_a_builder_filesystem_that_is_already_there() {
         "hello in place (production)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn b2i_says_when_the_registry_secret_is_not_a_docker_config() {
+    let registry = Registry::start().await;
+    let engine = engine_for(&registry).await;
+    let yaml = b2i_pipeline(
+        "bad-secret",
+        "printf x > out/hello",
+        &registry.image("base/busybox:1"),
+        &registry.image("demo/x:1"),
+        "secrets: {REGISTRY_AUTH: registry-login}",
+    );
+    let name = engine.apply(&yaml).await;
+    set_secret(&engine, "registry-login", "user:password").await;
+    let (_, stages) = run_once(&engine, &name, &[]).await;
+    let package = stage_of(&stages, "package");
+    assert_eq!(package.status, StageStatus::Failed);
+    let error = package.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("the REGISTRY_AUTH secret is not a usable docker config.json"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("password"),
+        "the secret's value is not repeated: {error}"
+    );
+    engine.stop().await;
+}

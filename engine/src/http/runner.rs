@@ -86,7 +86,28 @@ async fn spec(
     RunnerGrant(grant): RunnerGrant,
 ) -> Result<Json<wire::StageSpec>, ApiError> {
     current(&engine, &grant).await?;
-    Ok(Json(crate::spec::build(&engine, grant.stage_run).await?))
+    match crate::spec::build(&engine, grant.stage_run).await {
+        Ok(spec) => Ok(Json(spec)),
+        // The stage's own inputs are wrong (a secret that does not exist, a template without
+        // a value, registry credentials that are not a docker config.json): no runner can do
+        // better, so the attempt fails with the reason, where the user sees it, instead of as
+        // "the runner ended without reporting".
+        Err(crate::run::RunError::BadRequest(why)) => {
+            let mut tx = engine.store.pool.begin().await?;
+            stages::finish_attempt(
+                &mut tx,
+                grant.stage_run,
+                grant.attempt,
+                StageStatus::Failed,
+                Some(&why),
+            )
+            .await?;
+            store::wake(&mut *tx).await?;
+            tx.commit().await?;
+            Err(ApiError::Conflict(why))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[derive(Deserialize)]
