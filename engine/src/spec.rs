@@ -77,11 +77,15 @@ impl Scope<'_> {
     }
 }
 
-/// Builds the spec for the runner of `stage_run`'s current attempt.
-pub async fn build(engine: &Engine, stage_run: StageRunId) -> Result<StageSpec, RunError> {
+/// Builds the spec for the runner of the current attempt of the stage run `row`.
+pub async fn build(engine: &Engine, row: &stages::StageRunRow) -> Result<StageSpec, RunError> {
     let pool = &engine.store.pool;
-    let row = stages::get(pool, stage_run).await?;
-    let run = runs::get(pool, row.run_id).await?;
+    // Independent reads, side by side: every stage start waits for this spec.
+    let (run, all, artifacts) = tokio::try_join!(
+        runs::get(pool, row.run_id),
+        stages::for_run(pool, row.run_id),
+        store::artifacts::needed_by(pool, row.run_id, &row.needs),
+    )?;
     let plan = engine.plan(run.version_id).await?;
     let index = usize::try_from(row.plan_index).unwrap_or(usize::MAX);
     let planned = plan
@@ -92,7 +96,6 @@ pub async fn build(engine: &Engine, stage_run: StageRunId) -> Result<StageSpec, 
     let context: RunContext = serde_json::from_value(run.context.clone()).unwrap_or_default();
     let params: HashMap<String, String> =
         serde_json::from_value(run.params.clone()).unwrap_or_default();
-    let all = stages::for_run(pool, row.run_id).await?;
     let images = all
         .iter()
         .filter_map(|s| Some((base_name(&s.key).to_owned(), s.image.clone()?)))
@@ -228,14 +231,7 @@ pub async fn build(engine: &Engine, stage_run: StageRunId) -> Result<StageSpec, 
     };
 
     // Artifacts of the stages this one needs (following results reused by a rerun).
-    let needed: Vec<i64> = row
-        .needs
-        .iter()
-        .filter_map(|&n| all.iter().find(|s| s.plan_index == n))
-        .map(|s| s.reused_from.unwrap_or(s.id).0)
-        .collect();
-    let inputs = store::artifacts::of_stages(pool, &needed)
-        .await?
+    let inputs = artifacts
         .into_iter()
         .map(|a| ArtifactInput {
             id: a.id,

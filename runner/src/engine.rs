@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::wire::{
-    API_PREFIX, Completion, ErrorBody, HeartbeatReply, LogAck, StageSpec, StepFinished, StepStarted,
+    API_PREFIX, Completion, ErrorBody, HeartbeatReply, LogAck, StageSpec, StepReport,
 };
 
 /// Small JSON calls answer quickly unless something is wrong; a hung engine must not hang us.
@@ -157,16 +157,9 @@ impl EngineClient {
             .await
     }
 
-    pub async fn step_started(&self, started: &StepStarted) -> Result<(), ApiError> {
-        self.no_answer_call("steps/start", || {
-            self.request(Method::POST, "/steps/start").json(started)
-        })
-        .await
-    }
-
-    pub async fn step_finished(&self, finished: &StepFinished) -> Result<(), ApiError> {
-        self.no_answer_call("steps/finish", || {
-            self.request(Method::POST, "/steps/finish").json(finished)
+    pub async fn step_reports(&self, reports: &[StepReport]) -> Result<(), ApiError> {
+        self.no_answer_call("steps", || {
+            self.request(Method::POST, "/steps").json(reports)
         })
         .await
     }

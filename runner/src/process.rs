@@ -94,7 +94,12 @@ impl ProcessGroup {
     pub fn is_gone(&mut self) -> bool {
         if !self.gone {
             let leader_done = matches!(self.try_reap(), Ok(Some(_)) | Err(_));
-            self.gone = leader_done && self.live_members().is_empty();
+            // `killpg(0)` fails with ESRCH once no process (not even a zombie) has the group id,
+            // the usual case after a step: that answer costs one system call, where listing the
+            // members reads every process's /proc entry (about 20 µs each on a build host).
+            self.gone = leader_done
+                && (matches!(killpg(Pid::from_raw(self.pgid), None), Err(Errno::ESRCH))
+                    || self.live_members().is_empty());
         }
         self.gone
     }

@@ -24,7 +24,9 @@ use crate::logs::queue::{DEFAULT_CAPACITY, QueueClosed};
 use crate::logs::{LogError, LogQueue, Masker, log_system, send_logs};
 use crate::step::{Leftovers, Limit, StepContext, StepEnd, run_step, timeout_reason};
 use crate::stop::{self, Stop, StopSignal, StopWatch};
-use crate::wire::{Completion, Outcome, StageSpec, StepFinished, StepStarted};
+use crate::wire::{
+    Completion, LogTail, MAX_TAIL_BYTES, Outcome, StageSpec, StepFinished, StepReport, StepStarted,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
@@ -162,11 +164,19 @@ async fn finish(
     if let Some(Stop::Fatal(why)) = stop.current() {
         return Err(StageError::Stopped(why));
     }
+    let (tail, steps) = queue.take_tail();
+    let tail = tail.map(|batch| LogTail {
+        first_seq: batch.first_seq,
+        // The queue only ever holds whole encoded lines, which are UTF-8.
+        lines: String::from_utf8_lossy(&batch.body).into_owned(),
+    });
     let completion = Completion {
         outcome: end.outcome,
         reason: end.reason,
         lines: queue.last_line(),
         image: end.image,
+        steps,
+        tail,
     };
     if let Some(reason) = &completion.reason {
         eprintln!("gantry-runner: {:?}: {reason}", completion.outcome);
@@ -181,7 +191,7 @@ fn spawn_sender(
     stop: StopSignal,
 ) -> JoinHandle<Result<u64, LogError>> {
     tokio::spawn(async move {
-        let sent = send_logs(&queue, &*client).await;
+        let sent = send_logs(&queue, &*client, MAX_TAIL_BYTES).await;
         if let Err(err) = &sent {
             stop.raise(Stop::Fatal(err.to_string()));
             // Readers waiting for room would wait forever: let them fail instead.
@@ -291,13 +301,12 @@ impl<'a> Stage<'a> {
         };
 
         let first_line = self.say(&format!("$ {}", step.name)).await?;
-        self.client
-            .step_started(&StepStarted {
-                index,
-                name: step.name.clone(),
-                first_line,
-            })
-            .await?;
+        self.queue.push_report(StepReport::Started(StepStarted {
+            index,
+            name: step.name.clone(),
+            first_line,
+            started_ms: Some(unix_ms()),
+        }))?;
         let spec: &'a StageSpec = self.spec;
         let ctx = StepContext {
             workspace: self.workspace(),
@@ -312,13 +321,11 @@ impl<'a> Stage<'a> {
             // The engine cannot be told about the step either.
             return Err(StageError::Stopped(why));
         }
-        self.client
-            .step_finished(&StepFinished {
-                index,
-                exit_code: run.exit_code,
-                duration_ms: u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX),
-            })
-            .await?;
+        self.queue.push_report(StepReport::Finished(StepFinished {
+            index,
+            exit_code: run.exit_code,
+            duration_ms: u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX),
+        }))?;
         self.say(&format!("exit code {}", run.exit_code)).await?;
         match run.end {
             StepEnd::Exited if run.exit_code == 0 => Ok(StageEnd::succeeded()),
@@ -517,6 +524,12 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn stopped(stop: Stop) -> Result<StageEnd, StageError> {

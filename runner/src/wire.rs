@@ -9,12 +9,17 @@
 //! |---|---|---|
 //! | spec | `GET /api/runner/v1/spec` | → [`StageSpec`] |
 //! | logs | `POST /api/runner/v1/logs?first_seq=N` | log lines (below) → [`LogAck`] |
-//! | step started | `POST /api/runner/v1/steps/start` | [`StepStarted`] |
-//! | step finished | `POST /api/runner/v1/steps/finish` | [`StepFinished`] |
+//! | steps | `POST /api/runner/v1/steps` | [`StepReport`]s, in order |
+//! | step started | `POST /api/runner/v1/steps/start` | [`StepStarted`] (older runners) |
+//! | step finished | `POST /api/runner/v1/steps/finish` | [`StepFinished`] (older runners) |
 //! | heartbeat | `POST /api/runner/v1/heartbeat` | → [`HeartbeatReply`] |
 //! | download artifact | `GET /api/runner/v1/artifacts/{id}` | → tar.gz stream |
 //! | upload artifacts | `PUT /api/runner/v1/artifacts/{name}` | tar.gz stream |
 //! | complete | `POST /api/runner/v1/complete` | [`Completion`] |
+//!
+//! A short stage needs only two calls, spec and complete: step reports and the last log lines
+//! ride in the completion ([`Completion::steps`], [`Completion::tail`]) instead of travelling
+//! alone, because every call in between is a round trip the next stage waits for.
 
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +90,19 @@ pub struct StepStarted {
     pub name: String,
     /// The line number of the step's first log line.
     pub first_line: u64,
+    /// When the step started (unix ms, the runner's clock): reports may reach the engine later
+    /// than the step started, so the engine must not use its own clock. Absent from older
+    /// runners, which reported at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<i64>,
+}
+
+/// A step's start or end, as queued by the runner and sent with the next call.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum StepReport {
+    Started(StepStarted),
+    Finished(StepFinished),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -115,12 +133,30 @@ pub struct Completion {
     pub outcome: Outcome,
     /// Why, for anything but success (`step "test" exited with 2`).
     pub reason: Option<String>,
-    /// How many log lines the runner produced in total (all acknowledged before completing).
+    /// How many log lines the runner produced in total: all acknowledged before completing,
+    /// or in `tail`.
     pub lines: u64,
     /// The image an `s2i`/`b2i` stage pushed, pinned: `registry/repository@sha256:...`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Step reports not yet sent, in order; the engine records them before the completion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepReport>,
+    /// The last log lines, not yet sent; stored in the same transaction as the completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<LogTail>,
 }
+
+/// Log lines carried by a completion: `lines` is a batch body (encoded lines, each ending with
+/// `\n`) whose first line has number `first_seq`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LogTail {
+    pub first_seq: u64,
+    pub lines: String,
+}
+
+/// The largest tail a completion carries; more is sent as ordinary log batches first.
+pub const MAX_TAIL_BYTES: usize = 256 * 1024;
 
 /// Error bodies from the engine's runner API.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -206,7 +242,39 @@ pub fn decode_line(raw: &str) -> Result<LogLine<'_>, &'static str> {
 }
 
 /// Checks a batch body and counts its lines. Every line must end with `\n`.
+///
+/// The engine runs this on every batch (4 MiB, 40,000 lines), so it avoids per-line work where
+/// it can: `\r` and NUL are looked for once in the whole body, and a line starting with the
+/// `<ts> <stream> ` prefix of the line before (the lines of one read share it) is not decoded
+/// again. [`count_batch_lines_line_by_line`] is the plain definition it must agree with.
 pub fn count_batch_lines(body: &str) -> Result<u64, LineError> {
+    let bytes = body.as_bytes();
+    if !body.ends_with('\n') || bytes.contains(&b'\r') || bytes.contains(&0) {
+        // Rare: the plain check finds the bad line and numbers it.
+        return count_batch_lines_line_by_line(body);
+    }
+    let mut lines = 0;
+    let mut known_prefix = "";
+    for (i, raw) in body.split_terminator('\n').enumerate() {
+        if known_prefix.is_empty() || !raw.starts_with(known_prefix) {
+            // The timestamp, its space, the stream letter and the space after it (if any).
+            let prefix = raw
+                .find(' ')
+                .and_then(|space| raw.get(..raw.len().min(space + 3)))
+                .unwrap_or(raw);
+            decode_line(prefix).map_err(|why| LineError { line: i + 1, why })?;
+            // Only a whole `<ts> <stream> ` prefix: `1 o` would also admit `1 ox`.
+            if prefix.ends_with(' ') {
+                known_prefix = prefix;
+            }
+        }
+        lines += 1;
+    }
+    Ok(lines)
+}
+
+/// [`count_batch_lines`] by its definition: every line decoded on its own.
+pub fn count_batch_lines_line_by_line(body: &str) -> Result<u64, LineError> {
     if !body.is_empty() && !body.ends_with('\n') {
         return Err(LineError {
             line: body.lines().count(),
@@ -261,6 +329,40 @@ mod tests {
         );
         assert!(count_batch_lines("1 o no newline").is_err());
         assert!(count_batch_lines("1 x bad stream\n").is_err());
+    }
+
+    #[test]
+    fn the_fast_line_count_agrees_with_the_definition() {
+        let batches = [
+            "",
+            "1 o a\n",
+            "1 o a\n1 o b\n2 e c\n1 o d\n",
+            "1 o\n1 ox\n",
+            "1 o \n1 ox\n",
+            "1 o a\n1 o\n1 o b\n",
+            "-5 s $ build\n",
+            "1 o a\n1 o b",
+            "1 o a\rb\n",
+            "1 o a\n1 o b\0\n",
+            "1 o a\nnope\n",
+            "1 x a\n",
+            "x o a\n",
+            "1 é a\n",
+            "1 oé\n",
+            "1 o é\n1 o é\n",
+            " o a\n",
+            "1\n",
+            "1 \n",
+            "\n",
+            "99999999999999999999 o overflow\n",
+        ];
+        for body in batches {
+            assert_eq!(
+                count_batch_lines(body),
+                count_batch_lines_line_by_line(body),
+                "{body:?}"
+            );
+        }
     }
 
     #[test]

@@ -72,6 +72,42 @@ async fn an_approved_stage_waits_then_runs() {
         again.to_string().contains("not waiting for approval"),
         "{again}"
     );
+
+    // The run's trail, through the API, tells the whole story in order.
+    let events: Vec<serde_json::Value> =
+        reqwest::get(format!("{}/api/v1/runs/{}/events", app.url(), run.run_id))
+            .await
+            .expect("GET events")
+            .json()
+            .await
+            .expect("JSON");
+    let trail: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or_default(),
+                e["message"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let position = |kind: &str, message: &str| {
+        trail
+            .iter()
+            .position(|e| *e == (kind, message))
+            .unwrap_or_else(|| panic!("no {kind} event {message:?} in {trail:?}"))
+    };
+    let order = [
+        position("run", "triggered (manual)"),
+        position("stage", "stage `build` queued"),
+        position("stage", "stage `deploy` waiting_approval"),
+        position("approval", "stage `deploy` approved by alice"),
+        position("run", "run succeeded"),
+    ];
+    assert!(order.is_sorted(), "{trail:?}");
+    let missing = reqwest::get(format!("{}/api/v1/runs/999999/events", app.url()))
+        .await
+        .expect("GET events");
+    assert_eq!(missing.status(), 404);
     app.stop().await;
 }
 

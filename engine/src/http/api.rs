@@ -32,6 +32,7 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/runs/{id}/rerun", post(rerun))
         .route("/runs/{id}/artifacts", get(run_artifacts))
+        .route("/runs/{id}/events", get(run_events))
         .route("/runs/{id}/stages/{key}", get(get_stage))
         .route("/runs/{id}/stages/{key}/cancel", post(cancel_stage))
         .route("/runs/{id}/stages/{key}/approve", post(approve))
@@ -468,6 +469,19 @@ async fn run_artifacts(
     Ok(Json(
         store::artifacts::of_stages(&engine.store.pool, &ids).await?,
     ))
+}
+
+async fn run_events(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<store::events::EventRow>>, ApiError> {
+    let id = run_id(&id)?;
+    // A run without events does not exist: say so rather than answer an empty trail.
+    let events = store::events::for_run(&engine.store.pool, id).await?;
+    if events.is_empty() {
+        runs::get(&engine.store.pool, id).await?;
+    }
+    Ok(Json(events))
 }
 
 async fn list_secrets(

@@ -19,6 +19,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/runs/{id}/cancel"),
     ("post", "/runs/{id}/rerun"),
     ("get", "/runs/{id}/artifacts"),
+    ("get", "/runs/{id}/events"),
     ("get", "/runs/{id}/stages/{key}"),
     ("post", "/runs/{id}/stages/{key}/cancel"),
     ("post", "/runs/{id}/stages/{key}/approve"),
@@ -328,6 +329,17 @@ fn operation(method: &str, path: &str) -> Option<Value> {
             &["run_id"],
             with_errors(
                 json!({ "200": json_response("The artifacts.", array_of("Artifact")) }),
+                RUN_ERRORS,
+            ),
+        ),
+        ("get", "/runs/{id}/events") => op(
+            "runs",
+            "listRunEvents",
+            "What happened in the run, oldest first: triggered, stages queued, started, ended, \
+             approved or rejected (and by whom), cancelled, the run's end.",
+            &["run_id"],
+            with_errors(
+                json!({ "200": json_response("The events.", array_of("Event")) }),
                 RUN_ERRORS,
             ),
         ),
@@ -750,7 +762,18 @@ fn schemas() -> Value {
         "A stage with its steps.",
         &[("steps", array_of("Step"))],
     );
-    json!({
+    // Built in two parts: one `json!` this large passes the macro recursion limit.
+    let event = object(
+        "One entry of a run's trail, written in the same transaction as the change it records.",
+        json!({
+            "id": id(),
+            "stage_run_id": { "type": ["integer", "null"], "format": "int64", "description": "The stage run it concerns, if any." },
+            "kind": { "type": "string", "description": "`run` (triggered, cancel requested, ended), `stage` (a status change) or `approval` (approved or rejected, by whom)." },
+            "message": text(),
+            "at": time()
+        }),
+    );
+    let mut all = json!({
         "RunStatus": {
             "type": "string",
             "enum": ["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
@@ -946,7 +969,9 @@ fn schemas() -> Value {
             },
             "required": ["name"]
         }
-    })
+    });
+    all["Event"] = event;
+    all
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use gantry_runner::wire::{
-    self, Completion, HeartbeatReply, LogAck, Outcome, StepFinished, StepStarted,
+    self, Completion, HeartbeatReply, LogAck, LogTail, Outcome, StepFinished, StepReport,
+    StepStarted,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -27,6 +28,7 @@ pub fn router() -> Router<Arc<Engine>> {
     Router::new()
         .route("/spec", get(spec))
         .route("/logs", post(append_logs))
+        .route("/steps", post(step_reports))
         .route("/steps/start", post(step_started))
         .route("/steps/finish", post(step_finished))
         .route("/heartbeat", post(heartbeat))
@@ -85,8 +87,8 @@ async fn spec(
     State(engine): State<Arc<Engine>>,
     RunnerGrant(grant): RunnerGrant,
 ) -> Result<Json<wire::StageSpec>, ApiError> {
-    current(&engine, &grant).await?;
-    match crate::spec::build(&engine, grant.stage_run).await {
+    let row = current(&engine, &grant).await?;
+    match crate::spec::build(&engine, &row).await {
         Ok(spec) => Ok(Json(spec)),
         // The stage's own inputs are wrong (a secret that does not exist, a template without
         // a value, registry credentials that are not a docker config.json): no runner can do
@@ -124,7 +126,7 @@ async fn append_logs(
     if query.first_seq == 0 {
         return Err(ApiError::BadRequest("line numbers start at 1".into()));
     }
-    let lines = count_batch_lines(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let lines = wire::count_batch_lines(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut tx = engine.store.pool.begin().await?;
     let appended = logs::append(
         &mut tx,
@@ -148,70 +150,82 @@ async fn append_logs(
     })
 }
 
-/// [`wire::count_batch_lines`] with the same answers in a quarter of the time, which matters on
-/// a 4 MiB batch of 40 000 lines: `\r` and NUL are looked for once in the whole batch rather
-/// than line by line, and a line starting with the `<ts> <stream> ` prefix of a line already
-/// decoded (lines of one read share it) is not decoded again.
-fn count_batch_lines(body: &str) -> Result<u64, wire::LineError> {
-    let bytes = body.as_bytes();
-    if !body.ends_with('\n') || bytes.contains(&b'\r') || bytes.contains(&0) {
-        // Rare: the wire format's own check finds the bad line and numbers it.
-        return wire::count_batch_lines(body);
-    }
-    let mut lines = 0;
-    let mut known_prefix = "";
-    for (i, raw) in body.split_terminator('\n').enumerate() {
-        if known_prefix.is_empty() || !raw.starts_with(known_prefix) {
-            // The timestamp, its space, the stream letter and the space after it (if any).
-            let prefix = raw
-                .find(' ')
-                .and_then(|space| raw.get(..raw.len().min(space + 3)))
-                .unwrap_or(raw);
-            wire::decode_line(prefix).map_err(|why| wire::LineError { line: i + 1, why })?;
-            // Only a whole `<ts> <stream> ` prefix: `1 o` would also admit `1 ox`.
-            if prefix.ends_with(' ') {
-                known_prefix = prefix;
-            }
-        }
-        lines += 1;
-    }
-    Ok(lines)
+async fn step_reports(
+    State(engine): State<Arc<Engine>>,
+    RunnerGrant(grant): RunnerGrant,
+    Json(reports): Json<Vec<StepReport>>,
+) -> Result<StatusCode, ApiError> {
+    current(&engine, &grant).await?;
+    let mut tx = engine.store.pool.begin().await?;
+    record_steps(&mut tx, &grant, &reports).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /steps/start` of runners that report one step call at a time.
 async fn step_started(
     State(engine): State<Arc<Engine>>,
     RunnerGrant(grant): RunnerGrant,
     Json(step): Json<StepStarted>,
 ) -> Result<StatusCode, ApiError> {
     current(&engine, &grant).await?;
-    stages::step_started(
-        &engine.store.pool,
-        grant.stage_run,
-        grant.attempt,
-        i32::try_from(step.index).unwrap_or(i32::MAX),
-        &step.name,
-        i64::try_from(step.first_line).unwrap_or(i64::MAX),
-    )
-    .await?;
+    let mut tx = engine.store.pool.begin().await?;
+    record_steps(&mut tx, &grant, &[StepReport::Started(step)]).await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /steps/finish` of runners that report one step call at a time.
 async fn step_finished(
     State(engine): State<Arc<Engine>>,
     RunnerGrant(grant): RunnerGrant,
     Json(step): Json<StepFinished>,
 ) -> Result<StatusCode, ApiError> {
     current(&engine, &grant).await?;
-    stages::step_finished(
-        &engine.store.pool,
-        grant.stage_run,
-        grant.attempt,
-        i32::try_from(step.index).unwrap_or(i32::MAX),
-        step.exit_code,
-        i64::try_from(step.duration_ms).unwrap_or(i64::MAX),
-    )
-    .await?;
+    let mut tx = engine.store.pool.begin().await?;
+    record_steps(&mut tx, &grant, &[StepReport::Finished(step)]).await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Records step reports in order; each is idempotent, so a resent report changes nothing.
+async fn record_steps(
+    tx: &mut sqlx::PgConnection,
+    grant: &Grant,
+    reports: &[StepReport],
+) -> Result<(), ApiError> {
+    let index = |i: u32| i32::try_from(i).unwrap_or(i32::MAX);
+    for report in reports {
+        match report {
+            StepReport::Started(step) => {
+                let started_at = step
+                    .started_ms
+                    .and_then(chrono::DateTime::from_timestamp_millis);
+                stages::step_started(
+                    &mut *tx,
+                    grant.stage_run,
+                    grant.attempt,
+                    index(step.index),
+                    &step.name,
+                    i64::try_from(step.first_line).unwrap_or(i64::MAX),
+                    started_at,
+                )
+                .await?;
+            }
+            StepReport::Finished(step) => {
+                stages::step_finished(
+                    &mut *tx,
+                    grant.stage_run,
+                    grant.attempt,
+                    index(step.index),
+                    step.exit_code,
+                    i64::try_from(step.duration_ms).unwrap_or(i64::MAX),
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn heartbeat(
@@ -312,14 +326,6 @@ async fn complete(
     RunnerGrant(grant): RunnerGrant,
     Json(completion): Json<Completion>,
 ) -> Result<StatusCode, ApiError> {
-    let row = stages::get(&engine.store.pool, grant.stage_run).await?;
-    if u64::try_from(row.log_lines).unwrap_or(0) < completion.lines && row.attempt == grant.attempt
-    {
-        return Err(ApiError::Conflict(format!(
-            "{} log lines were reported but only {} stored; send the rest first",
-            completion.lines, row.log_lines
-        )));
-    }
     let mut status = match completion.outcome {
         Outcome::Succeeded => StageStatus::Succeeded,
         Outcome::Failed => StageStatus::Failed,
@@ -327,13 +333,30 @@ async fn complete(
         Outcome::TimedOut => StageStatus::TimedOut,
     };
     let mut reason = completion.reason.clone();
-    if status == StageStatus::Cancelled
-        && !row.cancel_requested
-        && let Some((why_status, why)) = stopped_from_outside(&engine, &row).await
-    {
-        (status, reason) = (why_status, Some(why));
+    // Asked before the transaction: the executor may take a moment to answer.
+    if status == StageStatus::Cancelled {
+        let row = stages::get(&engine.store.pool, grant.stage_run).await?;
+        if !row.cancel_requested
+            && let Some((why_status, why)) = stopped_from_outside(&engine, &row).await
+        {
+            (status, reason) = (why_status, Some(why));
+        }
     }
+    // The tail, the step reports and the end are one transaction: a completion is either
+    // recorded whole or not at all, and a resent one finds everything already there.
     let mut tx = engine.store.pool.begin().await?;
+    if let Some(tail) = &completion.tail {
+        append_tail(&engine, &mut tx, &grant, tail).await?;
+    }
+    record_steps(&mut tx, &grant, &completion.steps).await?;
+    let row = stages::get(&mut *tx, grant.stage_run).await?;
+    if u64::try_from(row.log_lines).unwrap_or(0) < completion.lines && row.attempt == grant.attempt
+    {
+        return Err(ApiError::Conflict(format!(
+            "{} log lines were reported but only {} stored; send the rest first",
+            completion.lines, row.log_lines
+        )));
+    }
     if let (Outcome::Succeeded, Some(image)) = (completion.outcome, &completion.image) {
         stages::set_image(&mut *tx, grant.stage_run, grant.attempt, image).await?;
     }
@@ -349,6 +372,8 @@ async fn complete(
     tx.commit().await?;
     match ended {
         Some(s) => {
+            // This process's scheduler need not wait for its own NOTIFY to come back round.
+            engine.wake.notify_one();
             engine
                 .metrics
                 .stage_duration
@@ -361,6 +386,43 @@ async fn complete(
             Ok(StatusCode::NO_CONTENT)
         }
         None => Err(stale(&grant)),
+    }
+}
+
+/// Stores the log lines a completion carries, like a log batch.
+async fn append_tail(
+    engine: &Engine,
+    tx: &mut sqlx::PgConnection,
+    grant: &Grant,
+    tail: &LogTail,
+) -> Result<(), ApiError> {
+    if tail.first_seq == 0 {
+        return Err(ApiError::BadRequest("line numbers start at 1".into()));
+    }
+    let lines =
+        wire::count_batch_lines(&tail.lines).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if lines == 0 {
+        return Ok(());
+    }
+    match logs::append(
+        tx,
+        grant.stage_run,
+        grant.attempt,
+        tail.first_seq,
+        lines,
+        &tail.lines,
+    )
+    .await?
+    {
+        logs::Appended::Acked { .. } => {
+            engine.metrics.add_log_bytes(tail.lines.len());
+            Ok(())
+        }
+        logs::Appended::Gap { acked } => Err(ApiError::Conflict(format!(
+            "the completion's log lines start at line {} but only lines up to {acked} are stored",
+            tail.first_seq
+        ))),
+        logs::Appended::Stale => Err(stale(grant)),
     }
 }
 
@@ -393,43 +455,4 @@ async fn stopped_from_outside(
         }
     }
     None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counting_lines_agrees_with_the_wire_format() {
-        let batches = [
-            "",
-            "1 o a\n",
-            "1 o a\n1 o b\n2 e c\n1 o d\n",
-            "1 o\n1 ox\n",
-            "1 o \n1 ox\n",
-            "1 o a\n1 o\n1 o b\n",
-            "-5 s $ build\n",
-            "1 o a\n1 o b",
-            "1 o a\rb\n",
-            "1 o a\n1 o b\0\n",
-            "1 o a\nnope\n",
-            "1 x a\n",
-            "x o a\n",
-            "1 é a\n",
-            "1 oé\n",
-            "1 o é\n1 o é\n",
-            " o a\n",
-            "1\n",
-            "1 \n",
-            "\n",
-            "99999999999999999999 o overflow\n",
-        ];
-        for body in batches {
-            assert_eq!(
-                count_batch_lines(body),
-                wire::count_batch_lines(body),
-                "{body:?}"
-            );
-        }
-    }
 }

@@ -56,7 +56,13 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
 }
 
 async fn tick(engine: &Arc<Engine>) -> Result<(), crate::run::RunError> {
-    while advance_next(engine).await? {}
+    while let Some(advanced) = advance_next(engine).await? {
+        // Start what this run just queued before looking at other runs: the next stage of a
+        // pipeline should not wait for the scheduler to find that nothing else is dirty.
+        if advanced == Advanced::Queued {
+            start_queued(engine).await?;
+        }
+    }
     start_queued(engine).await?;
     start_engine_stages(engine).await?;
     Ok(())
@@ -89,6 +95,13 @@ async fn start_engine_stages(engine: &Arc<Engine>) -> Result<(), crate::run::Run
     Ok(())
 }
 
+/// What advancing one dirty run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Advanced {
+    Queued,
+    Other,
+}
+
 pub fn facts_for(run: &runs::RunRow, plan: &crate::pipeline::Plan, index: usize) -> Facts {
     let context: RunContext = serde_json::from_value(run.context.clone()).unwrap_or_default();
     let params = serde_json::from_value(run.params.clone()).unwrap_or_default();
@@ -113,16 +126,16 @@ pub fn facts_for(run: &runs::RunRow, plan: &crate::pipeline::Plan, index: usize)
     }
 }
 
-/// Advances one dirty run, if any; returns whether it found one.
-async fn advance_next(engine: &Engine) -> Result<bool, crate::run::RunError> {
+/// Advances one dirty run, if any; `None` when no run was dirty.
+async fn advance_next(engine: &Engine) -> Result<Option<Advanced>, crate::run::RunError> {
     let mut tx = engine.store.pool.begin().await?;
     let Some(run_id) = runs::lock_next_dirty(&mut tx).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     let run = runs::get(&mut *tx, run_id).await?;
     if run.status.is_terminal() {
         tx.commit().await?;
-        return Ok(true);
+        return Ok(Some(Advanced::Other));
     }
     // A run of a concurrency group starts only once the older runs of its group have ended.
     if run.status == RunStatus::Queued
@@ -130,7 +143,7 @@ async fn advance_next(engine: &Engine) -> Result<bool, crate::run::RunError> {
         && runs::blocking_in_group(&mut *tx, run_id).await?.is_some()
     {
         tx.commit().await?;
-        return Ok(true);
+        return Ok(Some(Advanced::Other));
     }
     let plan = engine.plan(run.version_id).await?;
     let rows = stages::for_run(&mut *tx, run_id).await?;
@@ -152,7 +165,7 @@ async fn advance_next(engine: &Engine) -> Result<bool, crate::run::RunError> {
         )
         .await?;
         tx.commit().await?;
-        return Ok(true);
+        return Ok(Some(Advanced::Other));
     }
     let decision = decide(&plan, &states, run.status, run.cancel_requested, &|i| {
         facts_for(&run, &plan, i)
@@ -239,14 +252,11 @@ async fn advance_next(engine: &Engine) -> Result<bool, crate::run::RunError> {
     if !decision.stop.is_empty() {
         stop_cancelled(engine, run_id).await;
     }
-    Ok(true)
-}
-
-/// Running attempts of this engine, per executor.
-fn running_here(rows: &[stages::StageRunRow], executor: &str) -> usize {
-    rows.iter()
-        .filter(|r| r.executor.as_deref() == Some(executor))
-        .count()
+    Ok(Some(if queued {
+        Advanced::Queued
+    } else {
+        Advanced::Other
+    }))
 }
 
 /// Claims queued stages up to each executor's free slots and starts them.
@@ -255,16 +265,11 @@ async fn start_queued(engine: &Engine) -> Result<(), crate::run::RunError> {
     let Some(executor) = engine.executor(name).cloned() else {
         return Ok(());
     };
-    let mine = stages::running_claimed_by(&engine.store.pool, &engine.id).await?;
-    let free = executor.slots().saturating_sub(running_here(&mine, name));
-    if free == 0 {
-        return Ok(());
-    }
     let claimed = stages::claim_queued(
         &engine.store.pool,
         &engine.id,
         name,
-        i64::try_from(free).unwrap_or(0),
+        i64::try_from(executor.slots()).unwrap_or(i64::MAX),
     )
     .await?;
     for stage in claimed {

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use sqlx::PgExecutor;
 
-use super::{Result, StageRunId, StoreError};
+use super::{Result, RunId, StageRunId, StoreError};
 
 /// Size of one stored piece of an artifact.
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -77,6 +77,26 @@ pub async fn of_stages(db: impl PgExecutor<'_>, stages: &[i64]) -> Result<Vec<Ar
         r#"SELECT id, stage_run_id AS "stage_run_id: StageRunId", name, size, sha256
            FROM artifacts WHERE stage_run_id = ANY($1) AND complete ORDER BY stage_run_id, name"#,
         stages
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// The artifacts a stage of `run` reads: those kept by the stages at `plan_indices`, or by the
+/// stages of earlier runs whose results they reuse.
+pub async fn needed_by(
+    db: impl PgExecutor<'_>,
+    run: RunId,
+    plan_indices: &[i32],
+) -> Result<Vec<ArtifactRow>> {
+    Ok(sqlx::query_as!(
+        ArtifactRow,
+        r#"SELECT a.id, a.stage_run_id AS "stage_run_id: StageRunId", a.name, a.size, a.sha256
+           FROM stage_runs s JOIN artifacts a ON a.stage_run_id = COALESCE(s.reused_from, s.id)
+           WHERE s.run_id = $1 AND s.plan_index = ANY($2) AND a.complete
+           ORDER BY a.stage_run_id, a.name"#,
+        run.0,
+        plan_indices
     )
     .fetch_all(db)
     .await?)

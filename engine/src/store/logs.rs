@@ -46,14 +46,7 @@ pub async fn append(
     let last = first_seq + lines - 1;
     let to_i64 =
         |v: u64| i64::try_from(v).map_err(|_| StoreError::Conflict("line number overflow".into()));
-    if fresh.len() > COMPRESSED_FROM_BYTES && lz4_available(tx).await? {
-        // PostgreSQL compresses large values with pglz by default, at about 100 MB/s here: that
-        // was most of the time a 4 MiB batch took to store (docs/performance.md, "Engine
-        // core"). LZ4 is several times faster both ways. LOCAL: this transaction only.
-        sqlx::query!("SET LOCAL default_toast_compression = lz4")
-            .execute(&mut *tx)
-            .await?;
-    }
+    // Large chunks are compressed with LZ4, the column's setting (migration `log_lz4`).
     sqlx::query!(
         "INSERT INTO log_chunks (stage_run_id, attempt, first_seq, last_seq, data) VALUES ($1, $2, $3, $4, $5)",
         id.0,
@@ -75,26 +68,6 @@ pub async fn append(
         .execute(&mut *tx)
         .await?;
     Ok(Appended::Acked { acked: last })
-}
-
-/// PostgreSQL compresses a value once its row passes about 2 kB (TOAST_TUPLE_THRESHOLD).
-const COMPRESSED_FROM_BYTES: usize = 2000;
-
-/// Whether the server can compress with LZ4 (PostgreSQL 14 or later built with it, as the
-/// usual packages are). Asked once per process.
-async fn lz4_available(tx: &mut sqlx::PgConnection) -> Result<bool> {
-    static LZ4: tokio::sync::OnceCell<bool> = tokio::sync::OnceCell::const_new();
-    let available = LZ4
-        .get_or_try_init(|| async {
-            sqlx::query_scalar!(
-                r#"SELECT EXISTS (SELECT 1 FROM pg_settings
-                   WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)) AS "lz4!""#
-            )
-            .fetch_one(&mut *tx)
-            .await
-        })
-        .await?;
-    Ok(*available)
 }
 
 fn skip_lines(body: &str, n: u64) -> &str {

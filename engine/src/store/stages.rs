@@ -110,26 +110,33 @@ pub struct Claimed {
 
 /// Takes up to `limit` queued stages for this engine, oldest first, and marks them running
 /// with a new attempt number.
+/// Claims queued stages for `engine`'s `executor`, as many as its `slots` leave free after the
+/// attempts it is already running.
 pub async fn claim_queued(
     db: impl PgExecutor<'_>,
     engine: &str,
     executor: &str,
-    limit: i64,
+    slots: i64,
 ) -> Result<Vec<Claimed>> {
     // FOR UPDATE SKIP LOCKED: with several engines on one database, each queued stage is
-    // taken by exactly one of them, and none waits on rows another is claiming.
+    // taken by exactly one of them, and none waits on rows another is claiming. The free slots
+    // are counted in the same statement, which saves the scheduler a round trip per stage.
     let rows = sqlx::query_as!(
         Claimed,
         r#"UPDATE stage_runs SET status = 'running', attempt = attempt + 1, claimed_by = $1,
                executor = $2, executor_handle = NULL, started_at = now(), heartbeat_at = now(),
                finished_at = NULL, log_lines = 0, cancel_requested = false
            WHERE id IN (SELECT id FROM stage_runs WHERE status = 'queued' AND NOT runs_in_engine
-                        ORDER BY queued_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                        ORDER BY queued_at, id
+                        LIMIT GREATEST(0, $3 - (SELECT count(*) FROM stage_runs
+                                                WHERE status = 'running' AND claimed_by = $1
+                                                  AND executor = $2))
+                        FOR UPDATE SKIP LOCKED)
            RETURNING id AS "id: StageRunId", run_id AS "run_id: RunId", key, attempt, timeout_secs,
                      queued_at, started_at"#,
         engine,
         executor,
-        limit
+        slots
     )
     .fetch_all(db)
     .await?;
@@ -408,15 +415,19 @@ pub async fn step_started(
     idx: i32,
     name: &str,
     first_line: i64,
+    // The runner's clock: its report may arrive a little after the step started.
+    started_at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<()> {
     sqlx::query!(
-        "INSERT INTO steps (stage_run_id, attempt, idx, name, first_line) VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO steps (stage_run_id, attempt, idx, name, first_line, started_at)
+         VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))
          ON CONFLICT (stage_run_id, attempt, idx) DO NOTHING",
         id.0,
         attempt,
         idx,
         name,
-        first_line
+        first_line,
+        started_at
     )
     .execute(db)
     .await?;

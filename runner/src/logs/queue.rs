@@ -5,6 +5,10 @@
 //! loses nothing: the sender resends from the engine's `acked + 1`. The queue is bounded in bytes;
 //! a full queue makes the readers wait, the child then blocks writing to its pipe, and a slow
 //! engine slows the step down instead of growing the runner's memory.
+//!
+//! Step reports (a step started or finished) wait here too, so the steps never wait for the
+//! engine: the sender delivers them shortly after, or the completion carries them together with
+//! the last lines ([`LogQueue::take_tail`]).
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -12,12 +16,36 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
+use crate::wire::StepReport;
+
 /// Default bound: two full batches, so readers fill one while the other is in flight.
 pub const DEFAULT_CAPACITY: usize = 2 * crate::wire::MAX_LOG_BATCH_BYTES;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("the log queue is closed")]
 pub struct QueueClosed;
+
+/// When the sender takes work out of the queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// The largest batch of lines.
+    pub max_bytes: usize,
+    /// How long a line may wait for company.
+    pub linger: Duration,
+    /// How long a step report may wait: long enough that a short step's start and end travel
+    /// together (or with the completion), short enough that a viewer sees a long step start.
+    pub report_linger: Duration,
+    /// Once the queue is closed, at most this many bytes of lines (and all reports) are left for
+    /// the completion instead of being sent as batches.
+    pub keep_tail: usize,
+}
+
+/// What the sender should send next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Work {
+    Lines(Batch),
+    Reports(Vec<StepReport>),
+}
 
 /// Consecutive encoded lines handed to the sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +99,9 @@ struct State {
     next: u64,
     /// Bytes handed to the sender and not yet acknowledged; they still count against capacity.
     in_flight: usize,
+    /// Step reports not yet handed out, in order, and when the oldest arrived.
+    reports: Vec<StepReport>,
+    reports_since: Option<Instant>,
     closed: bool,
 }
 
@@ -84,6 +115,8 @@ impl LogQueue {
                 unsent_since: None,
                 next: logged_lines + 1,
                 in_flight: 0,
+                reports: Vec::new(),
+                reports_since: None,
                 closed: false,
             }),
             capacity,
@@ -145,28 +178,62 @@ impl LogQueue {
         self.space.notify_waiters();
     }
 
-    /// The next batch for the sender: at most `max_bytes` (whole lines), handed out once it is
-    /// full, its oldest line has waited `linger`, or the queue is closing. `None` once the queue
-    /// is closed and empty.
-    pub async fn next_batch(&self, max_bytes: usize, linger: Duration) -> Option<Batch> {
+    /// Queues a step report for the sender (or the completion). Never waits: reports are few
+    /// and small.
+    pub fn push_report(&self, report: StepReport) -> Result<(), QueueClosed> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(QueueClosed);
+        }
+        let first = state.reports.is_empty();
+        state.reports.push(report);
+        if first {
+            state.reports_since = Some(Instant::now());
+        }
+        drop(state);
+        if first {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The next work for the sender, handed out by `pacing`: a batch of at most
+    /// `pacing.max_bytes` (whole lines) once it is full, its oldest line has waited the linger,
+    /// or the queue is closing; reports once the oldest has waited its linger. `None` once the
+    /// queue is closed and what is left fits the tail.
+    pub async fn next_work(&self, pacing: &Pacing) -> Option<Work> {
         loop {
             let ready = self.ready.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
             let deadline = {
                 let mut state = self.lock();
-                if state.unsent.is_empty() {
-                    if state.closed {
-                        return None;
+                let now = Instant::now();
+                if state.closed {
+                    if state.unsent.len() > pacing.keep_tail {
+                        return Some(Work::Lines(take_batch(&mut state, pacing.max_bytes)));
                     }
+                    if pacing.keep_tail == 0 && !state.reports.is_empty() {
+                        return Some(Work::Reports(take_reports(&mut state)));
+                    }
+                    return None;
+                }
+                let reports_due = state.reports_since.map(|t| t + pacing.report_linger);
+                if reports_due.is_some_and(|due| now >= due) {
+                    return Some(Work::Reports(take_reports(&mut state)));
+                }
+                let lines_due = if state.unsent.is_empty() {
                     None
                 } else {
-                    let since = state.unsent_since.unwrap_or_else(Instant::now);
-                    let due = since + linger;
-                    if state.closed || state.unsent.len() >= max_bytes || Instant::now() >= due {
-                        return Some(take_batch(&mut state, max_bytes));
+                    let due = state.unsent_since.unwrap_or(now) + pacing.linger;
+                    if state.unsent.len() >= pacing.max_bytes || now >= due {
+                        return Some(Work::Lines(take_batch(&mut state, pacing.max_bytes)));
                     }
                     Some(due)
+                };
+                match (lines_due, reports_due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
                 }
             };
             match deadline {
@@ -179,6 +246,35 @@ impl LogQueue {
                 None => ready.await,
             }
         }
+    }
+
+    /// Lines only, everything drained once closed, reports passed over: for tests that read
+    /// back what was queued.
+    #[cfg(test)]
+    pub async fn next_batch(&self, max_bytes: usize, linger: Duration) -> Option<Batch> {
+        let pacing = Pacing {
+            max_bytes,
+            linger,
+            report_linger: Duration::from_secs(24 * 3600),
+            keep_tail: 0,
+        };
+        loop {
+            match self.next_work(&pacing).await? {
+                Work::Lines(batch) => return Some(batch),
+                Work::Reports(_) => {}
+            }
+        }
+    }
+
+    /// What the sender left once the queue closed: the unsent lines as one batch (counted as in
+    /// flight until released) and the unsent reports, for the completion to carry.
+    pub fn take_tail(&self) -> (Option<Batch>, Vec<StepReport>) {
+        let mut state = self.lock();
+        let lines = (!state.unsent.is_empty()).then(|| {
+            let all = state.unsent.len();
+            take_batch(&mut state, all)
+        });
+        (lines, take_reports(&mut state))
     }
 
     /// The engine has `bytes` more of the in-flight lines: make room for the readers.
@@ -195,6 +291,11 @@ impl LogQueue {
         let state = self.lock();
         state.unsent.len() + state.in_flight
     }
+}
+
+fn take_reports(state: &mut State) -> Vec<StepReport> {
+    state.reports_since = None;
+    std::mem::take(&mut state.reports)
 }
 
 fn take_batch(state: &mut State, max_bytes: usize) -> Batch {
