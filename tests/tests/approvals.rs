@@ -74,13 +74,15 @@ async fn an_approved_stage_waits_then_runs() {
     );
 
     // The run's trail, through the API, tells the whole story in order.
-    let events: Vec<serde_json::Value> =
-        reqwest::get(format!("{}/api/v1/runs/{}/events", app.url(), run.run_id))
-            .await
-            .expect("GET events")
-            .json()
-            .await
-            .expect("JSON");
+    let http = app.http();
+    let events: Vec<serde_json::Value> = http
+        .get(format!("{}/api/v1/runs/{}/events", app.url(), run.run_id))
+        .send()
+        .await
+        .expect("GET events")
+        .json()
+        .await
+        .expect("JSON");
     let trail: Vec<(&str, &str)> = events
         .iter()
         .map(|e| {
@@ -104,7 +106,9 @@ async fn an_approved_stage_waits_then_runs() {
         position("run", "run succeeded"),
     ];
     assert!(order.is_sorted(), "{trail:?}");
-    let missing = reqwest::get(format!("{}/api/v1/runs/999999/events", app.url()))
+    let missing = http
+        .get(format!("{}/api/v1/runs/999999/events", app.url()))
+        .send()
         .await
         .expect("GET events");
     assert_eq!(missing.status(), 404);

@@ -473,15 +473,13 @@ async fn run_artifacts(
 
 async fn run_events(
     State(engine): State<Arc<Engine>>,
+    who: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<store::events::EventRow>>, ApiError> {
-    let id = run_id(&id)?;
-    // A run without events does not exist: say so rather than answer an empty trail.
-    let events = store::events::for_run(&engine.store.pool, id).await?;
-    if events.is_empty() {
-        runs::get(&engine.store.pool, id).await?;
-    }
-    Ok(Json(events))
+    let (run, _) = authorized_run(&engine, &who, &id, Action::Read).await?;
+    Ok(Json(
+        store::events::for_run(&engine.store.pool, run.id).await?,
+    ))
 }
 
 async fn list_secrets(
