@@ -18,3 +18,4 @@ pub mod server;
 pub mod spec;
 pub mod store;
 pub mod token;
+pub mod ui;

@@ -12,6 +12,7 @@ use gantry::run::{RunContext, TriggerRequest, Triggered};
 use gantry::server::Server;
 use gantry::store::{RunId, RunStatus, runs, stages};
 
+pub mod browser;
 pub mod image_tools;
 pub mod kube;
 pub mod proc;

@@ -130,3 +130,42 @@ impl IntoResponse for ApiError {
         (status, Json(body)).into_response()
     }
 }
+
+/// An error on a web UI page: the same mapping to a status as [`ApiError`], shown as an HTML
+/// page instead of JSON (a page that needs a signed-in user redirects to the sign-in form;
+/// see `ui::router`).
+#[derive(Debug)]
+pub struct PageError(pub ApiError);
+
+impl<E: Into<ApiError>> From<E> for PageError {
+    fn from(e: E) -> Self {
+        PageError(e.into())
+    }
+}
+
+impl From<crate::ui::UiError> for ApiError {
+    fn from(e: crate::ui::UiError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self.0 {
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
+            ApiError::BadRequest(m) => (StatusCode::UNPROCESSABLE_ENTITY, m.clone()),
+            ApiError::Invalid(problems) => (StatusCode::UNPROCESSABLE_ENTITY, problems.join("\n")),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.clone()),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error on a page");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; see the engine's log".to_owned(),
+                )
+            }
+        };
+        crate::ui::error_page(status, &message)
+    }
+}

@@ -28,6 +28,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics::metrics))
+        .merge(crate::ui::router())
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(engine)
 }

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod artifacts;
+pub mod dashboard;
 pub mod embedded;
 pub mod events;
 pub mod logs;

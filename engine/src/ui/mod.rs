@@ -1,0 +1,498 @@
+//! The web UI: server-rendered pages (tera templates from `engine/templates/`, compiled into
+//! the binary and parsed once at start-up) with small vanilla-JS assets for the live parts
+//! (the run page's statuses and log panes, which read the same JSON and SSE API as the CLI).
+//! Every page and form checks the caller's permission with the same `access::require` as the
+//! API; every form carries the session's CSRF token.
+
+pub mod actions;
+pub mod graph;
+pub mod pages;
+pub mod session;
+pub mod tokens;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::{Path, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+
+use crate::access::Principal;
+use crate::engine::Engine;
+
+/// Every template, by name, compiled in.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../../templates/base.html")),
+    ("macros.html", include_str!("../../templates/macros.html")),
+    ("login.html", include_str!("../../templates/login.html")),
+    ("error.html", include_str!("../../templates/error.html")),
+    (
+        "dashboard.html",
+        include_str!("../../templates/dashboard.html"),
+    ),
+    (
+        "pipeline.html",
+        include_str!("../../templates/pipeline.html"),
+    ),
+    ("run.html", include_str!("../../templates/run.html")),
+    ("secrets.html", include_str!("../../templates/secrets.html")),
+    ("tokens.html", include_str!("../../templates/tokens.html")),
+];
+
+/// Static files, compiled in: (name, content type, body).
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("../../assets/app.css"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/app.js"),
+    ),
+    (
+        "run.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/run.js"),
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    #[error("rendering {name}: {detail}")]
+    Render { name: String, detail: String },
+}
+
+static TERA: OnceLock<Result<tera::Tera, String>> = OnceLock::new();
+
+/// Parses the templates (once per process).
+pub fn templates() -> Result<&'static tera::Tera, UiError> {
+    TERA.get_or_init(|| {
+        let mut tera = tera::Tera::default();
+        tera.autoescape_on(vec![".html"]);
+        tera.add_raw_templates(TEMPLATES.iter().copied())
+            .map_err(|e| error_chain(&e))?;
+        Ok(tera)
+    })
+    .as_ref()
+    .map_err(|detail| UiError::Render {
+        name: "templates".into(),
+        detail: detail.clone(),
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Renders template `name` with `context` (a page's context struct).
+pub fn render(name: &str, context: &impl Serialize) -> Result<Html<String>, UiError> {
+    let error = |detail: String| UiError::Render {
+        name: name.to_owned(),
+        detail,
+    };
+    let context = tera::Context::from_serialize(context).map_err(|e| error(error_chain(&e)))?;
+    templates()?
+        .render(name, &context)
+        .map(Html)
+        .map_err(|e| error(error_chain(&e)))
+}
+
+/// What every page's header needs: who is signed in, the CSRF token for its forms, and the
+/// asset URLs (versioned, so browsers may cache them for good).
+#[derive(Clone, Debug, Serialize)]
+pub struct Chrome {
+    pub user: Option<String>,
+    pub is_admin: bool,
+    pub csrf: String,
+    pub assets: String,
+}
+
+impl Chrome {
+    pub fn of(who: &Principal) -> Chrome {
+        Chrome {
+            user: who.user().map(|u| u.name.clone()),
+            is_admin: who.is_admin(),
+            csrf: who.csrf().unwrap_or_default().to_owned(),
+            assets: format!("/assets/{}", asset_version()),
+        }
+    }
+}
+
+/// Changes whenever an asset does (a hash of them all).
+pub fn asset_version() -> &'static str {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    VERSION.get_or_init(|| {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        for (_, _, body) in ASSETS {
+            hash.update(body.as_bytes());
+        }
+        hex::encode(&hash.finalize()[..6])
+    })
+}
+
+/// An error page (status and a message for people).
+pub fn error_page(status: StatusCode, message: &str) -> Response {
+    #[derive(Serialize)]
+    struct ErrorPage<'a> {
+        chrome: Chrome,
+        status: u16,
+        reason: &'a str,
+        message: &'a str,
+    }
+    let page = ErrorPage {
+        chrome: Chrome::of(&Principal::Anonymous),
+        status: status.as_u16(),
+        reason: status.canonical_reason().unwrap_or("Error"),
+        message,
+    };
+    match render("error.html", &page) {
+        Ok(html) => (status, html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render the error page");
+            (status, message.to_owned()).into_response()
+        }
+    }
+}
+
+pub fn router() -> Router<Arc<Engine>> {
+    Router::new()
+        .route("/", get(pages::dashboard))
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/p/{project}/{pipeline}", get(pages::pipeline))
+        .route("/p/{project}/{pipeline}/trigger", post(actions::trigger))
+        .route(
+            "/p/{project}/secrets",
+            get(pages::secrets).post(actions::set_secret),
+        )
+        .route("/runs/{id}", get(pages::run))
+        .route("/runs/{id}/cancel", post(actions::cancel))
+        .route("/runs/{id}/rerun", post(actions::rerun))
+        .route("/runs/{id}/stages/{key}/approve", post(actions::approve))
+        .route("/runs/{id}/stages/{key}/reject", post(actions::reject))
+        .route("/tokens", get(tokens::page).post(tokens::create))
+        .route("/tokens/{id}/delete", post(tokens::delete))
+        .route("/assets/{version}/{file}", get(asset))
+        .layer(axum::middleware::from_fn(page_headers))
+}
+
+/// Sends a page that needs a signed-in user to the sign-in form (coming back afterwards), and
+/// adds the headers every page gets: no framing by other sites, no inline scripts.
+async fn page_headers(request: Request, next: Next) -> Response {
+    let back = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let is_get = request.method() == axum::http::Method::GET;
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED && is_get {
+        let target = format!("/login?next={}", urlencode(&back));
+        response = Redirect::to(&target).into_response();
+    }
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+             frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}
+
+/// Percent-encodes everything but unreserved characters.
+pub fn urlencode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn asset(Path((version, file)): Path<(String, String)>) -> Response {
+    let Some((_, content_type, body)) = ASSETS.iter().find(|(name, _, _)| *name == file) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    // Only the current version may be cached forever; an old URL gets the current file for
+    // a short while (a page loaded before an upgrade).
+    let cache = if version == asset_version() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    (
+        [
+            (header::CONTENT_TYPE, *content_type),
+            (header::CACHE_CONTROL, cache),
+        ],
+        *body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pages::*;
+    use super::*;
+    use crate::store::RunId;
+
+    fn chrome() -> Chrome {
+        Chrome {
+            user: Some("alice".into()),
+            is_admin: false,
+            csrf: "CSRF-TOKEN".into(),
+            assets: "/assets/v".into(),
+        }
+    }
+
+    fn run_item() -> RunItem {
+        RunItem {
+            id: RunId(7),
+            number: 3,
+            status: "running",
+            trigger: "manual".into(),
+            branch: "main".into(),
+            created: "2026-12-03 10:00:00 UTC".into(),
+            duration: "5s".into(),
+            reason: String::new(),
+        }
+    }
+
+    /// Renders `name` and checks the page is whole and escapes what it shows.
+    fn rendered(name: &str, context: &impl Serialize) -> String {
+        let Html(html) = render(name, context).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(html.contains("</html>"), "{name}");
+        assert!(!html.contains("<script>alert"), "{name} does not escape");
+        html
+    }
+
+    #[test]
+    fn every_template_renders() {
+        let mut names: Vec<&str> = TEMPLATES.iter().map(|(n, _)| *n).collect();
+        names.retain(|n| !matches!(*n, "base.html" | "macros.html"));
+        let mut done = Vec::new();
+
+        let html = rendered(
+            "login.html",
+            &session::LoginPage {
+                chrome: Chrome::of(&Principal::Anonymous),
+                csrf: "c".into(),
+                next: "/runs/1".into(),
+                name: "<script>alert(1)</script>".into(),
+                error: Some("Wrong user name or password.".into()),
+            },
+        );
+        assert!(
+            html.contains(r#"name="next" value="&#x2F;runs&#x2F;1""#),
+            "{html}"
+        );
+        done.push("login.html");
+
+        let response = error_page(StatusCode::FORBIDDEN, "`bob` may not trigger runs");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        done.push("error.html");
+
+        let html = rendered(
+            "dashboard.html",
+            &DashboardPage {
+                chrome: chrome(),
+                projects: vec![ProjectCard {
+                    name: "web".into(),
+                    role: "developer".into(),
+                    anonymous_read: true,
+                    pipelines: vec![PipelineCard {
+                        name: "build".into(),
+                        version: 2,
+                        branches: vec![BranchItem {
+                            branch: "main".into(),
+                            run_id: RunId(7),
+                            number: 3,
+                            status: "failed",
+                            when: "now".into(),
+                        }],
+                    }],
+                }],
+            },
+        );
+        assert!(html.contains(r#"href="/runs/7""#) && html.contains("badge s-failed"));
+        done.push("dashboard.html");
+
+        let html = rendered(
+            "pipeline.html",
+            &PipelinePage {
+                chrome: chrome(),
+                project: "web".into(),
+                pipeline: "build".into(),
+                version: 2,
+                runs: vec![run_item()],
+                params: vec![
+                    ParamField {
+                        name: "target".into(),
+                        description: "where".into(),
+                        kind: "choice",
+                        default: "prod".into(),
+                        options: vec!["dev".into(), "prod".into()],
+                    },
+                    ParamField {
+                        name: "fast".into(),
+                        description: String::new(),
+                        kind: "bool",
+                        default: "true".into(),
+                        options: vec![],
+                    },
+                    ParamField {
+                        name: "note".into(),
+                        description: String::new(),
+                        kind: "string",
+                        default: "<script>alert(2)</script>".into(),
+                        options: vec![],
+                    },
+                ],
+                can_trigger: true,
+                can_secrets: true,
+                older: Some(RunId(5)),
+            },
+        );
+        // Every field is labelled, and the form carries the CSRF token.
+        for id in ["param-target", "param-fast", "param-note"] {
+            assert!(html.contains(&format!(r#"<label for="{id}">"#)), "{id}");
+        }
+        assert!(html.contains(r#"name="csrf" value="CSRF-TOKEN""#));
+        done.push("pipeline.html");
+
+        let stages = vec![("build".to_owned(), vec![]), ("deploy".to_owned(), vec![0])];
+        let graph = graph::layout(&stages);
+        let html = rendered(
+            "run.html",
+            &RunPage {
+                chrome: chrome(),
+                run: run_item(),
+                project: "web".into(),
+                pipeline: "build".into(),
+                version: 2,
+                finished: false,
+                rerun_of: Some(RunId(2)),
+                params: [("target".to_owned(), "prod".to_owned())].into(),
+                commit: "0123456789abcdef".into(),
+                nodes: graph
+                    .nodes
+                    .iter()
+                    .map(|n| NodeView {
+                        index: n.index,
+                        key: n.key.clone(),
+                        x: n.x,
+                        y: n.y,
+                        status: "waiting_approval",
+                        duration: String::new(),
+                    })
+                    .collect(),
+                graph,
+                stages: vec![StageItem {
+                    key: "deploy[env=prod]".into(),
+                    index: 1,
+                    status: "waiting_approval",
+                    attempt: 0,
+                    max_attempts: 1,
+                    duration: String::new(),
+                    error: String::new(),
+                    approved_by: String::new(),
+                    image: "registry/app@sha256:abc".into(),
+                    reused: false,
+                    allow_failure: false,
+                    finally: false,
+                    approval: Some(ApprovalItem {
+                        message: "Ship it?".into(),
+                        approvers: vec!["alice".into()],
+                        may_decide: true,
+                    }),
+                }],
+                artifacts: vec![ArtifactItem {
+                    stage: "build".into(),
+                    name: "dist".into(),
+                    size_text: size_text(2048),
+                    sha256: "ff".into(),
+                }],
+                images: vec![ImageItem {
+                    stage: "build".into(),
+                    image: "registry/app@sha256:abc".into(),
+                }],
+                can_cancel: true,
+                can_rerun: true,
+            },
+        );
+        assert!(
+            html.contains("/runs/7/stages/deploy%5Benv%3Dprod%5D/approve"),
+            "{html}"
+        );
+        assert!(html.contains("2.0 KiB") && html.contains("<svg"));
+        done.push("run.html");
+
+        rendered(
+            "secrets.html",
+            &SecretsPage {
+                chrome: chrome(),
+                project: "web".into(),
+                secrets: vec![SecretItem {
+                    name: "TOKEN".into(),
+                    updated: "now".into(),
+                }],
+                can_write: true,
+                saved: Some("TOKEN".into()),
+            },
+        );
+        done.push("secrets.html");
+
+        let html = rendered(
+            "tokens.html",
+            &tokens::TokensPage {
+                chrome: chrome(),
+                tokens: vec![tokens::TokenItem {
+                    id: 1,
+                    name: "ci".into(),
+                    created: "now".into(),
+                    last_used: String::new(),
+                    expires: String::new(),
+                }],
+                created: Some("gty_secret".into()),
+            },
+        );
+        assert!(html.contains("gty_secret") && html.contains("never"));
+        done.push("tokens.html");
+
+        names.sort_unstable();
+        done.sort_unstable();
+        assert_eq!(names, done, "render every template here");
+    }
+
+    #[test]
+    fn urls_are_encoded_for_the_next_parameter() {
+        assert_eq!(urlencode("/runs/7?x=a b"), "/runs/7%3Fx%3Da%20b");
+    }
+}

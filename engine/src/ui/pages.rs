@@ -1,0 +1,521 @@
+//! The pages people read: the dashboard (pipelines and their newest run per branch), a
+//! pipeline (its runs and a trigger form built from its params), a run (the stage graph, log
+//! panes, approvals, artifacts and images) and a project's secrets (names only).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::response::Html;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Chrome, graph, render};
+use crate::access::{self, Action, Principal, Role};
+use crate::engine::Engine;
+use crate::http::api;
+use crate::http::error::{ApiError, PageError};
+use crate::pipeline::ParamKind;
+use crate::store::{self, RunId, StageStatus, dashboard, pipelines, runs, stages};
+
+pub fn time(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// `3s`, `1m 05s`, `2h 03m`.
+pub fn duration(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> String {
+    let (Some(from), Some(to)) = (from, to) else {
+        return String::new();
+    };
+    let secs = (to - from).num_seconds().max(0);
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {:02}s", s / 60, s % 60),
+        s => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[derive(Serialize)]
+pub struct DashboardPage {
+    pub chrome: Chrome,
+    pub projects: Vec<ProjectCard>,
+}
+
+#[derive(Serialize)]
+pub struct ProjectCard {
+    pub name: String,
+    pub role: String,
+    pub anonymous_read: bool,
+    pub pipelines: Vec<PipelineCard>,
+}
+
+#[derive(Serialize)]
+pub struct PipelineCard {
+    pub name: String,
+    pub version: i32,
+    pub branches: Vec<BranchItem>,
+}
+
+#[derive(Serialize)]
+pub struct BranchItem {
+    pub branch: String,
+    pub run_id: RunId,
+    pub number: i32,
+    pub status: &'static str,
+    pub when: String,
+}
+
+pub async fn dashboard(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+) -> Result<Html<String>, PageError> {
+    let pool = &engine.store.pool;
+    let visible = access::readable_projects(pool, &who).await?;
+    let projects = crate::http::users::visible_projects(&engine, &who).await?;
+    let pipelines = pipelines::list(pool, visible.as_deref()).await?;
+    let latest = dashboard::latest_per_branch(pool, visible.as_deref()).await?;
+    let mut cards: Vec<ProjectCard> = projects
+        .into_iter()
+        .map(|p| ProjectCard {
+            role: p.role.map(Role::as_str).unwrap_or_default().to_owned(),
+            name: p.name,
+            anonymous_read: p.anonymous_read,
+            pipelines: Vec::new(),
+        })
+        .collect();
+    for pipeline in pipelines {
+        let branches = latest
+            .iter()
+            .filter(|b| b.project == pipeline.project && b.pipeline == pipeline.name)
+            .map(|b| BranchItem {
+                branch: b.branch.clone().unwrap_or_else(|| "(no branch)".into()),
+                run_id: b.run_id,
+                number: b.number,
+                status: b.status.as_str(),
+                when: time(&b.created_at),
+            })
+            .collect();
+        if let Some(card) = cards.iter_mut().find(|c| c.name == pipeline.project) {
+            card.pipelines.push(PipelineCard {
+                name: pipeline.name,
+                version: pipeline.version,
+                branches,
+            });
+        }
+    }
+    Ok(render(
+        "dashboard.html",
+        &DashboardPage {
+            chrome: Chrome::of(&who),
+            projects: cards,
+        },
+    )?)
+}
+
+#[derive(Serialize)]
+pub struct RunItem {
+    pub id: RunId,
+    pub number: i32,
+    pub status: &'static str,
+    pub trigger: String,
+    pub branch: String,
+    pub created: String,
+    pub duration: String,
+    pub reason: String,
+}
+
+impl RunItem {
+    pub fn of(run: &runs::RunRow) -> RunItem {
+        RunItem {
+            id: run.id,
+            number: run.number,
+            status: run.status.as_str(),
+            trigger: run.trigger.clone(),
+            branch: run.context["branch"]
+                .as_str()
+                .or(run.context["tag"].as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            created: time(&run.created_at),
+            duration: duration(run.started_at, run.finished_at.or(Some(Utc::now()))),
+            reason: run.reason.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// One field of the trigger form.
+#[derive(Serialize)]
+pub struct ParamField {
+    pub name: String,
+    pub description: String,
+    /// `string`, `bool` or `choice`.
+    pub kind: &'static str,
+    pub default: String,
+    pub options: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct PipelinePage {
+    pub chrome: Chrome,
+    pub project: String,
+    pub pipeline: String,
+    pub version: i32,
+    pub runs: Vec<RunItem>,
+    pub params: Vec<ParamField>,
+    pub can_trigger: bool,
+    pub can_secrets: bool,
+    /// The id to page back from (`?before=`), when there may be older runs.
+    pub older: Option<RunId>,
+}
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    before: Option<i64>,
+}
+
+const RUNS_PER_PAGE: i64 = 30;
+
+pub fn param_fields(plan: &crate::pipeline::Plan) -> Vec<ParamField> {
+    plan.pipeline
+        .params
+        .iter()
+        .map(|p| {
+            let (kind, default, options) = match &p.kind {
+                ParamKind::String { default } => {
+                    ("string", default.clone().unwrap_or_default(), vec![])
+                }
+                ParamKind::Bool { default } => {
+                    ("bool", default.unwrap_or(false).to_string(), vec![])
+                }
+                ParamKind::Choice { options, default } => (
+                    "choice",
+                    default.clone().unwrap_or_default(),
+                    options.clone(),
+                ),
+            };
+            ParamField {
+                name: p.name.value.clone(),
+                description: p.description.clone().unwrap_or_default(),
+                kind,
+                default,
+                options,
+            }
+        })
+        .collect()
+}
+
+pub async fn pipeline(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+    Path((project, name)): Path<(String, String)>,
+    Query(page): Query<PageQuery>,
+) -> Result<Html<String>, PageError> {
+    let pool = &engine.store.pool;
+    let granted = access::require(pool, &who, &project, Action::Read).await?;
+    let row = pipelines::find(pool, &project, &name).await?;
+    let plan = engine.plan(row.version_id).await?;
+    let list = runs::list(
+        pool,
+        Some(row.id),
+        page.before.map(RunId),
+        RUNS_PER_PAGE,
+        None,
+    )
+    .await?;
+    let older = (i64::try_from(list.len()).unwrap_or(0) == RUNS_PER_PAGE)
+        .then(|| list.last().map(|r| r.id))
+        .flatten();
+    let role = granted.role;
+    Ok(render(
+        "pipeline.html",
+        &PipelinePage {
+            chrome: Chrome::of(&who),
+            project,
+            pipeline: row.name,
+            version: row.version,
+            runs: list.iter().map(RunItem::of).collect(),
+            params: param_fields(&plan),
+            can_trigger: allows(role, Action::Trigger) && who.user().is_some(),
+            can_secrets: allows(role, Action::ListSecrets) && who.user().is_some(),
+            older,
+        },
+    )?)
+}
+
+pub fn allows(role: Option<Role>, action: Action) -> bool {
+    role.is_some_and(|r| r >= action.least_role())
+}
+
+#[derive(Serialize)]
+pub struct StageItem {
+    pub key: String,
+    pub index: usize,
+    pub status: &'static str,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub duration: String,
+    pub error: String,
+    pub approved_by: String,
+    pub image: String,
+    pub reused: bool,
+    pub allow_failure: bool,
+    pub finally: bool,
+    pub approval: Option<ApprovalItem>,
+}
+
+#[derive(Serialize)]
+pub struct ApprovalItem {
+    pub message: String,
+    pub approvers: Vec<String>,
+    /// Whether the viewer may approve or reject it.
+    pub may_decide: bool,
+}
+
+#[derive(Serialize)]
+pub struct ArtifactItem {
+    pub stage: String,
+    pub name: String,
+    pub size_text: String,
+    pub sha256: String,
+}
+
+#[derive(Serialize)]
+pub struct ImageItem {
+    pub stage: String,
+    pub image: String,
+}
+
+/// A stage's box in the graph: where (from the layout) and how it is doing.
+#[derive(Serialize)]
+pub struct NodeView {
+    pub index: usize,
+    pub key: String,
+    pub x: u32,
+    pub y: u32,
+    pub status: &'static str,
+    pub duration: String,
+}
+
+/// `512 B`, `1.5 KiB`, `3.2 MiB`.
+pub fn size_text(bytes: i64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a size shown to one decimal")]
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[derive(Serialize)]
+pub struct RunPage {
+    pub chrome: Chrome,
+    pub run: RunItem,
+    pub project: String,
+    pub pipeline: String,
+    pub version: i32,
+    pub finished: bool,
+    pub rerun_of: Option<RunId>,
+    pub params: BTreeMap<String, String>,
+    pub commit: String,
+    pub graph: graph::Layout,
+    pub nodes: Vec<NodeView>,
+    pub stages: Vec<StageItem>,
+    pub artifacts: Vec<ArtifactItem>,
+    pub images: Vec<ImageItem>,
+    pub can_cancel: bool,
+    pub can_rerun: bool,
+}
+
+pub async fn run(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Html<String>, PageError> {
+    let pool = &engine.store.pool;
+    let (run, granted) = api::authorized_run(&engine, &who, &id, Action::Read).await?;
+    let plan = engine.plan(run.version_id).await?;
+    let version = pipelines::version(pool, run.version_id).await?.version;
+    let rows = stages::for_run(pool, run.id).await?;
+    let signed_in = who.user().is_some();
+    let items: Vec<StageItem> = rows
+        .iter()
+        .map(|s| {
+            let index = usize::try_from(s.plan_index).unwrap_or(usize::MAX);
+            let approval = plan
+                .stages
+                .get(index)
+                .and_then(|p| plan.stage(p).approval.as_ref())
+                .map(|a| ApprovalItem {
+                    message: a
+                        .message
+                        .as_ref()
+                        .map(|m| m.raw.value.clone())
+                        .unwrap_or_default(),
+                    approvers: a.approvers.clone(),
+                    may_decide: access::may_approve(&who, granted.role, &a.approvers),
+                });
+            let end = s
+                .finished_at
+                .or_else(|| (s.status == StageStatus::Running).then(Utc::now));
+            StageItem {
+                key: s.key.clone(),
+                index,
+                status: s.status.as_str(),
+                attempt: s.attempt,
+                max_attempts: s.max_attempts,
+                duration: duration(s.started_at, end),
+                error: s.error.clone().unwrap_or_default(),
+                approved_by: s.approved_by.clone().unwrap_or_default(),
+                image: s.image.clone().unwrap_or_default(),
+                reused: s.reused_from.is_some(),
+                allow_failure: s.allow_failure,
+                finally: s.finally,
+                approval,
+            }
+        })
+        .collect();
+    let layout = graph::layout(
+        &rows
+            .iter()
+            .map(|s| {
+                let needs = s
+                    .needs
+                    .iter()
+                    .filter_map(|&n| usize::try_from(n).ok())
+                    .collect();
+                (s.key.clone(), needs)
+            })
+            .collect::<Vec<_>>(),
+    );
+    let owners: Vec<i64> = rows
+        .iter()
+        .map(|s| s.reused_from.unwrap_or(s.id).0)
+        .collect();
+    let artifacts = store::artifacts::of_stages(pool, &owners)
+        .await?
+        .into_iter()
+        .map(|a| ArtifactItem {
+            stage: rows
+                .iter()
+                .find(|s| s.reused_from.unwrap_or(s.id) == a.stage_run_id)
+                .map(|s| s.key.clone())
+                .unwrap_or_default(),
+            name: a.name,
+            size_text: size_text(a.size),
+            sha256: a.sha256.unwrap_or_default(),
+        })
+        .collect();
+    let params = match &run.params {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                )
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    let nodes = layout
+        .nodes
+        .iter()
+        .zip(&items)
+        .map(|(n, s)| NodeView {
+            index: s.index,
+            key: s.key.clone(),
+            x: n.x,
+            y: n.y,
+            status: s.status,
+            duration: s.duration.clone(),
+        })
+        .collect();
+    let images = items
+        .iter()
+        .filter(|s| !s.image.is_empty())
+        .map(|s| ImageItem {
+            stage: s.key.clone(),
+            image: s.image.clone(),
+        })
+        .collect();
+    Ok(render(
+        "run.html",
+        &RunPage {
+            chrome: Chrome::of(&who),
+            run: RunItem::of(&run),
+            project: run.project.clone(),
+            pipeline: run.pipeline.clone(),
+            version,
+            finished: run.status.is_terminal(),
+            rerun_of: run.rerun_of,
+            params,
+            commit: run.context["commit_sha"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            graph: layout,
+            nodes,
+            stages: items,
+            artifacts,
+            images,
+            can_cancel: signed_in && allows(granted.role, Action::Cancel),
+            can_rerun: signed_in && allows(granted.role, Action::Rerun),
+        },
+    )?)
+}
+
+#[derive(Serialize)]
+pub struct SecretsPage {
+    pub chrome: Chrome,
+    pub project: String,
+    pub secrets: Vec<SecretItem>,
+    pub can_write: bool,
+    pub saved: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SecretItem {
+    pub name: String,
+    pub updated: String,
+}
+
+#[derive(Deserialize)]
+pub struct SavedQuery {
+    saved: Option<String>,
+}
+
+pub async fn secrets(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+    Path(project): Path<String>,
+    Query(query): Query<SavedQuery>,
+) -> Result<Html<String>, PageError> {
+    let pool = &engine.store.pool;
+    let granted = access::require(pool, &who, &project, Action::ListSecrets).await?;
+    let id = granted
+        .project
+        .ok_or_else(|| ApiError::NotFound(format!("project `{project}` not found")))?;
+    let list = store::secrets::list(pool, id).await?;
+    Ok(render(
+        "secrets.html",
+        &SecretsPage {
+            chrome: Chrome::of(&who),
+            project,
+            secrets: list
+                .into_iter()
+                .map(|s| SecretItem {
+                    name: s.name,
+                    updated: time(&s.updated_at),
+                })
+                .collect(),
+            can_write: allows(granted.role, Action::WriteSecret),
+            saved: query.saved,
+        },
+    )?)
+}
