@@ -17,6 +17,8 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 pub struct Browser {
     pub client: Client,
+    /// chromedriver's own URL (for its Chrome-specific commands).
+    pub driver_url: String,
     driver: Child,
     _profile: tempfile::TempDir,
     /// Names screenshots: `<prefix>-<name>.png`.
@@ -81,10 +83,35 @@ impl Browser {
             .expect("a Chromium session");
         Browser {
             client,
+            driver_url: url,
             driver,
             _profile: profile,
             prefix: prefix.to_owned(),
         }
+    }
+
+    /// Runs a Chrome DevTools command (`Network.clearBrowserCache`, ...) in this session.
+    pub async fn devtools(&self, command: &str, params: Value) -> Value {
+        let session = self
+            .client
+            .session_id()
+            .await
+            .ok()
+            .flatten()
+            .expect("a WebDriver session id");
+        reqwest::Client::new()
+            .post(format!(
+                "{}/session/{session}/goog/cdp/execute",
+                self.driver_url
+            ))
+            .json(&json!({ "cmd": command, "params": params }))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .unwrap_or_else(|e| panic!("DevTools {command}: {e}"))
+            .json()
+            .await
+            .unwrap_or(Value::Null)
     }
 
     pub async fn goto(&self, url: &str) {

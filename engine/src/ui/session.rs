@@ -134,6 +134,8 @@ pub async fn login(
             Some("Wrong user name or password.".into()),
         );
     };
+    // Housekeeping where sessions are made: expired ones go when someone signs in.
+    db::delete_expired_sessions(pool).await?;
     let value = credential::random();
     let csrf = credential::random();
     let expires = chrono::Utc::now() + chrono::TimeDelta::days(SESSION_DAYS);

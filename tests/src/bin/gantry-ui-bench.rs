@@ -181,24 +181,11 @@ async fn measure(
     gantry::run::apply(engine, "bench", "empty.yaml", empty).await?;
     let quiet =
         gantry::run::trigger(engine, "bench", "empty", "manual", Default::default()).await?;
-    // A fresh browser that has loaded nothing from the engine yet: it gets a session cookie
-    // made in the database (the sign-in page would have cached the CSS and JS already).
+    // A fresh browser, signed in, with its cache emptied: the run page pays for its CSS and JS.
     let cold = Browser::start("bench-weight").await;
-    let admin = gantry::store::access::user_by_name(&engine.store.pool, "admin").await?;
-    let value = gantry::access::credential::random();
-    gantry::store::access::create_session(
-        &engine.store.pool,
-        admin.user.id,
-        &gantry::access::credential::hash(&value),
-        &gantry::access::credential::random(),
-        chrono::Utc::now() + chrono::TimeDelta::days(7),
-    )
-    .await?;
-    cold.goto(&format!("{base}/healthz")).await;
-    cold.client
-        .add_cookie(fantoccini::cookies::Cookie::new("gantry_session", value))
-        .await
-        .context("setting the session cookie")?;
+    cold.sign_in(&base, "admin", password.trim()).await;
+    cold.devtools("Network.clearBrowserCache", serde_json::json!({}))
+        .await;
     cold.goto(&format!("{base}/runs/{}", quiet.run_id)).await;
     cold.wait_for(
         "the quiet run page",
