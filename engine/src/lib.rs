@@ -18,4 +18,5 @@ pub mod server;
 pub mod spec;
 pub mod store;
 pub mod token;
+pub mod webhook;
 pub mod ui;

@@ -6,6 +6,7 @@
 
 pub mod artifact;
 pub mod backoff;
+pub mod checkout;
 pub mod config;
 pub mod engine;
 pub mod exit;

@@ -59,6 +59,52 @@ pub struct StageSpec {
     /// An image to build and push instead of steps (`s2i` and `b2i` stages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<crate::image::ImageTask>,
+    /// Source to check out into the workspace before anything else (runs from a repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<Checkout>,
+}
+
+/// One commit of one repository, to be checked out into the workspace.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Checkout {
+    /// Clone URL: `https://`, `http://`, `git://` or a local path.
+    pub url: String,
+    /// The full commit id to check out (detached HEAD).
+    pub commit: String,
+    /// The ref the commit was pushed to (`refs/heads/main`, `refs/pull/7/head`): fetched instead
+    /// when the server refuses to hand out a commit by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// History depth to fetch; 0 fetches everything. Default 1 (just the commit).
+    #[serde(default = "default_depth")]
+    pub depth: u32,
+    /// Also check out submodules (recursively).
+    #[serde(default)]
+    pub submodules: bool,
+    /// Credentials for http(s) URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<GitAuth>,
+}
+
+fn default_depth() -> u32 {
+    1
+}
+
+/// HTTP credentials for a clone: a user name and a token or password (GitHub takes
+/// `x-access-token`, GitLab `oauth2`, Gitea any user name with a token).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct GitAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for GitAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitAuth")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

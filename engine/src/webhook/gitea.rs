@@ -1,0 +1,6 @@
+//! Placeholder: the gitea parser.
+use super::event::{Parsed, Rejection};
+
+pub fn parse(_event: &str, _body: &[u8]) -> Result<Parsed, Rejection> {
+    Err(Rejection::BadPayload("not implemented".into()))
+}

@@ -1,0 +1,1 @@
+//! Source checkout with git2 (written by the checkout work; see wire::Checkout).
