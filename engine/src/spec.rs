@@ -255,6 +255,7 @@ pub async fn build(engine: &Engine, row: &stages::StageRunRow) -> Result<StageSp
         heartbeat_secs: engine.config.heartbeat_secs,
         logged_lines: u64::try_from(row.log_lines).unwrap_or(0),
         image,
+        checkout: None,
     })
 }
 
