@@ -49,6 +49,8 @@ pub struct Config {
     pub registry_auth: Option<PathBuf>,
     /// Where new stage attempts run: `local` or `kubernetes`.
     pub executor: String,
+    /// The largest webhook delivery accepted.
+    pub webhook_max_bytes: usize,
     /// A Kubernetes cluster to run stages in (executor `kubernetes`) and deploy to.
     pub kubernetes: Option<KubeSettings>,
 }
@@ -71,6 +73,7 @@ impl Default for Config {
             insecure_registries: Vec::new(),
             registry_auth: None,
             executor: "local".into(),
+            webhook_max_bytes: crate::webhook::DEFAULT_MAX_PAYLOAD_BYTES,
             kubernetes: None,
         }
     }
@@ -91,6 +94,8 @@ pub struct Engine {
     pub kube: Option<kube::Client>,
     /// Wakes this process's scheduler (fed by LISTEN on the wake channel).
     pub wake: Notify,
+    /// Wakes this process's webhook delivery processor.
+    pub deliveries: Notify,
     /// New log lines stored for a stage run (fed by LISTEN on the logs channel).
     pub logs: broadcast::Sender<StageRunId>,
     /// What this process measures for `/metrics` (counts come from the database).
@@ -192,6 +197,7 @@ impl Engine {
             kube_executor,
             kube,
             wake: Notify::new(),
+            deliveries: Notify::new(),
             logs,
             metrics: crate::http::metrics::Metrics::default(),
             plans: Mutex::default(),

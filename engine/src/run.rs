@@ -86,6 +86,19 @@ pub struct RunContext {
     /// A pull request from a fork: no secrets unless the pipeline opts in.
     #[serde(default)]
     pub from_fork: bool,
+    /// The registered repository the run's source comes from (checked out before the steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_id: Option<i64>,
+    /// `owner/name` of that repository (reaches steps as GANTRY_REPOSITORY).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The ref the commit came from (`refs/heads/main`, `refs/pull/7/head`): fetched when the
+    /// server does not hand out commits by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// Who pushed or opened the pull request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -190,33 +203,73 @@ pub async fn trigger(
         event: trigger.to_owned(),
         ..RunContext::default()
     });
-    let params_json = serde_json::to_value(&params).unwrap_or_default();
-    let context_json = serde_json::to_value(&context).unwrap_or_default();
-    let group = plan
+    let mut tx = engine.store.pool.begin().await?;
+    let triggered = start(
+        &mut tx,
+        NewRunOf {
+            pipeline: row.id,
+            version: row.version_id,
+            plan: &plan,
+            trigger,
+            params: &params,
+            context: &context,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(
+        run.id = triggered.run_id.0,
+        run.number = triggered.number,
+        pipeline = name,
+        "run triggered"
+    );
+    Ok(triggered)
+}
+
+/// What [`start`] needs: a pipeline version, its plan, and what the run is about.
+pub struct NewRunOf<'a> {
+    pub pipeline: PipelineId,
+    pub version: store::VersionId,
+    pub plan: &'a Plan,
+    pub trigger: &'a str,
+    pub params: &'a BTreeMap<String, String>,
+    pub context: &'a RunContext,
+}
+
+/// Creates a run and its stages inside the caller's transaction (so a webhook delivery or a
+/// cron slot is marked done in the same commit that creates its run), cancels older runs of
+/// its concurrency group when asked to, and wakes the schedulers on commit.
+pub async fn start(
+    tx: &mut sqlx::PgConnection,
+    new: NewRunOf<'_>,
+) -> Result<Triggered, RunError> {
+    let params_json = serde_json::to_value(new.params).unwrap_or_default();
+    let context_json = serde_json::to_value(new.context).unwrap_or_default();
+    let group = new
+        .plan
         .pipeline
         .concurrency
         .as_ref()
-        .map(|c| render_group(&c.group, &params, &context))
+        .map(|c| render_group(&c.group, new.params, new.context))
         .transpose()?;
-    let mut tx = engine.store.pool.begin().await?;
     let (run_id, number) = runs::create(
-        &mut tx,
+        &mut *tx,
         runs::NewRun {
-            pipeline: row.id,
-            version: row.version_id,
-            trigger,
+            pipeline: new.pipeline,
+            version: new.version,
+            trigger: new.trigger,
             params: &params_json,
             context: &context_json,
             concurrency_group: group.as_deref(),
             rerun_of: None,
         },
-        &new_stages(&plan),
+        &new_stages(new.plan),
     )
     .await?;
-    if let (Some(group), Some(c)) = (&group, &plan.pipeline.concurrency)
+    if let (Some(group), Some(c)) = (&group, &new.plan.pipeline.concurrency)
         && c.cancel_in_progress
     {
-        for older in runs::older_active_in_group(&mut *tx, row.id, group, run_id).await? {
+        for older in runs::older_active_in_group(&mut *tx, new.pipeline, group, run_id).await? {
             runs::request_cancel(&mut *tx, older).await?;
             tracing::info!(run.id = older.0, newer = run_id.0, group = %group, "cancelling an older run of the concurrency group");
         }
@@ -226,17 +279,10 @@ pub async fn trigger(
         run_id,
         None,
         "run",
-        &format!("triggered ({trigger})"),
+        &format!("triggered ({})", new.trigger),
     )
     .await?;
     store::wake(&mut *tx).await?;
-    tx.commit().await?;
-    tracing::info!(
-        run.id = run_id.0,
-        run.number = number,
-        pipeline = name,
-        "run triggered"
-    );
     Ok(Triggered { run_id, number })
 }
 

@@ -83,6 +83,15 @@ impl Server {
         let tasks = vec![
             tokio::spawn(crate::scheduler::listen(Arc::clone(&engine), rx.clone())),
             tokio::spawn(crate::scheduler::run(Arc::clone(&engine), rx.clone())),
+            tokio::spawn(crate::webhook::process::worker(
+                Arc::clone(&engine),
+                rx.clone(),
+            )),
+            tokio::spawn(crate::webhook::cron::run(Arc::clone(&engine), rx.clone())),
+            tokio::spawn(crate::webhook::commit_status::run(
+                Arc::clone(&engine),
+                rx.clone(),
+            )),
             tokio::spawn({
                 let engine = Arc::clone(&engine);
                 async move {

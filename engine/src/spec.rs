@@ -128,6 +128,12 @@ pub async fn build(engine: &Engine, row: &stages::StageRunRow) -> Result<StageSp
             context.commit_sha.clone().unwrap_or_default(),
         ),
     ];
+    if let Some(repository) = &context.repository {
+        env.push(("GANTRY_REPOSITORY".into(), repository.clone()));
+    }
+    if let Some(actor) = &context.actor {
+        env.push(("GANTRY_ACTOR".into(), actor.clone()));
+    }
     if let Some(pr) = context.pr_number {
         env.push(("GANTRY_PR_NUMBER".into(), pr.to_string()));
         env.push((
@@ -189,6 +195,8 @@ pub async fn build(engine: &Engine, row: &stages::StageRunRow) -> Result<StageSp
             env.push((secret.env.value.clone(), value));
         }
     }
+
+    let checkout = checkout(engine, &context, fork_blocked, &mut mask).await?;
 
     let mut image = None;
     let steps = match &stage.kind {
@@ -255,8 +263,38 @@ pub async fn build(engine: &Engine, row: &stages::StageRunRow) -> Result<StageSp
         heartbeat_secs: engine.config.heartbeat_secs,
         logged_lines: u64::try_from(row.log_lines).unwrap_or(0),
         image,
-        checkout: None,
+        checkout,
     })
+}
+
+/// The commit to check out for a run from a repository, with the repository's clone token
+/// (withheld from fork pull requests like every secret, unless the pipeline opts in).
+async fn checkout(
+    engine: &Engine,
+    context: &RunContext,
+    fork_blocked: bool,
+    mask: &mut Vec<String>,
+) -> Result<Option<gantry_runner::wire::Checkout>, RunError> {
+    let (Some(repo_id), Some(commit)) = (context.repository_id, &context.commit_sha) else {
+        return Ok(None);
+    };
+    let repo = store::repos::get(&engine.store.pool, store::repos::RepoId(repo_id)).await?;
+    let auth = if fork_blocked {
+        None
+    } else {
+        crate::webhook::source::clone_auth(engine, &repo).await?
+    };
+    if let Some(auth) = &auth {
+        mask.push(auth.password.clone());
+    }
+    Ok(Some(gantry_runner::wire::Checkout {
+        url: repo.clone_url.clone(),
+        commit: commit.clone(),
+        git_ref: context.git_ref.clone(),
+        depth: 1,
+        submodules: repo.submodules,
+        auth,
+    }))
 }
 
 /// The runner's image task for a `b2i` or `s2i` stage, its templates rendered.

@@ -24,8 +24,34 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A webhook delivery that is not what its provider sends (400).
+    #[error("{0}")]
+    BadPayload(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<crate::webhook::Rejection> for ApiError {
+    fn from(e: crate::webhook::Rejection) -> Self {
+        use crate::webhook::Rejection;
+        match e {
+            Rejection::Unauthorized(m) => ApiError::Unauthorized(m),
+            Rejection::BadPayload(m) => ApiError::BadPayload(m),
+        }
+    }
+}
+
+impl From<crate::webhook::process::ProcessError> for ApiError {
+    fn from(e: crate::webhook::process::ProcessError) -> Self {
+        use crate::webhook::process::ProcessError;
+        match e {
+            ProcessError::Store(s) => s.into(),
+            ProcessError::Run(r) => r.into(),
+            ProcessError::Source(s) => ApiError::Conflict(s.to_string()),
+        }
+    }
 }
 
 impl From<crate::access::AccessError> for ApiError {
@@ -119,6 +145,8 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "error": m })),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({ "error": m })),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "error": m })),
+            ApiError::BadPayload(m) => (StatusCode::BAD_REQUEST, json!({ "error": m })),
+            ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, json!({ "error": m })),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 (
@@ -158,6 +186,8 @@ impl IntoResponse for PageError {
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.clone()),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
+            ApiError::BadPayload(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m.clone()),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error on a page");
                 (

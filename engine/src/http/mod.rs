@@ -3,9 +3,11 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod hooks;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
+pub mod repos;
 pub mod runner;
 pub mod users;
 
@@ -22,7 +24,8 @@ use crate::engine::Engine;
 
 pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
-        .nest("/api/v1", api::router())
+        .nest("/api/v1", api::router().merge(repos::router()))
+        .nest("/hooks", hooks::router())
         .route("/api/openapi.json", get(openapi::document_json))
         .nest(gantry_runner::wire::API_PREFIX, runner::router())
         .route("/healthz", get(|| async { "ok" }))

@@ -540,7 +540,11 @@ pub async fn listen(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
         match sqlx::postgres::PgListener::connect_with(&engine.store.pool).await {
             Ok(mut listener) => {
                 if let Err(e) = listener
-                    .listen_all([store::WAKE_CHANNEL, store::LOGS_CHANNEL])
+                    .listen_all([
+                        store::WAKE_CHANNEL,
+                        store::LOGS_CHANNEL,
+                        store::DELIVERIES_CHANNEL,
+                    ])
                     .await
                 {
                     tracing::warn!(error = %e, "LISTEN failed");
@@ -552,6 +556,9 @@ pub async fn listen(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
                                     if let Ok(id) = n.payload().parse::<i64>() {
                                         let _ = engine.logs.send(store::StageRunId(id));
                                     }
+                                }
+                                Ok(n) if n.channel() == store::DELIVERIES_CHANNEL => {
+                                    engine.deliveries.notify_one();
                                 }
                                 Ok(_) => engine.wake.notify_one(),
                                 Err(e) => {
@@ -568,6 +575,7 @@ pub async fn listen(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
         }
         // Wake everything after a reconnect: notifications may have been missed meanwhile.
         engine.wake.notify_one();
+        engine.deliveries.notify_one();
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.changed() => return,

@@ -5,11 +5,14 @@
 pub mod access;
 pub mod artifacts;
 pub mod dashboard;
+pub mod deliveries;
 pub mod embedded;
 pub mod events;
 pub mod logs;
 pub mod pipelines;
+pub mod repos;
 pub mod runs;
+pub mod schedules;
 pub mod secrets;
 pub mod settings;
 pub mod stages;
@@ -24,6 +27,8 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 /// The channel that wakes schedulers: something may be ready to move.
 pub const WAKE_CHANNEL: &str = "gantry_wake";
+/// The channel that tells engines a webhook delivery is waiting to be processed.
+pub const DELIVERIES_CHANNEL: &str = "gantry_deliveries";
 /// The channel that tells log followers new lines were stored (payload: stage run id).
 pub const LOGS_CHANNEL: &str = "gantry_logs";
 

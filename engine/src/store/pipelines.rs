@@ -100,6 +100,34 @@ pub async fn add_version(
     Ok((id, version, true))
 }
 
+/// Stores a pipeline file that does not parse, as an invalid version: its failed run refers
+/// to it, and the pipeline's valid versions stay what lists and triggers use.
+pub async fn add_broken_version(
+    tx: &mut sqlx::PgConnection,
+    pipeline: PipelineId,
+    yaml: &str,
+) -> Result<VersionId> {
+    let digest = digest(yaml);
+    sqlx::query!(
+        "SELECT id FROM pipelines WHERE id = $1 FOR UPDATE",
+        pipeline.0
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO pipeline_versions (pipeline_id, version, yaml, digest, valid)
+           SELECT $1, COALESCE(max(version), 0) + 1, $2, $3, false FROM pipeline_versions
+           WHERE pipeline_id = $1
+           RETURNING id AS "id: VersionId""#,
+        pipeline.0,
+        yaml,
+        digest
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(id)
+}
+
 /// The pipelines with their newest version; `$tail` filters and orders.
 macro_rules! select_pipelines {
     ($tail:literal $(, $arg:expr)*) => {
@@ -110,7 +138,7 @@ macro_rules! select_pipelines {
                FROM pipelines p
                JOIN projects pr ON pr.id = p.project_id
                JOIN LATERAL (SELECT id, version FROM pipeline_versions
-                             WHERE pipeline_id = p.id ORDER BY version DESC LIMIT 1) v ON true "# + $tail
+                             WHERE pipeline_id = p.id AND valid ORDER BY version DESC LIMIT 1) v ON true "# + $tail
             $(, $arg)*
         )
     };
@@ -165,4 +193,70 @@ pub async fn project_id(db: impl PgExecutor<'_>, name: &str) -> Result<ProjectId
     .fetch_optional(db)
     .await?
     .ok_or_else(|| StoreError::NotFound(format!("project {name}")))
+}
+
+/// Marks a pipeline as coming from a repository file (pipeline as code).
+pub async fn link_repository(
+    db: impl PgExecutor<'_>,
+    pipeline: PipelineId,
+    repository: crate::store::repos::RepoId,
+    file: &str,
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE pipelines SET repository_id = $2, source_file = $3 WHERE id = $1
+           AND (repository_id IS DISTINCT FROM $2 OR source_file IS DISTINCT FROM $3)",
+        pipeline.0,
+        repository.0,
+        file
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The pipeline last read from `file` of a repository (to pin a broken file's failed run on
+/// the pipeline it used to define).
+pub async fn for_source_file(
+    db: impl PgExecutor<'_>,
+    repository: crate::store::repos::RepoId,
+    file: &str,
+) -> Result<Option<PipelineId>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT id AS "id: PipelineId" FROM pipelines WHERE repository_id = $1 AND source_file = $2
+           ORDER BY id LIMIT 1"#,
+        repository.0,
+        file
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// A pipeline's newest version, with the repository it comes from (for scheduled runs).
+#[derive(Clone, Debug)]
+pub struct Scheduled {
+    pub pipeline_id: PipelineId,
+    pub project: String,
+    pub name: String,
+    pub version_id: VersionId,
+    pub version_created: DateTime<Utc>,
+    pub repository_id: Option<crate::store::repos::RepoId>,
+}
+
+/// Every pipeline whose newest version mentions `schedule` (a cheap text prefilter; the
+/// parsed plan decides).
+pub async fn with_schedules(db: impl PgExecutor<'_>) -> Result<Vec<Scheduled>> {
+    Ok(sqlx::query_as!(
+        Scheduled,
+        r#"SELECT p.id AS "pipeline_id: PipelineId", pr.name AS project, p.name,
+                  v.id AS "version_id: VersionId", v.created_at AS version_created,
+                  p.repository_id AS "repository_id: crate::store::repos::RepoId"
+           FROM pipelines p
+           JOIN projects pr ON pr.id = p.project_id
+           JOIN LATERAL (SELECT id, created_at, yaml FROM pipeline_versions
+                         WHERE pipeline_id = p.id AND valid ORDER BY version DESC LIMIT 1) v ON true
+           WHERE v.yaml LIKE '%schedule%'
+           ORDER BY p.id"#
+    )
+    .fetch_all(db)
+    .await?)
 }

@@ -260,3 +260,102 @@ pub async fn wake_group(db: impl PgExecutor<'_>, ended: RunId) -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// A run that failed before it had stages: its pipeline file does not parse. It is stored
+/// finished, with the problems as its reason, so the failure is visible like any run's.
+pub async fn create_failed(
+    tx: &mut sqlx::PgConnection,
+    pipeline: PipelineId,
+    version: VersionId,
+    trigger: &str,
+    context: &serde_json::Value,
+    reason: &str,
+) -> Result<(RunId, i32)> {
+    let number = sqlx::query_scalar!(
+        "UPDATE pipelines SET last_run_number = last_run_number + 1 WHERE id = $1 RETURNING last_run_number",
+        pipeline.0
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO runs (pipeline_id, version_id, number, trigger, context, status, reason, dirty,
+                             started_at, finished_at)
+           VALUES ($1, $2, $3, $4, $5, 'failed', $6, false, now(), now()) RETURNING id AS "id: RunId""#,
+        pipeline.0,
+        version.0,
+        number,
+        trigger,
+        context,
+        reason,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok((id, number))
+}
+
+/// A run whose commit status the provider has not been told yet.
+#[derive(Clone, Debug)]
+pub struct StatusDue {
+    pub id: RunId,
+    pub pipeline: String,
+    pub number: i32,
+    pub status: RunStatus,
+    pub reason: Option<String>,
+    pub context: serde_json::Value,
+    pub reported: Option<String>,
+    pub attempts: i32,
+    pub repository_id: i64,
+}
+
+/// Runs of repository pipelines whose reported commit status lags behind their state.
+/// `state_of` in SQL mirrors `commit_status::state_for`: pending while queued or running.
+pub async fn statuses_due(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<StatusDue>> {
+    Ok(sqlx::query_as!(
+        StatusDue,
+        r#"SELECT r.id AS "id: RunId", p.name AS pipeline, r.number, r.status AS "status: RunStatus",
+                  r.reason, r.context, r.status_reported AS reported, r.status_attempts AS attempts,
+                  p.repository_id AS "repository_id!"
+           FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+           WHERE r.delivery_id IS NOT NULL AND p.repository_id IS NOT NULL
+             AND r.status_reported IS DISTINCT FROM 'final'
+             AND r.status_reported IS DISTINCT FROM
+                 (CASE WHEN r.status IN ('queued', 'running') THEN 'pending' ELSE 'final' END)
+             AND (r.status_next_at IS NULL OR r.status_next_at <= now())
+             AND r.status_attempts < 8
+           ORDER BY r.id LIMIT $1"#,
+        limit
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn status_reported(db: impl PgExecutor<'_>, id: RunId, reported: &str) -> Result<()> {
+    sqlx::query!(
+        "UPDATE runs SET status_reported = $2, status_attempts = 0, status_next_at = NULL,
+                         status_error = NULL WHERE id = $1",
+        id.0,
+        reported
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A failed report: tried again after a growing delay, up to a limit.
+pub async fn status_failed(
+    db: impl PgExecutor<'_>,
+    id: RunId,
+    error: &str,
+    retry_secs: f64,
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE runs SET status_attempts = status_attempts + 1, status_error = $2,
+                         status_next_at = now() + make_interval(secs => $3) WHERE id = $1",
+        id.0,
+        error,
+        retry_secs
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -1,10 +1,82 @@
 //! Webhooks from GitHub, GitLab and Gitea/Forgejo, and the generic token hook: verify, parse into
-//! one [`event::Event`], store the delivery, answer 202, and process it asynchronously.
+//! one [`event::Event`], store the delivery, answer 202, and process it asynchronously
+//! ([`process`]). Each provider's module only turns its payloads into events; filters, pipeline
+//! files and runs know nothing about providers.
 
+pub mod commit_status;
+pub mod cron;
 pub mod event;
+pub mod filter;
 pub mod gitea;
 pub mod github;
 pub mod gitlab;
+pub mod process;
 pub mod signature;
+pub mod source;
 
 pub use event::{Event, GitRef, Parsed, Provider, PullRequest, Push, Rejection, RepoRef};
+
+/// The largest delivery body accepted by default (GitHub caps payloads at 25 MB, but a push
+/// that large is a pathological one; the limit is configurable).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 5 * 1024 * 1024;
+
+/// Parses a delivery of `provider` with the given event header value.
+pub fn parse(provider: Provider, event: &str, body: &[u8]) -> Result<Parsed, Rejection> {
+    match provider {
+        Provider::Github => github::parse(event, body),
+        Provider::Gitlab => gitlab::parse(event, body),
+        Provider::Gitea => gitea::parse(event, body),
+    }
+}
+
+/// The repository a delivery names, read before the signature is checked (the secret to
+/// check it with belongs to that repository); nothing else of the body is trusted yet.
+pub fn repository(provider: Provider, body: &[u8]) -> Result<RepoRef, Rejection> {
+    match provider {
+        Provider::Github => github::repository(body),
+        Provider::Gitlab => gitlab::repository(body),
+        Provider::Gitea => gitea::repository(body),
+    }
+}
+
+/// The headers each provider names its event, its delivery id and its signature with.
+pub struct Headers {
+    pub event: &'static [&'static str],
+    pub delivery: &'static [&'static str],
+}
+
+pub fn headers(provider: Provider) -> Headers {
+    match provider {
+        Provider::Github => Headers {
+            event: &["x-github-event"],
+            delivery: &["x-github-delivery"],
+        },
+        Provider::Gitlab => Headers {
+            event: &["x-gitlab-event"],
+            delivery: &["x-gitlab-event-uuid", "x-gitlab-webhook-uuid"],
+        },
+        Provider::Gitea => Headers {
+            event: &["x-gitea-event", "x-forgejo-event", "x-gogs-event"],
+            delivery: &["x-gitea-delivery", "x-forgejo-delivery", "x-gogs-delivery"],
+        },
+    }
+}
+
+/// Checks a delivery's signature (or token) against the repository's webhook secret.
+pub fn verify(
+    provider: Provider,
+    secret: &[u8],
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<(), Rejection> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match provider {
+        Provider::Github => signature::verify_github(secret, get("x-hub-signature-256"), body),
+        Provider::Gitlab => signature::verify_gitlab(secret, get("x-gitlab-token")),
+        Provider::Gitea => signature::verify_gitea(
+            secret,
+            get("x-gitea-signature").or_else(|| get("x-forgejo-signature")),
+            body,
+        ),
+    }
+}

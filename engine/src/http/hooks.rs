@@ -1,0 +1,271 @@
+//! Webhook endpoints: `POST /hooks/{github,gitlab,gitea,forgejo}` and the generic
+//! `POST /hooks/generic/{project}/{pipeline}`. A delivery is size-limited, its repository found,
+//! its signature checked before anything else of it is believed, then stored and answered 202;
+//! the processor (`webhook::process`) decides what it starts. Redeliveries (same delivery id)
+//! are answered 200 and not processed again.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use crate::engine::Engine;
+use crate::run::{self, RunContext, TriggerRequest};
+use crate::store::{deliveries, pipelines, repos};
+use crate::webhook::{self, Provider};
+
+pub fn router() -> Router<Arc<Engine>> {
+    Router::new()
+        .route("/github", post(github))
+        .route("/gitlab", post(gitlab))
+        .route("/gitea", post(gitea))
+        .route("/forgejo", post(gitea))
+        .route("/generic/{project}/{pipeline}", post(generic))
+}
+
+async fn github(State(e): State<Arc<Engine>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
+    receive(&e, Provider::Github, &h, b).await
+}
+
+async fn gitlab(State(e): State<Arc<Engine>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
+    receive(&e, Provider::Gitlab, &h, b).await
+}
+
+async fn gitea(State(e): State<Arc<Engine>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
+    receive(&e, Provider::Gitea, &h, b).await
+}
+
+/// Reads the body up to the limit; larger deliveries get 413 with the limit named.
+async fn read_body(engine: &Engine, body: Body) -> Result<bytes::Bytes, ApiError> {
+    let limit = engine.config.webhook_max_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::PayloadTooLarge(format!(
+            "the payload is larger than the {} KiB limit for webhook deliveries",
+            limit / 1024
+        ))
+    })
+}
+
+fn header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|n| headers.get(*n).and_then(|v| v.to_str().ok()))
+        .filter(|v| !v.is_empty())
+}
+
+/// The delivery id, or (for senders that give none) a digest of the body, so a resent
+/// identical payload is still recognised.
+fn delivery_key(headers: &HeaderMap, names: &[&str], body: &[u8]) -> String {
+    match header(headers, names) {
+        Some(id) => id.chars().take(200).collect(),
+        None => format!("sha256:{}", hex::encode(Sha256::digest(body))),
+    }
+}
+
+fn answer(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+async fn receive(
+    engine: &Engine,
+    provider: Provider,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let names = webhook::headers(provider);
+    let event = header(headers, names.event).ok_or_else(|| {
+        ApiError::BadPayload(format!(
+            "missing {} header: is this a {} webhook?",
+            names.event[0],
+            provider.as_str()
+        ))
+    })?;
+    let body = read_body(engine, body).await?;
+    let named = webhook::repository(provider, &body)?;
+    let repo = repos::find_for_delivery(
+        &engine.store.pool,
+        provider.as_str(),
+        &named.full_name,
+        &named.urls,
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no {} repository `{}` is registered with Gantry (register it with POST /api/v1/projects/PROJECT/repositories)",
+            provider.as_str(),
+            named.full_name
+        ))
+    })?;
+    let secret = engine
+        .secrets
+        .decrypt(&repo.secret_nonce, &repo.secret_cipher)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    webhook::verify(provider, &secret, headers, &body)?;
+
+    let key = delivery_key(headers, names.delivery, &body);
+    // A ping is answered at once: there is nothing to process, and the sender wants a 200.
+    let ping = event == "ping";
+    let stored = deliveries::insert(
+        &engine.store.pool,
+        deliveries::NewDelivery {
+            provider: provider.as_str(),
+            delivery_key: &key,
+            repository: Some(repo.id),
+            pipeline: None,
+            event,
+            payload: &body,
+            status: if ping {
+                deliveries::DeliveryStatus::Ignored
+            } else {
+                deliveries::DeliveryStatus::Received
+            },
+            summary: ping.then_some("ping: the hook works"),
+        },
+    )
+    .await?;
+    let Some(id) = stored else {
+        let earlier = deliveries::find_key(&engine.store.pool, provider.as_str(), &key).await?;
+        return Ok(answer(
+            StatusCode::OK,
+            json!({ "delivery": earlier, "status": "duplicate",
+                    "summary": "this delivery id was received before; it is not processed again" }),
+        ));
+    };
+    if ping {
+        return Ok(answer(
+            StatusCode::OK,
+            json!({ "delivery": id, "status": "ignored", "summary": "ping: the hook works" }),
+        ));
+    }
+    // The insert also NOTIFYs, which wakes idle engines sharing the database; this one's
+    // processor is woken directly.
+    engine.deliveries.notify_one();
+    Ok(answer(
+        StatusCode::ACCEPTED,
+        json!({ "delivery": id, "status": "received" }),
+    ))
+}
+
+/// The generic hook: a pipeline with `on.webhook.secret: NAME` is started by a POST carrying
+/// that secret's value as `Authorization: Bearer VALUE` (or `X-Gantry-Token`). The JSON body
+/// (optional) gives `params`, and `branch`, `tag`, `commit` for the run's context.
+async fn generic(
+    State(engine): State<Arc<Engine>>,
+    Path((project, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(&engine, body).await?;
+    let given = header(&headers, &["x-gantry-token"])
+        .or_else(|| {
+            header(&headers, &["authorization"]).and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "missing token: send the pipeline's webhook secret as `Authorization: Bearer ...` or `X-Gantry-Token`".into(),
+            )
+        })?;
+    // The same answer for an unknown pipeline as for a wrong token: the hook does not reveal
+    // which pipelines exist.
+    let denied = || ApiError::Unauthorized(format!("the token is not valid for pipeline {project}/{name}"));
+    let Ok(row) = pipelines::find(&engine.store.pool, &project, &name).await else {
+        return Err(denied());
+    };
+    let plan = engine.plan(row.version_id).await?;
+    let Some(trigger) = &plan.pipeline.on.webhook else {
+        return Err(denied());
+    };
+    let project_id = pipelines::project_of(&engine.store.pool, row.id).await?;
+    let stored = crate::store::secrets::encrypted(
+        &engine.store.pool,
+        project_id,
+        std::slice::from_ref(&trigger.secret.value),
+    )
+    .await?;
+    let Some((_, nonce, cipher)) = stored.first() else {
+        return Err(denied());
+    };
+    let secret = engine
+        .secrets
+        .decrypt(nonce, cipher)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    webhook::signature::verify_gitlab(&secret, Some(given)).map_err(|_| denied())?;
+
+    #[derive(serde::Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct GenericBody {
+        #[serde(default)]
+        params: std::collections::BTreeMap<String, String>,
+        branch: Option<String>,
+        tag: Option<String>,
+        commit: Option<String>,
+    }
+    let input: GenericBody = if body.iter().all(u8::is_ascii_whitespace) {
+        GenericBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadPayload(format!(
+                "the body must be JSON like {{\"params\": {{...}}, \"branch\": \"main\"}}: {e}"
+            ))
+        })?
+    };
+    // A caller that names its deliveries gets redeliveries recognised; one that does not gets
+    // a run per request.
+    let named_key = header(&headers, &["x-gantry-delivery"]).map(|k| format!("{}:{k}", row.id));
+    if let Some(key) = &named_key
+        && let Some(earlier) = deliveries::find_key(&engine.store.pool, "generic", key).await?
+    {
+        return Ok(answer(
+            StatusCode::OK,
+            json!({ "delivery": earlier, "status": "duplicate",
+                    "summary": "this delivery id was received before; it is not processed again" }),
+        ));
+    }
+    let triggered = run::trigger(
+        &engine,
+        &project,
+        &name,
+        "webhook",
+        TriggerRequest {
+            params: input.params,
+            context: Some(RunContext {
+                event: "webhook".into(),
+                branch: input.branch,
+                tag: input.tag,
+                commit_sha: input.commit,
+                ..RunContext::default()
+            }),
+        },
+    )
+    .await?;
+    let summary = format!("run {} started", triggered.number);
+    if let Some(id) = deliveries::insert(
+        &engine.store.pool,
+        deliveries::NewDelivery {
+            provider: "generic",
+            delivery_key: &named_key.unwrap_or_else(|| format!("{}:run:{}", row.id, triggered.run_id)),
+            repository: None,
+            pipeline: Some(row.id),
+            event: "webhook",
+            payload: &body,
+            status: deliveries::DeliveryStatus::Triggered,
+            summary: Some(&summary),
+        },
+    )
+    .await?
+    {
+        deliveries::link_run(&engine.store.pool, id, triggered.run_id).await?;
+    }
+    Ok(answer(
+        StatusCode::ACCEPTED,
+        json!({ "run_id": triggered.run_id, "number": triggered.number }),
+    ))
+}

@@ -1,0 +1,168 @@
+//! Repositories and webhook deliveries in the API: register a repository (maintainers),
+//! list them, and see every delivery with what it led to (anyone who may read the project).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::api::Input;
+use super::error::ApiError;
+use crate::access::{self, Action, Principal};
+use crate::engine::Engine;
+use crate::store::{deliveries, pipelines, repos};
+use crate::webhook::Provider;
+
+pub fn router() -> Router<Arc<Engine>> {
+    Router::new()
+        .route(
+            "/projects/{project}/repositories",
+            post(register).get(list),
+        )
+        .route("/projects/{project}/deliveries", get(list_deliveries))
+        .route("/deliveries/{id}", get(get_delivery))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    /// github, gitlab, gitea (or forgejo).
+    pub provider: String,
+    /// `owner/name` as the provider names it.
+    pub full_name: String,
+    pub clone_url: String,
+    /// The secret configured on the provider's webhook (write-only).
+    pub webhook_secret: String,
+    /// A project secret holding an access token for clones and commit statuses.
+    #[serde(default)]
+    pub token_secret: Option<String>,
+    #[serde(default)]
+    pub api_url: Option<String>,
+    #[serde(default)]
+    pub pipeline_files: Option<Vec<String>>,
+    #[serde(default)]
+    pub default_branch: Option<String>,
+    #[serde(default)]
+    pub submodules: bool,
+}
+
+async fn register(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+    Path(project): Path<String>,
+    Input(reg): Input<Registration>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    access::require(&engine.store.pool, &who, &project, Action::EditPipeline).await?;
+    let provider = Provider::parse(&reg.provider).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "provider `{}` is not one of github, gitlab, gitea, forgejo",
+            reg.provider
+        ))
+    })?;
+    if !reg.full_name.contains('/') {
+        return Err(ApiError::BadRequest(format!(
+            "full_name `{}` must be `owner/name` as the provider names the repository",
+            reg.full_name
+        )));
+    }
+    if reg.webhook_secret.len() < 8 {
+        return Err(ApiError::BadRequest(
+            "webhook_secret must be at least 8 characters".into(),
+        ));
+    }
+    if !["https://", "http://", "git://", "ssh://", "file://", "/"]
+        .iter()
+        .any(|p| reg.clone_url.starts_with(p))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "clone_url `{}` must be an https://, http://, git:// or ssh:// URL (or a local path)",
+            reg.clone_url
+        )));
+    }
+    let files = reg
+        .pipeline_files
+        .unwrap_or_else(|| vec![".gantry.yaml".into(), ".gantry/*.yaml".into()]);
+    if files.is_empty() || files.iter().any(|f| f.is_empty() || f.starts_with('/') || f.contains("..")) {
+        return Err(ApiError::BadRequest(
+            "pipeline_files must be paths inside the repository, like `.gantry.yaml` or `.gantry/*.yaml`".into(),
+        ));
+    }
+    let project_id = pipelines::ensure_project(&engine.store.pool, &project).await?;
+    let (nonce, cipher) = engine.secrets.encrypt(reg.webhook_secret.as_bytes());
+    let (id, created) = repos::upsert(
+        &engine.store.pool,
+        repos::NewRepo {
+            project: project_id,
+            provider: provider.as_str(),
+            full_name: &reg.full_name,
+            clone_url: &reg.clone_url,
+            secret_nonce: &nonce,
+            secret_cipher: &cipher,
+            token_secret: reg.token_secret.as_deref(),
+            api_url: reg.api_url.as_deref(),
+            pipeline_files: &files,
+            default_branch: reg.default_branch.as_deref().unwrap_or("main"),
+            submodules: reg.submodules,
+        },
+    )
+    .await?;
+    let row = repos::get(&engine.store.pool, id).await?;
+    let base = engine.config.public_url.as_deref().unwrap_or(&engine.url);
+    let mut body = serde_json::to_value(&row).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body["webhook_url"] = json!(format!(
+        "{}/hooks/{}",
+        base.trim_end_matches('/'),
+        provider.as_str()
+    ));
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(body)))
+}
+
+async fn list(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+    Path(project): Path<String>,
+) -> Result<Json<Vec<repos::RepoRow>>, ApiError> {
+    access::require(&engine.store.pool, &who, &project, Action::Read).await?;
+    let project = pipelines::project_id(&engine.store.pool, &project).await?;
+    Ok(Json(repos::list(&engine.store.pool, project).await?))
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<i64>,
+}
+
+async fn list_deliveries(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+    Path(project): Path<String>,
+    Query(q): Query<Limit>,
+) -> Result<Json<Vec<deliveries::DeliveryRow>>, ApiError> {
+    access::require(&engine.store.pool, &who, &project, Action::Read).await?;
+    let project = pipelines::project_id(&engine.store.pool, &project).await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    Ok(Json(
+        deliveries::list(&engine.store.pool, project, limit).await?,
+    ))
+}
+
+async fn get_delivery(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<deliveries::DeliveryRow>, ApiError> {
+    let row = deliveries::get(&engine.store.pool, id).await?;
+    // A delivery for no known project (none is stored so) is for administrators only.
+    let project = row.project.clone().unwrap_or_default();
+    access::require(&engine.store.pool, &who, &project, Action::Read).await?;
+    Ok(Json(row))
+}

@@ -1,0 +1,255 @@
+//! Webhook deliveries: stored before they are answered, processed afterwards (by whichever
+//! engine claims them), and kept with what they led to.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgExecutor;
+
+use super::{PipelineId, ProjectId, Result, RunId, StoreError};
+use crate::store::repos::RepoId;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, sqlx::Type)]
+#[sqlx(type_name = "delivery_status", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Received,
+    Triggered,
+    Ignored,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Received => "received",
+            DeliveryStatus::Triggered => "triggered",
+            DeliveryStatus::Ignored => "ignored",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+}
+
+pub struct NewDelivery<'a> {
+    pub provider: &'a str,
+    pub delivery_key: &'a str,
+    pub repository: Option<RepoId>,
+    pub pipeline: Option<PipelineId>,
+    pub event: &'a str,
+    pub payload: &'a [u8],
+    /// Deliveries decided at once (pings, generic hooks) are stored already processed.
+    pub status: DeliveryStatus,
+    pub summary: Option<&'a str>,
+}
+
+/// Stores a delivery. `None` when one with the same provider and delivery id exists: a
+/// redelivery, answered without being processed again.
+pub async fn insert(db: impl PgExecutor<'_>, d: NewDelivery<'_>) -> Result<Option<i64>> {
+    Ok(sqlx::query!(
+        r#"WITH stored AS (
+             INSERT INTO deliveries (provider, delivery_key, repository_id, pipeline_id, event, payload, status, summary, processed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $7 = 'received'::delivery_status THEN NULL ELSE now() END)
+             ON CONFLICT (provider, delivery_key) DO NOTHING
+             RETURNING id, status)
+           -- In the same statement, so a stored delivery always wakes some engine's processor.
+           SELECT id AS "id!", (CASE WHEN status = 'received' THEN pg_notify('gantry_deliveries', '') END) IS NULL AS quiet
+           FROM stored"#,
+        d.provider,
+        d.delivery_key,
+        d.repository.map(|r| r.0),
+        d.pipeline.map(|p| p.0),
+        d.event,
+        d.payload,
+        d.status as DeliveryStatus,
+        d.summary,
+    )
+    .fetch_optional(db)
+    .await?
+    .map(|r| r.id))
+}
+
+/// The id of the earlier delivery a redelivery repeats.
+pub async fn find_key(
+    db: impl PgExecutor<'_>,
+    provider: &str,
+    delivery_key: &str,
+) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM deliveries WHERE provider = $1 AND delivery_key = $2",
+        provider,
+        delivery_key
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// A delivery waiting to be processed.
+pub struct Pending {
+    pub id: i64,
+    pub provider: String,
+    pub repository_id: Option<RepoId>,
+    pub event: String,
+    pub payload: Vec<u8>,
+    pub attempts: i32,
+}
+
+/// Claims the oldest unprocessed delivery; the row stays locked until the transaction ends,
+/// so engines sharing the database each process a delivery once. Skips locked rows rather
+/// than waiting on them (another engine is on it).
+pub async fn claim_next(tx: &mut sqlx::PgConnection) -> Result<Option<Pending>> {
+    Ok(sqlx::query_as!(
+        Pending,
+        r#"UPDATE deliveries SET attempts = attempts + 1
+           WHERE id = (SELECT id FROM deliveries WHERE status = 'received'
+                       ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
+           RETURNING id, provider, repository_id AS "repository_id: RepoId", event, payload, attempts"#
+    )
+    .fetch_optional(&mut *tx)
+    .await?)
+}
+
+pub async fn finish(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    status: DeliveryStatus,
+    summary: &str,
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE deliveries SET status = $2, summary = $3, processed_at = now() WHERE id = $1",
+        id,
+        status as DeliveryStatus,
+        summary
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Links a run to the delivery that started it.
+pub async fn link_run(db: impl PgExecutor<'_>, delivery: i64, run: RunId) -> Result<()> {
+    sqlx::query!(
+        "UPDATE runs SET delivery_id = $1 WHERE id = $2",
+        delivery,
+        run.0
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A delivery as the API and UI show it (without the payload).
+#[derive(Clone, Debug, Serialize)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub provider: String,
+    pub delivery_key: String,
+    pub repository: Option<String>,
+    pub project: Option<String>,
+    pub event: String,
+    pub status: DeliveryStatus,
+    pub summary: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub processed_at: Option<DateTime<Utc>>,
+    /// Runs it started, as (run id, pipeline name, run number).
+    pub runs: Vec<DeliveryRun>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DeliveryRun {
+    pub id: RunId,
+    pub pipeline: String,
+    pub number: i32,
+    pub status: crate::store::RunStatus,
+}
+
+struct Bare {
+    id: i64,
+    provider: String,
+    delivery_key: String,
+    repository: Option<String>,
+    project: Option<String>,
+    event: String,
+    status: DeliveryStatus,
+    summary: Option<String>,
+    received_at: DateTime<Utc>,
+    processed_at: Option<DateTime<Utc>>,
+}
+
+/// The project's newest deliveries (of its repositories and its generic hooks), newest first.
+pub async fn list(
+    db: &sqlx::PgPool,
+    project: ProjectId,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>> {
+    let bare = sqlx::query_as!(
+        Bare,
+        r#"SELECT d.id, d.provider, d.delivery_key, r.full_name AS "repository?", pr.name AS "project?",
+                  d.event, d.status AS "status: DeliveryStatus", d.summary, d.received_at, d.processed_at
+           FROM deliveries d
+           LEFT JOIN repositories r ON r.id = d.repository_id
+           LEFT JOIN pipelines p ON p.id = d.pipeline_id
+           LEFT JOIN projects pr ON pr.id = COALESCE(r.project_id, p.project_id)
+           WHERE COALESCE(r.project_id, p.project_id) = $1
+           ORDER BY d.id DESC LIMIT $2"#,
+        project.0,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    with_runs(db, bare).await
+}
+
+pub async fn get(db: &sqlx::PgPool, id: i64) -> Result<DeliveryRow> {
+    let bare = sqlx::query_as!(
+        Bare,
+        r#"SELECT d.id, d.provider, d.delivery_key, r.full_name AS "repository?", pr.name AS "project?",
+                  d.event, d.status AS "status: DeliveryStatus", d.summary, d.received_at, d.processed_at
+           FROM deliveries d
+           LEFT JOIN repositories r ON r.id = d.repository_id
+           LEFT JOIN pipelines p ON p.id = d.pipeline_id
+           LEFT JOIN projects pr ON pr.id = COALESCE(r.project_id, p.project_id)
+           WHERE d.id = $1"#,
+        id
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("delivery {id}")))?;
+    Ok(with_runs(db, vec![bare]).await?.remove(0))
+}
+
+async fn with_runs(db: &sqlx::PgPool, bare: Vec<Bare>) -> Result<Vec<DeliveryRow>> {
+    let ids: Vec<i64> = bare.iter().map(|b| b.id).collect();
+    let runs = sqlx::query!(
+        r#"SELECT r.delivery_id AS "delivery_id!", r.id AS "id: RunId", p.name AS pipeline, r.number,
+                  r.status AS "status: crate::store::RunStatus"
+           FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+           WHERE r.delivery_id = ANY($1) ORDER BY r.id"#,
+        &ids
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(bare
+        .into_iter()
+        .map(|b| DeliveryRow {
+            runs: runs
+                .iter()
+                .filter(|r| r.delivery_id == b.id)
+                .map(|r| DeliveryRun {
+                    id: r.id,
+                    pipeline: r.pipeline.clone(),
+                    number: r.number,
+                    status: r.status,
+                })
+                .collect(),
+            id: b.id,
+            provider: b.provider,
+            delivery_key: b.delivery_key,
+            repository: b.repository,
+            project: b.project,
+            event: b.event,
+            status: b.status,
+            summary: b.summary,
+            received_at: b.received_at,
+            processed_at: b.processed_at,
+        })
+        .collect())
+}

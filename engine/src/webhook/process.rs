@@ -1,0 +1,369 @@
+//! Processing a stored delivery: parse it, read the pipeline files at its commit, apply the
+//! `on:` filters, and start runs (or failed runs for broken files). Runs happen after the
+//! delivery was answered; the worker claims deliveries with SKIP LOCKED, so with several
+//! engines each delivery is processed once, and one left `received` by a crash is picked up
+//! again on the next start.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::event::{Event, GitRef, Parsed, Provider};
+use super::filter::{self, Decision};
+use super::source::{self, SourceError};
+use crate::engine::Engine;
+use crate::run::{self, NewRunOf, RunContext, RunError};
+use crate::store::deliveries::{self, DeliveryStatus, Pending};
+use crate::store::repos::{self, RepoRow};
+use crate::store::{StoreError, pipelines, runs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+impl From<sqlx::Error> for ProcessError {
+    fn from(e: sqlx::Error) -> Self {
+        ProcessError::Store(StoreError::Database(e))
+    }
+}
+
+/// Processes deliveries until shutdown: woken by the receiver (and by other engines through
+/// NOTIFY), polling every few seconds as a fallback.
+pub async fn worker(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        loop {
+            match process_next(&engine).await {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "processing webhook deliveries failed; retrying");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = engine.deliveries.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Claims and processes one delivery. False when none is waiting.
+pub async fn process_next(engine: &Engine) -> Result<bool, ProcessError> {
+    let mut tx = engine.store.pool.begin().await?;
+    let Some(pending) = deliveries::claim_next(&mut tx).await? else {
+        return Ok(false);
+    };
+    // Everything a delivery leads to (its runs, its status) commits together: a crash
+    // midway leaves it `received`, and the next claim processes it from the start.
+    let (status, summary) = match process(engine, &mut tx, &pending).await {
+        Ok(done) => done,
+        Err(ProcessError::Source(e)) => (DeliveryStatus::Failed, e.to_string()),
+        Err(ProcessError::Run(RunError::BadRequest(m) | RunError::Conflict(m))) => {
+            (DeliveryStatus::Failed, m)
+        }
+        Err(e) => return Err(e),
+    };
+    deliveries::finish(&mut *tx, pending.id, status, &summary).await?;
+    tx.commit().await?;
+    tracing::info!(delivery = pending.id, status = status.as_str(), summary = %summary, "webhook delivery processed");
+    Ok(true)
+}
+
+async fn process(
+    engine: &Engine,
+    tx: &mut sqlx::PgConnection,
+    pending: &Pending,
+) -> Result<(DeliveryStatus, String), ProcessError> {
+    let Some(provider) = Provider::parse(&pending.provider) else {
+        return Ok((DeliveryStatus::Failed, format!("unknown provider `{}`", pending.provider)));
+    };
+    let parsed = match super::parse(provider, &pending.event, &pending.payload) {
+        Ok(parsed) => parsed,
+        Err(rejection) => return Ok((DeliveryStatus::Failed, rejection.to_string())),
+    };
+    let Some(repo_id) = pending.repository_id else {
+        return Ok((DeliveryStatus::Failed, "the delivery names no repository".into()));
+    };
+    let repo = repos::get(&mut *tx, repo_id).await?;
+    let started = handle(engine, tx, pending.id, &repo, &parsed).await?;
+    Ok(started)
+}
+
+/// The run context and the trigger name of an event that can start runs.
+fn context_of(repo: &RepoRow, provider: Provider, event: &Event) -> Option<(RunContext, &'static str, String)> {
+    let base = RunContext {
+        repository_id: Some(repo.id.0),
+        repository: Some(repo.full_name.clone()),
+        ..RunContext::default()
+    };
+    match event {
+        Event::Push(push) => {
+            let (trigger, ctx) = match &push.git_ref {
+                GitRef::Branch(b) => (
+                    "push",
+                    RunContext {
+                        event: "push".into(),
+                        branch: Some(b.clone()),
+                        ..base
+                    },
+                ),
+                GitRef::Tag(t) => (
+                    "tag",
+                    RunContext {
+                        event: "tag".into(),
+                        tag: Some(t.clone()),
+                        ..base
+                    },
+                ),
+            };
+            Some((
+                RunContext {
+                    commit_sha: Some(push.after.clone()),
+                    git_ref: Some(push.git_ref.full()),
+                    actor: push.sender.clone(),
+                    ..ctx
+                },
+                trigger,
+                push.after.clone(),
+            ))
+        }
+        Event::PullRequest(pr) => {
+            // Where the provider publishes a pull request's head in the target repository, so
+            // a fork's commit can be fetched from the repository Gantry knows.
+            let git_ref = match provider {
+                Provider::Gitlab => format!("refs/merge-requests/{}/head", pr.number),
+                Provider::Github | Provider::Gitea => format!("refs/pull/{}/head", pr.number),
+            };
+            Some((
+                RunContext {
+                    event: "pull_request".into(),
+                    branch: Some(pr.head_ref.clone()),
+                    commit_sha: Some(pr.head_sha.clone()),
+                    pr_number: Some(pr.number),
+                    pr_title: Some(pr.title.clone()),
+                    from_fork: pr.from_fork,
+                    git_ref: Some(git_ref),
+                    actor: pr.sender.clone(),
+                    ..base
+                },
+                "pull_request",
+                pr.head_sha.clone(),
+            ))
+        }
+        Event::Ping | Event::Ignored { .. } => None,
+    }
+}
+
+/// Decides and starts what one parsed event leads to, inside the delivery's transaction.
+pub async fn handle(
+    engine: &Engine,
+    tx: &mut sqlx::PgConnection,
+    delivery: i64,
+    repo: &RepoRow,
+    parsed: &Parsed,
+) -> Result<(DeliveryStatus, String), ProcessError> {
+    let event = &parsed.event;
+    match event {
+        Event::Ping => return Ok((DeliveryStatus::Ignored, "ping: the hook works".into())),
+        Event::Ignored { reason } => return Ok((DeliveryStatus::Ignored, reason.clone())),
+        Event::Push(push) => {
+            if let Some(message) = &push.head_message
+                && filter::skip_ci(message)
+            {
+                return Ok((
+                    DeliveryStatus::Ignored,
+                    "the head commit asks to skip CI ([skip ci])".into(),
+                ));
+            }
+        }
+        Event::PullRequest(_) => {}
+    }
+    let Some((context, trigger, commit)) = context_of(repo, parsed.provider, event) else {
+        return Ok((DeliveryStatus::Ignored, "nothing to run".into()));
+    };
+    let auth = source::clone_auth(engine, repo).await?;
+    let mirror = source::fetch(
+        engine,
+        &repo.clone_url,
+        &commit,
+        context.git_ref.as_deref(),
+        auth.clone(),
+    )
+    .await?;
+    let files = source::pipeline_files(mirror.clone(), &commit, &repo.pipeline_files).await?;
+    let short = &commit[..commit.len().min(12)];
+    if files.is_empty() {
+        return Ok((
+            DeliveryStatus::Ignored,
+            format!(
+                "no pipeline files ({}) at commit {short}",
+                repo.pipeline_files.join(", ")
+            ),
+        ));
+    }
+
+    let mut changed: Option<Vec<String>> = None;
+    let mut lines = Vec::new();
+    let mut started = 0;
+    for file in files {
+        let parsed_file = file
+            .text
+            .clone()
+            .map_err(|why| why)
+            .and_then(|text| {
+                crate::pipeline::load(&file.path, &text)
+                    .map(|plan| (text.clone(), plan))
+                    .map_err(|report| report.to_string())
+            });
+        match parsed_file {
+            Err(problems) => {
+                let run = failed_run(tx, repo, &file.path, file.text.as_deref().unwrap_or(""), trigger, &context, &problems).await?;
+                deliveries::link_run(&mut *tx, delivery, run.0).await?;
+                lines.push(format!("{}: invalid, run {} failed", file.path, run.1));
+                started += 1;
+            }
+            Ok((text, plan)) => {
+                if changed.is_none() && filter::needs_changed_files(&plan.pipeline, event) {
+                    changed = Some(changed_files(engine, repo, &mirror, event, auth.clone()).await?);
+                }
+                let changed_refs: Vec<&str> = changed
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
+                match filter::decide(&plan.pipeline, event, &changed_refs) {
+                    Decision::Skip(why) => {
+                        lines.push(format!("{} (`{}`): {why}", file.path, plan.pipeline.name.value));
+                    }
+                    Decision::Run => {
+                        let name = plan.pipeline.name.value.clone();
+                        let pipeline =
+                            pipelines::ensure_pipeline(&mut *tx, repo.project_id, &name).await?;
+                        let (version, _, _) =
+                            pipelines::add_version(&mut *tx, pipeline, &text).await?;
+                        pipelines::link_repository(&mut *tx, pipeline, repo.id, &file.path).await?;
+                        let params = match run::resolve_params(&plan.pipeline, &BTreeMap::new()) {
+                            Ok(params) => params,
+                            Err(e) => {
+                                lines.push(format!("{} (`{name}`): cannot start: {e}", file.path));
+                                continue;
+                            }
+                        };
+                        let triggered = run::start(
+                            &mut *tx,
+                            NewRunOf {
+                                pipeline,
+                                version,
+                                plan: &plan,
+                                trigger,
+                                params: &params,
+                                context: &context,
+                            },
+                        )
+                        .await?;
+                        deliveries::link_run(&mut *tx, delivery, triggered.run_id).await?;
+                        lines.push(format!("{} (`{name}`): run {} started", file.path, triggered.number));
+                        started += 1;
+                    }
+                }
+            }
+        }
+    }
+    let status = if started > 0 {
+        DeliveryStatus::Triggered
+    } else {
+        DeliveryStatus::Ignored
+    };
+    Ok((status, lines.join("\n")))
+}
+
+/// The files an event changed: the payload's list when complete, otherwise from git.
+async fn changed_files(
+    engine: &Engine,
+    repo: &RepoRow,
+    mirror: &gantry_runner::checkout::Mirror,
+    event: &Event,
+    auth: Option<gantry_runner::wire::GitAuth>,
+) -> Result<Vec<String>, ProcessError> {
+    let zero = |sha: &str| sha.bytes().all(|b| b == b'0');
+    let (from, to) = match event {
+        Event::Push(push) if push.changed_files_complete => return Ok(push.changed_files.clone()),
+        Event::Push(push) => (push.before.clone().filter(|b| !zero(b)), push.after.clone()),
+        Event::PullRequest(pr) => (pr.base_sha.clone(), pr.head_sha.clone()),
+        _ => return Ok(Vec::new()),
+    };
+    if let Some(from) = &from {
+        // The older commit may not be in the mirror yet (shallow fetches).
+        source::fetch(engine, &repo.clone_url, from, None, auth).await?;
+    }
+    Ok(source::changed_files(mirror.clone(), from, &to).await?)
+}
+
+/// Records a broken pipeline file as a failed run of the pipeline it defines (or used to):
+/// the reason is the `FILE:LINE:COL: message` list, so the author sees it like any failure.
+async fn failed_run(
+    tx: &mut sqlx::PgConnection,
+    repo: &RepoRow,
+    path: &str,
+    text: &str,
+    trigger: &str,
+    context: &RunContext,
+    problems: &str,
+) -> Result<(crate::store::RunId, i32), ProcessError> {
+    let pipeline = match pipelines::for_source_file(&mut *tx, repo.id, path).await? {
+        Some(id) => id,
+        None => {
+            let name = name_for_file(path);
+            let id = pipelines::ensure_pipeline(&mut *tx, repo.project_id, &name).await?;
+            pipelines::link_repository(&mut *tx, id, repo.id, path).await?;
+            id
+        }
+    };
+    let version = pipelines::add_broken_version(&mut *tx, pipeline, text).await?;
+    let context_json = serde_json::to_value(context).unwrap_or_default();
+    let reason = format!("{path} is not a valid pipeline:\n{problems}");
+    Ok(runs::create_failed(tx, pipeline, version, trigger, &context_json, &reason).await?)
+}
+
+/// A pipeline name for a file whose own `name:` cannot be read: its file stem, made valid.
+fn name_for_file(path: &str) -> String {
+    let stem = path
+        .rsplit('/')
+        .next()
+        .unwrap_or(path)
+        .trim_start_matches('.')
+        .trim_end_matches(".yaml")
+        .trim_end_matches(".yml");
+    let cleaned: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    let cleaned = cleaned.trim_matches('-').to_owned();
+    if cleaned.is_empty() || !crate::pipeline::decode::is_valid_name(&cleaned) {
+        "pipeline".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_for_file;
+
+    #[test]
+    fn broken_files_get_a_name_from_their_path() {
+        assert_eq!(name_for_file(".gantry.yaml"), "gantry");
+        assert_eq!(name_for_file(".gantry/Release Build.yml"), "release-build");
+    }
+}

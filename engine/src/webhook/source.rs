@@ -1,0 +1,167 @@
+//! The engine's side of a repository: a mirror in the data directory from which pipeline
+//! files are read at an event's commit (no working tree), changed files computed, and branch
+//! heads resolved. Git work is blocking (libgit2), so it runs on the blocking pool.
+
+use std::path::PathBuf;
+
+use gantry_runner::checkout::{CheckoutError, Mirror, MirrorCache};
+use gantry_runner::wire::GitAuth;
+
+use crate::engine::Engine;
+use crate::run::RunError;
+use crate::store::{self, repos::RepoRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Git(#[from] CheckoutError),
+    #[error("reading the repository's token secret: {0}")]
+    Token(String),
+    #[error("git work stopped unexpectedly: {0}")]
+    Join(String),
+}
+
+impl From<SourceError> for RunError {
+    fn from(e: SourceError) -> Self {
+        RunError::Conflict(e.to_string())
+    }
+}
+
+/// Where the engine keeps its repository mirrors.
+pub fn cache_root(engine: &Engine) -> PathBuf {
+    engine.config.data_dir.join("git")
+}
+
+/// The user name providers expect beside a token in an https clone.
+fn token_user(provider: &str) -> &'static str {
+    match provider {
+        "github" => "x-access-token",
+        "gitlab" => "oauth2",
+        _ => "gantry",
+    }
+}
+
+/// The repository's access token (a project secret named by the registration), if it has one.
+pub async fn token(engine: &Engine, repo: &RepoRow) -> Result<Option<String>, RunError> {
+    let Some(name) = &repo.token_secret else {
+        return Ok(None);
+    };
+    let stored =
+        store::secrets::encrypted(&engine.store.pool, repo.project_id, std::slice::from_ref(name))
+            .await?;
+    let Some((_, nonce, cipher)) = stored.first() else {
+        return Err(RunError::BadRequest(format!(
+            "repository `{}` names token secret `{name}`, which does not exist in project `{}`",
+            repo.full_name, repo.project
+        )));
+    };
+    let value = engine
+        .secrets
+        .decrypt(nonce, cipher)
+        .map_err(|e| RunError::Conflict(e.to_string()))?;
+    Ok(Some(String::from_utf8_lossy(&value).into_owned()))
+}
+
+/// Credentials for cloning over http(s), from the repository's token.
+pub async fn clone_auth(engine: &Engine, repo: &RepoRow) -> Result<Option<GitAuth>, RunError> {
+    Ok(token(engine, repo).await?.map(|password| GitAuth {
+        username: token_user(&repo.provider).to_owned(),
+        password,
+    }))
+}
+
+/// Runs blocking git work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, CheckoutError> + Send + 'static,
+) -> Result<T, SourceError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| SourceError::Join(e.to_string()))?
+        .map_err(SourceError::from)
+}
+
+/// Fetches `commit` (and `also`, e.g. the commit before a push, when given) into the mirror.
+pub async fn fetch(
+    engine: &Engine,
+    url: &str,
+    commit: &str,
+    git_ref: Option<&str>,
+    auth: Option<GitAuth>,
+) -> Result<Mirror, SourceError> {
+    let cache = MirrorCache::new(cache_root(engine));
+    let (url, commit, git_ref) = (url.to_owned(), commit.to_owned(), git_ref.map(str::to_owned));
+    blocking(move || cache.fetch(&url, &commit, git_ref.as_deref(), auth.as_ref(), 1)).await
+}
+
+/// A pipeline file found at a commit: its path and its text (or why it is not text).
+pub struct PipelineFile {
+    pub path: String,
+    pub text: Result<String, String>,
+}
+
+/// Reads the pipeline files at `commit`: each pattern is a path (`.gantry.yaml`) or a
+/// directory and a file-name glob (`.gantry/*.yaml`). Sorted by path, each file once.
+pub async fn pipeline_files(
+    mirror: Mirror,
+    commit: &str,
+    patterns: &[String],
+) -> Result<Vec<PipelineFile>, SourceError> {
+    let (commit, patterns) = (commit.to_owned(), patterns.to_vec());
+    blocking(move || {
+        let mut found: Vec<(String, Vec<u8>)> = Vec::new();
+        for pattern in &patterns {
+            match pattern.rsplit_once('/') {
+                Some((dir, name)) if name.contains(['*', '?', '[']) => {
+                    let glob = globset::Glob::new(name)
+                        .map(|g| g.compile_matcher())
+                        .map_err(|e| CheckoutError::Other(format!("pipeline file pattern `{pattern}`: {e}")))?;
+                    for (file, bytes) in mirror.list_dir(&commit, dir)? {
+                        if glob.is_match(&file) {
+                            found.push((format!("{dir}/{file}"), bytes));
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(bytes) = mirror.read_file(&commit, pattern)? {
+                        found.push((pattern.clone(), bytes));
+                    }
+                }
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.dedup_by(|a, b| a.0 == b.0);
+        Ok(found
+            .into_iter()
+            .map(|(path, bytes)| PipelineFile {
+                text: String::from_utf8(bytes)
+                    .map_err(|_| format!("{path}: the file is not UTF-8 text")),
+                path,
+            })
+            .collect())
+    })
+    .await
+}
+
+/// Files changed between two commits (both fetched into the mirror first).
+pub async fn changed_files(
+    mirror: Mirror,
+    from: Option<String>,
+    to: &str,
+) -> Result<Vec<String>, SourceError> {
+    let to = to.to_owned();
+    blocking(move || mirror.changed_files(from.as_deref(), &to)).await
+}
+
+/// The commit a branch of the repository points at now (for scheduled and manual runs).
+pub async fn branch_head(
+    engine: &Engine,
+    repo: &RepoRow,
+    branch: &str,
+) -> Result<Option<String>, RunError> {
+    let auth = clone_auth(engine, repo).await?;
+    let (url, refname) = (repo.clone_url.clone(), format!("refs/heads/{branch}"));
+    Ok(
+        blocking(move || MirrorCache::ls_remote(&url, auth.as_ref(), &refname))
+            .await?,
+    )
+}

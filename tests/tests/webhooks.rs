@@ -1,0 +1,473 @@
+//! Webhooks end to end: real bare repositories served by `git daemon` and by `git
+//! http-backend` (smart HTTP under lighttpd), commits pushed with the git CLI, the payload the
+//! provider would send delivered over HTTP with its real signature, and then the runs, the
+//! checked-out content and the step environment asserted from what the steps printed.
+
+use std::time::Duration;
+
+use gantry::store::{RunId, RunStatus, runs};
+use gantry::webhook::signature;
+use gantry_tests::git::{BareRepo, GitDaemon, GitHttp, git};
+use gantry_tests::{StageStatus, TestEngine, stage_of};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(90);
+const SECRET: &str = "s3cret-webhook-key";
+
+async fn register(app: &TestEngine, provider: &str, full_name: &str, clone_url: &str, extra: Value) {
+    let mut body = json!({
+        "provider": provider,
+        "full_name": full_name,
+        "clone_url": clone_url,
+        "webhook_secret": SECRET,
+    });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    let response = app
+        .http()
+        .post(format!("{}/api/v1/projects/test/repositories", app.url()))
+        .json(&body)
+        .send()
+        .await
+        .expect("register");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert!(status.is_success(), "registering the repository: {status} {text}");
+}
+
+/// What GitHub sends for a push (the fields its documentation lists that Gantry reads, and a
+/// few it does not).
+fn github_push(full_name: &str, clone_url: &str, git_ref: &str, before: &str, after: &str, message: &str, changed: &[&str]) -> Value {
+    json!({
+        "ref": git_ref,
+        "before": before,
+        "after": after,
+        "created": before.bytes().all(|b| b == b'0'),
+        "deleted": false,
+        "forced": false,
+        "compare": "https://github.com/compare",
+        "commits": [{
+            "id": after, "message": message, "distinct": true,
+            "added": changed, "modified": [], "removed": [],
+            "author": {"name": "Dev", "email": "dev@example.com"}
+        }],
+        "head_commit": {"id": after, "message": message, "added": changed, "modified": [], "removed": []},
+        "repository": {
+            "id": 1, "name": full_name.split('/').nth(1), "full_name": full_name,
+            "clone_url": clone_url, "html_url": format!("https://github.com/{full_name}"),
+            "default_branch": "main", "created_at": 1_700_000_000, "pushed_at": 1_700_000_100
+        },
+        "pusher": {"name": "dev", "email": "dev@example.com"},
+        "sender": {"login": "dev", "id": 7}
+    })
+}
+
+async fn deliver_github(app: &TestEngine, event: &str, delivery: &str, body: &Value) -> (u16, Value) {
+    let bytes = serde_json::to_vec(body).expect("json");
+    let response = reqwest::Client::new()
+        .post(format!("{}/hooks/github", app.url()))
+        .header("content-type", "application/json")
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", delivery)
+        .header("X-Hub-Signature-256", signature::sign_github(SECRET.as_bytes(), &bytes))
+        .body(bytes)
+        .send()
+        .await
+        .expect("deliver");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until the delivery is processed and returns it (as the API shows it).
+async fn processed(app: &TestEngine, id: i64) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let d: Value = app
+            .http()
+            .get(format!("{}/api/v1/deliveries/{id}", app.url()))
+            .send()
+            .await
+            .expect("get delivery")
+            .json()
+            .await
+            .expect("delivery json");
+        if d["status"] != "received" {
+            return d;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "delivery {id} still unprocessed: {d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn run_ids(delivery: &Value) -> Vec<RunId> {
+    delivery["runs"]
+        .as_array()
+        .map(|runs| runs.iter().filter_map(|r| r["id"].as_i64()).map(RunId).collect())
+        .unwrap_or_default()
+}
+
+const PIPELINE: &str = r#"name: build
+on:
+  push:
+    branches: [main]
+  pull_request:
+    branches: [main]
+stages:
+  - name: show
+    steps:
+      - cat hello.txt
+      - echo "event=$GANTRY_EVENT branch=$GANTRY_BRANCH tag=$GANTRY_TAG repo=$GANTRY_REPOSITORY"
+      - echo "sha=$GANTRY_COMMIT_SHA head=$(git rev-parse HEAD)"
+      - test -x tool.sh && ./tool.sh
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_push_served_by_git_daemon_runs_the_pipeline_of_that_commit() {
+    let app = TestEngine::start().await;
+    let served = tempfile::tempdir().expect("dir");
+    let bare = BareRepo::create(served.path(), "app");
+    let daemon = GitDaemon::start(served.path());
+    let url = daemon.url("app");
+    let work = bare.work_clone();
+    work.write(".gantry.yaml", PIPELINE, 0o644)
+        .write("hello.txt", "hello from the commit\n", 0o644)
+        .write("tool.sh", "#!/bin/sh\necho tool ran\n", 0o755);
+    let first = work.commit("first");
+    work.push();
+    register(&app, "github", "acme/app", &url, json!({})).await;
+
+    let push = github_push("acme/app", &url, "refs/heads/main", &"0".repeat(40), &first, "first", &["hello.txt"]);
+    let (status, answer) = deliver_github(&app, "push", "d-1", &push).await;
+    assert_eq!(status, 202, "{answer}");
+    let delivery = processed(&app, answer["delivery"].as_i64().expect("id")).await;
+    assert_eq!(delivery["status"], "triggered", "{delivery}");
+    let ids = run_ids(&delivery);
+    assert_eq!(ids.len(), 1, "{delivery}");
+    let (run, stages) = app.wait_for_run(ids[0], WAIT).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?} {:?}", run.reason, stages);
+    assert_eq!(run.trigger, "push");
+    let lines = app.log_lines(ids[0], "show").await;
+    assert!(lines.contains(&"hello from the commit".to_owned()), "{lines:#?}");
+    assert!(lines.contains(&"event=push branch=main tag= repo=acme/app".to_owned()), "{lines:#?}");
+    assert!(lines.contains(&format!("sha={first} head={first}")), "{lines:#?}");
+    assert!(lines.contains(&"tool ran".to_owned()), "the executable bit survives: {lines:#?}");
+
+    // A redelivery of the same delivery id is answered but starts nothing new.
+    let (status, again) = deliver_github(&app, "push", "d-1", &push).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["status"], "duplicate");
+    let count = runs::list(&app.engine().store.pool, None, None, 100, None).await.expect("runs").len();
+    assert_eq!(count, 1);
+
+    // A second commit: the run sees the new content (the mirror fetches what is new).
+    work.write("hello.txt", "second version\n", 0o644);
+    let second = work.commit("second");
+    work.push();
+    let push = github_push("acme/app", &url, "refs/heads/main", &first, &second, "second", &["hello.txt"]);
+    let (_, answer) = deliver_github(&app, "push", "d-2", &push).await;
+    let delivery = processed(&app, answer["delivery"].as_i64().expect("id")).await;
+    let ids = run_ids(&delivery);
+    let (run, _) = app.wait_for_run(ids[0], WAIT).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
+    let lines = app.log_lines(ids[0], "show").await;
+    assert!(lines.contains(&"second version".to_owned()), "{lines:#?}");
+    assert!(lines.contains(&format!("sha={second} head={second}")), "{lines:#?}");
+
+    // The ping GitHub sends when a hook is created.
+    let ping = json!({"zen": "Keep it logically awesome.", "hook_id": 1,
+                      "repository": {"full_name": "acme/app", "clone_url": url}});
+    let (status, answer) = deliver_github(&app, "ping", "d-ping", &ping).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "ignored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_deliveries_get_a_4xx_with_a_reason_and_start_nothing() {
+    let app = TestEngine::start_with(|c| c.webhook_max_bytes = 64 * 1024).await;
+    let served = tempfile::tempdir().expect("dir");
+    let _bare = BareRepo::create(served.path(), "app");
+    let url = format!("file://{}/app.git", served.path().display());
+    register(&app, "github", "acme/app", &url, json!({})).await;
+    let push = github_push("acme/app", &url, "refs/heads/main", &"0".repeat(40), &"a".repeat(40), "x", &[]);
+    let bytes = serde_json::to_vec(&push).expect("json");
+    let client = reqwest::Client::new();
+    let hook = format!("{}/hooks/github", app.url());
+
+    let no_signature = client.post(&hook).header("X-GitHub-Event", "push").body(bytes.clone()).send().await.expect("send");
+    assert_eq!(no_signature.status(), 401);
+    let reason: Value = no_signature.json().await.expect("json");
+    assert!(reason["error"].as_str().unwrap_or("").contains("X-Hub-Signature-256"), "{reason}");
+
+    let wrong = signature::sign_github(b"another secret", &bytes);
+    let bad = client.post(&hook).header("X-GitHub-Event", "push").header("X-Hub-Signature-256", wrong).body(bytes.clone()).send().await.expect("send");
+    assert_eq!(bad.status(), 401);
+
+    let signed = signature::sign_github(SECRET.as_bytes(), &bytes);
+    let no_event = client.post(&hook).header("X-Hub-Signature-256", &signed).body(bytes.clone()).send().await.expect("send");
+    assert_eq!(no_event.status(), 400);
+    assert!(no_event.text().await.unwrap_or_default().contains("x-github-event"));
+
+    let not_json = b"this is not json".to_vec();
+    let garbage = client.post(&hook).header("X-GitHub-Event", "push")
+        .header("X-Hub-Signature-256", signature::sign_github(SECRET.as_bytes(), &not_json))
+        .body(not_json).send().await.expect("send");
+    assert_eq!(garbage.status(), 400);
+
+    let other = github_push("someone/else", "https://example.invalid/x.git", "refs/heads/main", &"0".repeat(40), &"a".repeat(40), "x", &[]);
+    let other = serde_json::to_vec(&other).expect("json");
+    let unknown = client.post(&hook).header("X-GitHub-Event", "push")
+        .header("X-Hub-Signature-256", signature::sign_github(SECRET.as_bytes(), &other))
+        .body(other).send().await.expect("send");
+    assert_eq!(unknown.status(), 404);
+    assert!(unknown.text().await.unwrap_or_default().contains("someone/else"));
+
+    let huge = vec![b' '; 100 * 1024];
+    let too_big = client.post(&hook).header("X-GitHub-Event", "push").body(huge).send().await.expect("send");
+    assert_eq!(too_big.status(), 413);
+    assert!(too_big.text().await.unwrap_or_default().contains("64 KiB"));
+
+    let count = runs::list(&app.engine().store.pool, None, None, 100, None).await.expect("runs").len();
+    assert_eq!(count, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_skip_ci_and_deletions_start_nothing_and_the_delivery_says_why() {
+    let app = TestEngine::start().await;
+    let served = tempfile::tempdir().expect("dir");
+    let bare = BareRepo::create(served.path(), "app");
+    let daemon = GitDaemon::start(served.path());
+    let url = daemon.url("app");
+    let work = bare.work_clone();
+    work.write(".gantry.yaml", "name: docs\non:\n  push:\n    branches: [main]\n    paths: [\"docs/**\"]\nstages:\n  - name: a\n    steps:\n      - echo docs\n", 0o644)
+        .write("README", "x\n", 0o644);
+    let first = work.commit("first");
+    work.push();
+    git(work.path(), &["push", "-q", "origin", "HEAD:refs/heads/dev"]);
+    register(&app, "github", "acme/app", &url, json!({})).await;
+    let zero = "0".repeat(40);
+
+    let cases = [
+        ("skip", github_push("acme/app", &url, "refs/heads/main", &zero, &first, "wip [skip ci]", &["docs/a.md"]), "skip CI"),
+        ("branch", github_push("acme/app", &url, "refs/heads/dev", &zero, &first, "x", &["docs/a.md"]), "branch `dev` does not match"),
+        ("paths", github_push("acme/app", &url, "refs/heads/main", &zero, &first, "x", &["README"]), "no changed file matches `on.push.paths`"),
+    ];
+    for (id, payload, why) in cases {
+        let (status, answer) = deliver_github(&app, "push", id, &payload).await;
+        assert_eq!(status, 202, "{answer}");
+        let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
+        assert_eq!(d["status"], "ignored", "{id}: {d}");
+        assert!(d["summary"].as_str().unwrap_or("").contains(why), "{id}: {d}");
+    }
+    let mut deleted = github_push("acme/app", &url, "refs/heads/dev", &first, &zero, "x", &[]);
+    deleted["deleted"] = json!(true);
+    let (_, answer) = deliver_github(&app, "push", "del", &deleted).await;
+    let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
+    assert_eq!(d["status"], "ignored", "{d}");
+    assert!(d["summary"].as_str().unwrap_or("").contains("deleted"), "{d}");
+
+    // The path filter passes a change under docs/.
+    let ok = github_push("acme/app", &url, "refs/heads/main", &zero, &first, "x", &["docs/guide.md"]);
+    let (_, answer) = deliver_github(&app, "push", "docs", &ok).await;
+    let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
+    assert_eq!(d["status"], "triggered", "{d}");
+    let count = runs::list(&app.engine().store.pool, None, None, 100, None).await.expect("runs").len();
+    assert_eq!(count, 1);
+
+    // Every delivery is listed with its outcome.
+    let all: Value = app.http().get(format!("{}/api/v1/projects/test/deliveries", app.url())).send().await.expect("list").json().await.expect("json");
+    assert_eq!(all.as_array().map(Vec::len), Some(5), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitlab_push_with_a_broken_pipeline_file_is_a_failed_run_naming_file_line_and_column() {
+    let app = TestEngine::start().await;
+    let served = tempfile::tempdir().expect("dir");
+    let bare = BareRepo::create(served.path(), "app");
+    let http = GitHttp::start(served.path());
+    let url = http.url("app");
+    let work = bare.work_clone();
+    work.write(".gantry/ci.yaml", "name: ci\non:\n  push: {}\nstages:\n  - name: a\n    stepz:\n      - echo hi\n", 0o644)
+        .write(".gantry/ok.yaml", "name: ok\non:\n  push: {}\nstages:\n  - name: a\n    steps:\n      - cat README\n", 0o644)
+        .write("README", "served over smart http\n", 0o644);
+    let commit = work.commit("broken ci");
+    work.push();
+    register(&app, "gitlab", "group/app", &url, json!({})).await;
+
+    let payload = json!({
+        "object_kind": "push", "event_name": "push",
+        "before": "0".repeat(40), "after": commit, "ref": "refs/heads/main",
+        "checkout_sha": commit, "user_username": "dev", "total_commits_count": 1,
+        "project": {"id": 3, "path_with_namespace": "group/app", "git_http_url": url,
+                    "git_ssh_url": "git@example.com:group/app.git", "web_url": "https://gitlab.example.com/group/app"},
+        "commits": [{"id": commit, "message": "broken ci", "added": [".gantry/ci.yaml"], "modified": [], "removed": []}],
+        "repository": {"name": "app", "git_http_url": url}
+    });
+    let response = reqwest::Client::new()
+        .post(format!("{}/hooks/gitlab", app.url()))
+        .header("X-Gitlab-Event", "Push Hook")
+        .header("X-Gitlab-Token", SECRET)
+        .header("X-Gitlab-Event-UUID", "uuid-1")
+        .json(&payload)
+        .send()
+        .await
+        .expect("deliver");
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.expect("json");
+    let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
+    assert_eq!(d["status"], "triggered", "{d}");
+    let ids = run_ids(&d);
+    assert_eq!(ids.len(), 2, "{d}");
+    let mut failed = 0;
+    for id in ids {
+        let (run, stages) = app.wait_for_run(id, WAIT).await;
+        match run.status {
+            RunStatus::Failed => {
+                failed += 1;
+                let reason = run.reason.unwrap_or_default();
+                assert!(reason.contains(".gantry/ci.yaml:6:5:"), "{reason}");
+                assert!(stages.is_empty());
+            }
+            RunStatus::Succeeded => {
+                assert_eq!(stage_of(&stages, "a").status, StageStatus::Succeeded);
+                let lines = app.log_lines(id, "a").await;
+                assert!(lines.contains(&"served over smart http".to_owned()), "{lines:#?}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(failed, 1);
+    // A wrong token is refused.
+    let refused = reqwest::Client::new()
+        .post(format!("{}/hooks/gitlab", app.url()))
+        .header("X-Gitlab-Event", "Push Hook")
+        .header("X-Gitlab-Token", "wrong")
+        .json(&payload)
+        .send()
+        .await
+        .expect("deliver");
+    assert_eq!(refused.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitea_pull_request_from_a_fork_runs_the_head_commit_without_secrets() {
+    let app = TestEngine::start().await;
+    let served = tempfile::tempdir().expect("dir");
+    let bare = BareRepo::create(served.path(), "app");
+    let http = GitHttp::start(served.path());
+    let url = http.url("app");
+    let work = bare.work_clone();
+    let pipeline = "name: pr\non:\n  pull_request:\n    branches: [main]\nstages:\n  - name: check\n    secrets:\n      TOKEN: deploy-token\n    steps:\n      - cat change.txt\n      - echo \"pr=$GANTRY_PR_NUMBER title=$GANTRY_PR_TITLE event=$GANTRY_EVENT token=[${TOKEN:-none}]\"\n";
+    work.write(".gantry.yaml", pipeline, 0o644).write("change.txt", "base\n", 0o644);
+    let base = work.commit("base");
+    work.push();
+    git(work.path(), &["checkout", "-q", "-b", "feature"]);
+    work.write("change.txt", "the fork's change\n", 0o644);
+    let head = work.commit("change");
+    // Gitea publishes a pull request's head in the target repository as refs/pull/N/head.
+    git(work.path(), &["push", "-q", "origin", "HEAD:refs/pull/5/head"]);
+    register(&app, "gitea", "acme/app", &url, json!({})).await;
+    app.http()
+        .put(format!("{}/api/v1/projects/test/secrets/deploy-token", app.url()))
+        .body("very-secret-value")
+        .send()
+        .await
+        .expect("secret");
+
+    let payload = json!({
+        "action": "opened", "number": 5,
+        "pull_request": {
+            "id": 50, "number": 5, "title": "Fix things", "state": "open",
+            "head": {"ref": "feature", "sha": head, "repo": {"full_name": "forker/app", "clone_url": "http://example.invalid/forker/app.git"}},
+            "base": {"ref": "main", "sha": base, "repo": {"full_name": "acme/app", "clone_url": url}}
+        },
+        "repository": {"full_name": "acme/app", "clone_url": url, "html_url": "https://gitea.example.com/acme/app"},
+        "sender": {"login": "forker"}
+    });
+    let bytes = serde_json::to_vec(&payload).expect("json");
+    let response = reqwest::Client::new()
+        .post(format!("{}/hooks/gitea", app.url()))
+        .header("X-Gitea-Event", "pull_request")
+        .header("X-Gitea-Delivery", "g-1")
+        .header("X-Gitea-Signature", signature::sign_gitea(SECRET.as_bytes(), &bytes))
+        .body(bytes)
+        .send()
+        .await
+        .expect("deliver");
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.expect("json");
+    let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
+    assert_eq!(d["status"], "triggered", "{d}");
+    let ids = run_ids(&d);
+    let (run, _) = app.wait_for_run(ids[0], WAIT).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
+    let lines = app.log_lines(ids[0], "check").await;
+    assert!(lines.contains(&"the fork's change".to_owned()), "{lines:#?}");
+    assert!(
+        lines.contains(&"pr=5 title=Fix things event=pull_request token=[none]".to_owned()),
+        "a fork's pull request gets no secrets: {lines:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_statuses_are_reported_pending_then_final_to_the_providers_api() {
+    use std::sync::{Arc, Mutex};
+    let recorded: Arc<Mutex<Vec<(String, String, Value)>>> = Arc::default();
+    let seen = Arc::clone(&recorded);
+    let api = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let path = req.uri().path().to_owned();
+            let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+            let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            seen.lock().expect("lock").push((path, auth, json));
+            (axum::http::StatusCode::CREATED, "{}")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api_url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, api).await });
+
+    let app = TestEngine::start().await;
+    let served = tempfile::tempdir().expect("dir");
+    let bare = BareRepo::create(served.path(), "app");
+    let daemon = GitDaemon::start(served.path());
+    let url = daemon.url("app");
+    let work = bare.work_clone();
+    work.write(".gantry.yaml", "name: build\non:\n  push: {}\nstages:\n  - name: a\n    steps:\n      - sleep 1\n", 0o644);
+    let commit = work.commit("c");
+    work.push();
+    app.http()
+        .put(format!("{}/api/v1/projects/test/secrets/gh-token", app.url()))
+        .body("ghp_token_value")
+        .send()
+        .await
+        .expect("secret");
+    register(&app, "github", "acme/app", &url, json!({"token_secret": "gh-token", "api_url": api_url})).await;
+    let push = github_push("acme/app", &url, "refs/heads/main", &"0".repeat(40), &commit, "c", &[]);
+    let (_, answer) = deliver_github(&app, "push", "s-1", &push).await;
+    let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
+    let ids = run_ids(&d);
+    let (run, _) = app.wait_for_run(ids[0], WAIT).await;
+    assert_eq!(run.status, RunStatus::Succeeded);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let calls = recorded.lock().expect("lock").clone();
+        let states: Vec<&str> = calls.iter().filter_map(|c| c.2["state"].as_str()).collect();
+        if states.last() == Some(&"success") {
+            assert_eq!(states.first(), Some(&"pending"), "{calls:?}");
+            for (path, auth, body) in &calls {
+                assert_eq!(path, &format!("/repos/acme/app/statuses/{commit}"));
+                assert_eq!(auth, "Bearer ghp_token_value");
+                assert_eq!(body["context"], "gantry/build");
+                assert!(body["target_url"].as_str().unwrap_or("").ends_with(&format!("/runs/{}", run.id)), "{body}");
+            }
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "statuses so far: {calls:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
