@@ -1,8 +1,258 @@
-//! Placeholder: the gitlab parser.
-use super::event::{Parsed, Rejection};
+//! GitLab deliveries: the `X-Gitlab-Event` header and the JSON body become a [`Parsed`]. The
+//! fields are those of GitLab's "Webhook events" documentation: push and tag push events share
+//! one shape (a "Test Hook" delivery from the settings page is an ordinary push payload), and
+//! merge request events carry everything in `object_attributes`.
 
-pub fn parse(_event: &str, _body: &[u8]) -> Result<Parsed, Rejection> {
-    Err(Rejection::BadPayload("not implemented".into()))
+use serde::Deserialize;
+
+use super::event::{Event, GitRef, Parsed, Provider, PullRequest, Push, Rejection, RepoRef};
+use super::github::{changed_files, decode, deleted, ignored, is_zero_sha};
+use crate::pipeline::PullRequestAction;
+
+/// `project` in current payloads; `repository` is the older block that still comes along.
+#[derive(Deserialize)]
+struct Project {
+    path_with_namespace: Option<String>,
+    git_http_url: Option<String>,
+    git_ssh_url: Option<String>,
+    web_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LegacyRepository {
+    git_http_url: Option<String>,
+    git_ssh_url: Option<String>,
+    homepage: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RepositoryPeek {
+    project: Option<Project>,
+    repository: Option<LegacyRepository>,
+}
+
+impl RepositoryPeek {
+    fn into_ref(self) -> Option<RepoRef> {
+        let legacy = self.repository;
+        let project = self.project?;
+        let full_name = project.path_with_namespace.filter(|n| !n.is_empty())?;
+        let (l_http, l_ssh, l_web) = match legacy {
+            Some(r) => (r.git_http_url, r.git_ssh_url, r.homepage),
+            None => (None, None, None),
+        };
+        let urls = [
+            project.git_http_url.or(l_http),
+            project.git_ssh_url.or(l_ssh),
+            project.web_url.or(l_web),
+        ];
+        Some(RepoRef {
+            full_name,
+            urls: urls
+                .into_iter()
+                .flatten()
+                .filter(|u| !u.is_empty())
+                .collect(),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Commit {
+    id: Option<String>,
+    message: Option<String>,
+    added: Option<Vec<String>>,
+    modified: Option<Vec<String>>,
+    removed: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct PushPayload {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    before: Option<String>,
+    after: String,
+    /// Null when the push deleted the ref.
+    checkout_sha: Option<String>,
+    commits: Option<Vec<Commit>>,
+    /// The push's commit count; `commits` lists at most 20 of them.
+    total_commits_count: Option<usize>,
+    user_username: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MergeRequestPayload {
+    user: Option<User>,
+    object_attributes: MergeRequest,
+}
+
+#[derive(Deserialize)]
+struct User {
+    username: String,
+}
+
+#[derive(Deserialize)]
+struct MergeRequest {
+    iid: i64,
+    title: String,
+    source_branch: String,
+    target_branch: String,
+    /// Null when the source project has been deleted.
+    source_project_id: Option<i64>,
+    target_project_id: i64,
+    action: Option<String>,
+    /// Present on `update` only when the update pushed commits.
+    oldrev: Option<String>,
+    last_commit: LastCommit,
+    source: Option<Project>,
+}
+
+#[derive(Deserialize)]
+struct LastCommit {
+    id: String,
+}
+
+/// Parses one delivery; `event` is the `X-Gitlab-Event` header.
+pub fn parse(event: &str, body: &[u8]) -> Result<Parsed, Rejection> {
+    let event = match event {
+        "Push Hook" => parse_push("push payload", body)?,
+        "Tag Push Hook" => parse_push("tag push payload", body)?,
+        "Merge Request Hook" => parse_merge_request(body)?,
+        "" => {
+            return Err(Rejection::BadPayload(
+                "missing X-Gitlab-Event header".to_owned(),
+            ));
+        }
+        // System hooks are instance-wide (a project is created, a user added); Gantry takes
+        // repository hooks only.
+        other => ignored(&format!("GitLab event `{other}` starts nothing")),
+    };
+    let peeked: RepositoryPeek = decode("payload", body)?;
+    Ok(Parsed {
+        provider: Provider::Gitlab,
+        repository: peeked.into_ref().unwrap_or_default(),
+        event,
+    })
+}
+
+/// Reads only `project` (and the older `repository` block), so the receiver can find the
+/// token before the full parse.
+pub fn repository(body: &[u8]) -> Result<RepoRef, Rejection> {
+    let peeked: RepositoryPeek = decode("payload", body)?;
+    peeked.into_ref().ok_or_else(|| {
+        Rejection::BadPayload("payload: `project.path_with_namespace` is missing".to_owned())
+    })
+}
+
+fn parse_push(what: &str, body: &[u8]) -> Result<Event, Rejection> {
+    let p: PushPayload = decode(what, body)?;
+    let Some(git_ref) = GitRef::from_full(&p.git_ref) else {
+        let reason = format!("ref `{}` is neither a branch nor a tag", p.git_ref);
+        return Ok(ignored(&reason));
+    };
+    if p.checkout_sha.is_none() || is_zero_sha(&p.after) {
+        return Ok(deleted(&git_ref));
+    }
+    let commits = p.commits.unwrap_or_default();
+    let (changed_files, lists_complete) = changed_files(
+        commits
+            .iter()
+            .flat_map(|c| [&c.added, &c.modified, &c.removed]),
+    );
+    let new_ref = p.before.as_deref().is_none_or(is_zero_sha);
+    let changed_files_complete = lists_complete
+        && !(commits.is_empty() && new_ref)
+        && p.total_commits_count
+            .is_none_or(|total| total <= commits.len());
+    // GitLab has no head_commit: the head is the listed commit the ref now points at.
+    let head_message = commits
+        .iter()
+        .find(|c| c.id.as_deref() == Some(p.after.as_str()))
+        .and_then(|c| c.message.clone());
+    Ok(Event::Push(Push {
+        git_ref,
+        before: p.before,
+        after: p.after,
+        head_message,
+        changed_files,
+        changed_files_complete,
+        sender: p.user_username,
+    }))
+}
+
+fn parse_merge_request(body: &[u8]) -> Result<Event, Rejection> {
+    let p: MergeRequestPayload = decode("merge request payload", body)?;
+    let mr = p.object_attributes;
+    let action = match mr.action.as_deref() {
+        Some("open") => PullRequestAction::Opened,
+        Some("update") if mr.oldrev.is_some() => PullRequestAction::Synchronize,
+        // An update without `oldrev` changed the title, labels, assignees…: no new commit.
+        Some("update") => PullRequestAction::Edited,
+        Some("reopen") => PullRequestAction::Reopened,
+        Some("close" | "merge") => PullRequestAction::Closed,
+        Some(other) => {
+            return Ok(ignored(&format!(
+                "merge request action `{other}` starts nothing"
+            )));
+        }
+        None => {
+            return Ok(ignored(
+                "a merge request event without an action starts nothing",
+            ));
+        }
+    };
+    Ok(Event::PullRequest(PullRequest {
+        action,
+        number: mr.iid,
+        title: mr.title,
+        head_sha: mr.last_commit.id,
+        head_ref: mr.source_branch,
+        base_ref: mr.target_branch,
+        // GitLab's merge request events do not carry the target's commit.
+        base_sha: None,
+        // A deleted source project (null id) is as foreign as a fork.
+        from_fork: mr.source_project_id != Some(mr.target_project_id),
+        head_clone_url: mr.source.and_then(|s| s.git_http_url),
+        sender: p.user.map(|u| u.username),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_without_oldrev_is_an_edit() {
+        let body = br#"{"object_kind":"merge_request","user":{"username":"root"},
+            "project":{"path_with_namespace":"g/p","git_http_url":"https://gl/g/p.git"},
+            "object_attributes":{"iid":4,"title":"t","source_branch":"f","target_branch":"main",
+            "source_project_id":1,"target_project_id":1,"action":"update",
+            "last_commit":{"id":"abc"}}}"#;
+        let parsed = parse("Merge Request Hook", body).unwrap();
+        assert_eq!(parsed.repository.full_name, "g/p");
+        let Event::PullRequest(pr) = parsed.event else {
+            panic!("not a merge request")
+        };
+        assert_eq!(pr.action, PullRequestAction::Edited);
+        assert!(!pr.from_fork);
+    }
+
+    #[test]
+    fn a_null_checkout_sha_is_a_deletion() {
+        let body = br#"{"ref":"refs/tags/v1","before":"abc",
+            "after":"0000000000000000000000000000000000000000","checkout_sha":null,
+            "commits":[],"total_commits_count":0,"project":{"path_with_namespace":"g/p"}}"#;
+        let parsed = parse("Tag Push Hook", body).unwrap();
+        assert_eq!(parsed.event, ignored("tag `v1` was deleted"));
+    }
+
+    #[test]
+    fn system_hooks_are_ignored() {
+        let parsed = parse("System Hook", br#"{"event_name":"project_create"}"#).unwrap();
+        assert_eq!(
+            parsed.event,
+            ignored("GitLab event `System Hook` starts nothing")
+        );
+    }
 }
 
 pub fn repository(_body: &[u8]) -> Result<super::event::RepoRef, Rejection> {
