@@ -214,7 +214,3 @@ mod tests {
         assert_eq!(push.changed_files, ["a"]);
     }
 }
-
-pub fn repository(_body: &[u8]) -> Result<super::event::RepoRef, Rejection> {
-    Err(Rejection::BadPayload("not implemented".into()))
-}

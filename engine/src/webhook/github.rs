@@ -560,7 +560,3 @@ mod tests {
         assert_eq!(parsed.event, ignored("tag `v1` was deleted"));
     }
 }
-
-pub fn repository(_body: &[u8]) -> Result<super::event::RepoRef, Rejection> {
-    Err(Rejection::BadPayload("not implemented".into()))
-}

@@ -254,7 +254,3 @@ mod tests {
         );
     }
 }
-
-pub fn repository(_body: &[u8]) -> Result<super::event::RepoRef, Rejection> {
-    Err(Rejection::BadPayload("not implemented".into()))
-}
