@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::artifact::{self, TransferError};
+use crate::checkout;
 use crate::config::Config;
 use crate::engine::{ApiError, EngineClient};
 use crate::exit::RunnerExit;
@@ -232,6 +233,9 @@ impl<'a> Stage<'a> {
             self.say(&why).await?;
             return Ok(StageEnd::with(Outcome::Failed, why));
         }
+        if let Some(end) = self.checkout_source().await? {
+            return Ok(end);
+        }
         if let Some(end) = self.unpack_inputs().await? {
             return Ok(end);
         }
@@ -251,6 +255,46 @@ impl<'a> Stage<'a> {
             return Ok(end);
         }
         Ok(StageEnd::succeeded())
+    }
+
+    /// Checks the stage's source out into the workspace (libgit2 blocks, so on a blocking
+    /// thread), copying its progress lines into the log; a failure fails the stage.
+    async fn checkout_source(&mut self) -> Result<Option<StageEnd>, StageError> {
+        let Some(spec) = self.spec.checkout.clone() else {
+            return Ok(None);
+        };
+        let workspace = self.workspace().clone();
+        let (lines, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let task = tokio::task::spawn_blocking(move || {
+            let cache = checkout::MirrorCache::new(checkout::MirrorCache::default_root());
+            checkout::checkout(&cache, &spec, &workspace, &mut |line| {
+                let _ = lines.send(line.to_owned());
+            })
+        });
+        tokio::pin!(task);
+        // A clone, so the log can be written while the stop is watched.
+        let mut stop = self.stop.clone();
+        loop {
+            tokio::select! {
+                Some(line) = received.recv() => {
+                    self.say(&line).await?;
+                }
+                done = &mut task => {
+                    while let Ok(line) = received.try_recv() {
+                        self.say(&line).await?;
+                    }
+                    let why = match done {
+                        Ok(Ok(_)) => return Ok(None),
+                        Ok(Err(err)) => format!("checkout: {err}"),
+                        Err(err) => format!("checkout: {err}"),
+                    };
+                    self.say(&why).await?;
+                    return Ok(Some(StageEnd::with(Outcome::Failed, why)));
+                }
+                // The blocking fetch cannot be interrupted; it ends with the process.
+                raised = stop.raised() => return stopped(raised).map(Some),
+            }
+        }
     }
 
     async fn unpack_inputs(&mut self) -> Result<Option<StageEnd>, StageError> {

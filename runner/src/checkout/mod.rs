@@ -1,60 +1,72 @@
-//! Placeholder for the checkout work (replaced by the real module): the API the engine uses.
+//! Source checkout: puts one commit of a repository into the stage's workspace before the first
+//! step, and lets the engine read pipeline files of a commit without a working tree.
+//!
+//! Everything goes through a cache of bare mirrors on the machine ([`MirrorCache`], one per
+//! clone URL): a stage fetches only what the mirror lacks, and the workspace's repository borrows
+//! the mirror's objects (`objects/info/alternates`) instead of copying them.
+//!
+//! Transports are libgit2's own: `git://`, `http://`, `ssh`-less local paths. `https://` is not
+//! supported yet: libgit2 is built without its OpenSSL TLS (the runner must not need system
+//! OpenSSL), and plugging a rustls transport into git2 takes `git2::transport::register`, an
+//! `unsafe fn`, which the workspace's `forbid(unsafe_code)` rules out. Such URLs fail with
+//! [`CheckoutError::UnsupportedUrl`] before any network traffic.
 
-use std::path::PathBuf;
+mod mirror;
+mod remote;
+pub mod url;
+mod worktree;
 
-use crate::wire::GitAuth;
+pub use mirror::{Fetched, Mirror, MirrorCache};
+pub use worktree::{CheckedOut, checkout};
 
+/// What went wrong, in words a pipeline author can act on. URLs in messages never carry a
+/// password (see [`url::redact`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
-    #[error("{0}")]
-    Other(String),
+    #[error("{url}: {why}")]
+    UnsupportedUrl { url: String, why: String },
+    #[error("{0:?} is not a full commit id (40 hexadecimal digits)")]
+    InvalidCommit(String),
+    #[error("commit {commit} is not in {url} (fetched {fetched})")]
+    CommitNotFound {
+        commit: String,
+        url: String,
+        fetched: String,
+    },
+    #[error("commit {commit} is not in the git cache's mirror of {url}; fetch it first")]
+    NotInMirror { commit: String, url: String },
+    #[error("{url} asks for credentials, and the checkout has none")]
+    AuthRequired { url: String },
+    #[error("{url} refused the credentials of user {username:?}: check the token and its access")]
+    AuthRejected { url: String, username: String },
+    #[error("cannot {action} {url}: {message}")]
+    Remote {
+        action: &'static str,
+        url: String,
+        message: String,
+    },
+    #[error("git cache {path}: {message}")]
+    Cache { path: String, message: String },
+    #[error("cannot check out into {path}: {message}")]
+    Workspace { path: String, message: String },
+    #[error("submodule {path}: {source}")]
+    Submodule {
+        path: String,
+        #[source]
+        source: Box<CheckoutError>,
+    },
 }
 
-#[derive(Clone, Debug)]
-pub struct MirrorCache {
-    pub root: PathBuf,
+/// A commit id from the spec, which must be a full one: an abbreviation is ambiguous and cannot
+/// be fetched by id.
+fn parse_commit(commit: &str) -> Result<git2::Oid, CheckoutError> {
+    if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(CheckoutError::InvalidCommit(commit.to_owned()));
+    }
+    git2::Oid::from_str(commit).map_err(|_| CheckoutError::InvalidCommit(commit.to_owned()))
 }
 
-#[derive(Clone, Debug)]
-pub struct Mirror {
-    pub path: PathBuf,
-}
-
-impl MirrorCache {
-    pub fn new(root: PathBuf) -> Self {
-        MirrorCache { root }
-    }
-
-    pub fn fetch(
-        &self,
-        _url: &str,
-        _commit: &str,
-        _git_ref: Option<&str>,
-        _auth: Option<&GitAuth>,
-        _depth: u32,
-    ) -> Result<Mirror, CheckoutError> {
-        Err(CheckoutError::Other("not implemented".into()))
-    }
-
-    pub fn ls_remote(
-        _url: &str,
-        _auth: Option<&GitAuth>,
-        _refname: &str,
-    ) -> Result<Option<String>, CheckoutError> {
-        Err(CheckoutError::Other("not implemented".into()))
-    }
-}
-
-impl Mirror {
-    pub fn read_file(&self, _commit: &str, _path: &str) -> Result<Option<Vec<u8>>, CheckoutError> {
-        Err(CheckoutError::Other("not implemented".into()))
-    }
-
-    pub fn list_dir(&self, _commit: &str, _dir: &str) -> Result<Vec<(String, Vec<u8>)>, CheckoutError> {
-        Err(CheckoutError::Other("not implemented".into()))
-    }
-
-    pub fn changed_files(&self, _from: Option<&str>, _to: &str) -> Result<Vec<String>, CheckoutError> {
-        Err(CheckoutError::Other("not implemented".into()))
-    }
+/// The first seven digits, as git prints commits.
+fn short(commit: &str) -> &str {
+    commit.get(..7).unwrap_or(commit)
 }
