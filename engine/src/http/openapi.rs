@@ -47,6 +47,10 @@ pub const ROUTES: &[(&str, &str)] = &[
         "post",
         "/projects/{project}/deployments/{namespace}/{name}/undo",
     ),
+    ("post", "/projects/{project}/repositories"),
+    ("get", "/projects/{project}/repositories"),
+    ("get", "/projects/{project}/deliveries"),
+    ("get", "/deliveries/{id}"),
 ];
 
 pub async fn document_json() -> Json<Value> {
@@ -87,7 +91,8 @@ pub fn document() -> Value {
             { "name": "logs", "description": "Stage logs, downloaded or followed live." },
             { "name": "secrets", "description": "Write-only project secrets." },
             { "name": "access", "description": "Users, API tokens, project members and roles." },
-            { "name": "deployments", "description": "Kubernetes Deployments: rollout history and undo." }
+            { "name": "deployments", "description": "Kubernetes Deployments: rollout history and undo." },
+            { "name": "webhooks", "description": "Registered repositories and the webhook deliveries they receive (the hooks themselves are POST /hooks/{github,gitlab,gitea,forgejo} and /hooks/generic/{project}/{pipeline})." }
         ],
         "security": [{ "token": [] }, { "session": [] }, {}],
         "paths": paths,
@@ -568,6 +573,55 @@ fn operation(method: &str, path: &str) -> Option<Value> {
                 "content": { "application/json": { "schema": schema_ref("NewToken") } }
             }),
         ),
+        ("post", "/projects/{project}/repositories") => with_body(
+            op(
+                "webhooks",
+                "registerRepository",
+                "Register a Git repository (or update its registration): pipelines are read from its files at each webhook's commit. Maintainers only. The webhook secret is write-only.",
+                &["project"],
+                with_errors(
+                    json!({
+                        "201": json_response("Registered.", schema_ref("RegisteredRepository")),
+                        "200": json_response("Updated.", schema_ref("RegisteredRepository"))
+                    }),
+                    &[("409", "Conflict"), ("422", "Unprocessable")],
+                ),
+            ),
+            json!({
+                "required": true,
+                "content": { "application/json": { "schema": schema_ref("RepositoryRegistration") } }
+            }),
+        ),
+        ("get", "/projects/{project}/repositories") => op(
+            "webhooks",
+            "listRepositories",
+            "The project's registered repositories.",
+            &["project"],
+            with_errors(
+                json!({ "200": json_response("The repositories.", array_of("Repository")) }),
+                &[("404", "NotFound")],
+            ),
+        ),
+        ("get", "/projects/{project}/deliveries") => op(
+            "webhooks",
+            "listDeliveries",
+            "The project's newest webhook deliveries, newest first, each with what it led to.",
+            &["project", "limit"],
+            with_errors(
+                json!({ "200": json_response("The deliveries.", array_of("Delivery")) }),
+                &[("404", "NotFound")],
+            ),
+        ),
+        ("get", "/deliveries/{id}") => op(
+            "webhooks",
+            "getDelivery",
+            "One webhook delivery: its status (received, triggered, ignored, failed), why, and the runs it started.",
+            &["delivery_id"],
+            with_errors(
+                json!({ "200": json_response("The delivery.", schema_ref("Delivery")) }),
+                &[("404", "NotFound")],
+            ),
+        ),
         ("delete", "/tokens/{id}") => op(
             "access",
             "deleteToken",
@@ -634,6 +688,7 @@ fn parameters() -> Value {
         "user": path("user", "A user's name.", name.clone()),
         "user_name": path("name", "A user's name.", name),
         "token_id": path("id", "The token's id.", json!({ "type": "integer", "format": "int64" })),
+        "delivery_id": path("id", "The delivery's id.", json!({ "type": "integer", "format": "int64" })),
         "run_id": path("id", "The run's id.", json!({ "type": "integer", "format": "int64" })),
         "stage_key": path(
             "key",
@@ -690,6 +745,22 @@ fn schemas() -> Value {
     let opt_id = || json!({ "type": ["integer", "null"], "format": "int64" });
     let flag = || json!({ "type": "boolean" });
 
+    let repository = object(
+        "A registered Git repository (the webhook secret is never shown).",
+        json!({
+            "id": id(),
+            "project": text(),
+            "provider": text(),
+            "full_name": text(),
+            "clone_url": text(),
+            "token_secret": opt_text(),
+            "api_url": opt_text(),
+            "pipeline_files": { "type": "array", "items": { "type": "string" } },
+            "default_branch": text(),
+            "submodules": flag(),
+            "created_at": time()
+        }),
+    );
     let run = object(
         "One execution of one pipeline version.",
         json!({
@@ -961,6 +1032,46 @@ fn schemas() -> Value {
             },
             "required": ["name"]
         },
+        "Repository": repository.clone(),
+        "RegisteredRepository": extended(
+            &repository,
+            "A registered repository, with the URL to configure as its webhook.",
+            &[("webhook_url", text())],
+        ),
+        "RepositoryRegistration": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "provider": { "type": "string", "enum": ["github", "gitlab", "gitea", "forgejo"] },
+                "full_name": { "type": "string", "description": "`owner/name` as the provider names it." },
+                "clone_url": text(),
+                "webhook_secret": { "type": "string", "minLength": 8, "writeOnly": true },
+                "token_secret": { "type": ["string", "null"], "description": "A project secret holding an access token (clones, commit statuses)." },
+                "api_url": { "type": ["string", "null"], "description": "The provider's API base; default from the provider and clone URL." },
+                "pipeline_files": { "type": ["array", "null"], "items": { "type": "string" }, "description": "Default `.gantry.yaml`, `.gantry/*.yaml`." },
+                "default_branch": { "type": ["string", "null"] },
+                "submodules": { "type": "boolean", "default": false }
+            },
+            "required": ["provider", "full_name", "clone_url", "webhook_secret"]
+        },
+        "Delivery": object(
+            "A webhook delivery and what it led to.",
+            json!({
+                "id": id(),
+                "provider": text(),
+                "delivery_key": text(),
+                "repository": opt_text(),
+                "project": opt_text(),
+                "event": text(),
+                "status": { "type": "string", "enum": ["received", "triggered", "ignored", "failed"] },
+                "summary": opt_text(),
+                "received_at": time(),
+                "processed_at": opt_time(),
+                "runs": { "type": "array", "items": object("A run the delivery started.", json!({
+                    "id": id(), "pipeline": text(), "number": int(), "status": text()
+                })) }
+            }),
+        ),
         "NewToken": {
             "type": "object",
             "properties": {
@@ -983,12 +1094,18 @@ mod tests {
     /// The (method, path) pairs `api::router()` registers, read from its source: every
     /// `.route("PATH", get(..).post(..))` call.
     fn routes_in_router_source() -> BTreeSet<(String, String)> {
-        let source = include_str!("api.rs");
-        let body = source
-            .split("pub fn router()")
-            .nth(1)
-            .and_then(|rest| rest.split("\n}\n").next())
-            .unwrap_or_default();
+        // `api::router()` merges `repos::router()`: both sources count.
+        let source = [include_str!("api.rs"), include_str!("repos.rs")]
+            .iter()
+            .map(|s| {
+                s.split("pub fn router()")
+                    .nth(1)
+                    .and_then(|rest| rest.split("\n}\n").next())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let body = source.as_str();
         let mut found = BTreeSet::new();
         for call in body.split(".route(").skip(1) {
             let mut quoted = call.split('"');

@@ -292,7 +292,7 @@ pub async fn handle(
 async fn changed_files(
     engine: &Engine,
     repo: &RepoRow,
-    mirror: &gantry_runner::checkout::Mirror,
+    mirror: &source::SharedMirror,
     event: &Event,
     auth: Option<gantry_runner::wire::GitAuth>,
 ) -> Result<Vec<String>, ProcessError> {

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use gantry_runner::checkout::{CheckoutError, Mirror, MirrorCache};
+
 use gantry_runner::wire::GitAuth;
 
 use crate::engine::Engine;
@@ -19,12 +20,25 @@ pub enum SourceError {
     Token(String),
     #[error("git work stopped unexpectedly: {0}")]
     Join(String),
+    #[error("pipeline file pattern `{pattern}`: {why}")]
+    Pattern { pattern: String, why: String },
 }
 
 impl From<SourceError> for RunError {
     fn from(e: SourceError) -> Self {
         RunError::Conflict(e.to_string())
     }
+}
+
+/// A fetched mirror, shared by the steps of one delivery's processing (libgit2 handles are
+/// not `Sync`, so one user at a time).
+pub type SharedMirror = std::sync::Arc<std::sync::Mutex<Mirror>>;
+
+fn lock(mirror: &SharedMirror) -> Result<std::sync::MutexGuard<'_, Mirror>, CheckoutError> {
+    mirror.lock().map_err(|_| CheckoutError::Cache {
+        path: String::new(),
+        message: "a git task panicked while holding the mirror".into(),
+    })
 }
 
 /// Where the engine keeps its repository mirrors.
@@ -87,10 +101,15 @@ pub async fn fetch(
     commit: &str,
     git_ref: Option<&str>,
     auth: Option<GitAuth>,
-) -> Result<Mirror, SourceError> {
+) -> Result<SharedMirror, SourceError> {
     let cache = MirrorCache::new(cache_root(engine));
     let (url, commit, git_ref) = (url.to_owned(), commit.to_owned(), git_ref.map(str::to_owned));
-    blocking(move || cache.fetch(&url, &commit, git_ref.as_deref(), auth.as_ref(), 1)).await
+    blocking(move || {
+        cache
+            .fetch(&url, &commit, git_ref.as_deref(), auth.as_ref(), 1)
+            .map(|m| std::sync::Arc::new(std::sync::Mutex::new(m)))
+    })
+    .await
 }
 
 /// A pipeline file found at a commit: its path and its text (or why it is not text).
@@ -102,28 +121,40 @@ pub struct PipelineFile {
 /// Reads the pipeline files at `commit`: each pattern is a path (`.gantry.yaml`) or a
 /// directory and a file-name glob (`.gantry/*.yaml`). Sorted by path, each file once.
 pub async fn pipeline_files(
-    mirror: Mirror,
+    mirror: SharedMirror,
     commit: &str,
     patterns: &[String],
 ) -> Result<Vec<PipelineFile>, SourceError> {
-    let (commit, patterns) = (commit.to_owned(), patterns.to_vec());
+    // Each pattern: a plain path, or a directory and a compiled file-name glob.
+    let mut wanted: Vec<(String, Option<globset::GlobMatcher>)> = Vec::new();
+    for pattern in patterns {
+        match pattern.rsplit_once('/') {
+            Some((dir, name)) if name.contains(['*', '?', '[']) => {
+                let glob = globset::Glob::new(name).map_err(|e| SourceError::Pattern {
+                    pattern: pattern.clone(),
+                    why: e.to_string(),
+                })?;
+                wanted.push((dir.to_owned(), Some(glob.compile_matcher())));
+            }
+            _ => wanted.push((pattern.clone(), None)),
+        }
+    }
+    let commit = commit.to_owned();
     blocking(move || {
+        let mirror = lock(&mirror)?;
         let mut found: Vec<(String, Vec<u8>)> = Vec::new();
-        for pattern in &patterns {
-            match pattern.rsplit_once('/') {
-                Some((dir, name)) if name.contains(['*', '?', '[']) => {
-                    let glob = globset::Glob::new(name)
-                        .map(|g| g.compile_matcher())
-                        .map_err(|e| CheckoutError::Other(format!("pipeline file pattern `{pattern}`: {e}")))?;
-                    for (file, bytes) in mirror.list_dir(&commit, dir)? {
+        for (path, glob) in &wanted {
+            match glob {
+                Some(glob) => {
+                    for (file, bytes) in mirror.list_dir(&commit, path)? {
                         if glob.is_match(&file) {
-                            found.push((format!("{dir}/{file}"), bytes));
+                            found.push((format!("{path}/{file}"), bytes));
                         }
                     }
                 }
-                _ => {
-                    if let Some(bytes) = mirror.read_file(&commit, pattern)? {
-                        found.push((pattern.clone(), bytes));
+                None => {
+                    if let Some(bytes) = mirror.read_file(&commit, path)? {
+                        found.push((path.clone(), bytes));
                     }
                 }
             }
@@ -144,12 +175,12 @@ pub async fn pipeline_files(
 
 /// Files changed between two commits (both fetched into the mirror first).
 pub async fn changed_files(
-    mirror: Mirror,
+    mirror: SharedMirror,
     from: Option<String>,
     to: &str,
 ) -> Result<Vec<String>, SourceError> {
     let to = to.to_owned();
-    blocking(move || mirror.changed_files(from.as_deref(), &to)).await
+    blocking(move || lock(&mirror)?.changed_files(from.as_deref(), &to)).await
 }
 
 /// The commit a branch of the repository points at now (for scheduled and manual runs).
