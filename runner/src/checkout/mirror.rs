@@ -56,17 +56,7 @@ impl MirrorCache {
     /// `GANTRY_GIT_CACHE`, else `$XDG_CACHE_HOME/gantry/git`, else `$HOME/.cache/gantry/git`,
     /// else `/tmp/gantry-git-cache` (a container without a home directory).
     pub fn default_root() -> PathBuf {
-        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        if let Some(dir) = var("GANTRY_GIT_CACHE") {
-            return PathBuf::from(dir);
-        }
-        if let Some(dir) = var("XDG_CACHE_HOME") {
-            return PathBuf::from(dir).join("gantry/git");
-        }
-        if let Some(dir) = var("HOME") {
-            return PathBuf::from(dir).join(".cache/gantry/git");
-        }
-        PathBuf::from("/tmp/gantry-git-cache")
+        root_from(|name| std::env::var_os(name))
     }
 
     pub fn root(&self) -> &Path {
@@ -432,6 +422,21 @@ impl Mirror {
     }
 }
 
+/// [`MirrorCache::default_root`] with the environment as a function, so it can be tested.
+fn root_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var("GANTRY_GIT_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = var("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("gantry/git");
+    }
+    if let Some(dir) = var("HOME") {
+        return PathBuf::from(dir).join(".cache/gantry/git");
+    }
+    PathBuf::from("/tmp/gantry-git-cache")
+}
+
 /// The refs the remote advertises, with their ids (`refs/tags/x^{}` entries peel tags).
 fn list_remote(url: &str, auth: Option<&GitAuth>) -> Result<Vec<(String, Oid)>, CheckoutError> {
     let trace = AuthTrace::default();
@@ -529,6 +534,29 @@ mod tests {
         );
         let name = cache.mirror_path("http://u:secret@h/r.git");
         assert!(!name.to_string_lossy().contains("secret"));
+    }
+
+    #[test]
+    fn the_cache_root_follows_the_environment() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        static ALL: [(&str, &str); 3] = [
+            ("GANTRY_GIT_CACHE", "/g"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ];
+        assert_eq!(root_from(env(&ALL)), Path::new("/g"));
+        assert_eq!(root_from(env(&ALL[1..])), Path::new("/x/gantry/git"));
+        assert_eq!(
+            root_from(env(&[("GANTRY_GIT_CACHE", ""), ("HOME", "/h")])),
+            Path::new("/h/.cache/gantry/git")
+        );
+        assert_eq!(root_from(env(&[])), Path::new("/tmp/gantry-git-cache"));
     }
 
     #[test]
