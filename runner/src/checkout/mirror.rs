@@ -56,17 +56,7 @@ impl MirrorCache {
     /// `GANTRY_GIT_CACHE`, else `$XDG_CACHE_HOME/gantry/git`, else `$HOME/.cache/gantry/git`,
     /// else `/tmp/gantry-git-cache` (a container without a home directory).
     pub fn default_root() -> PathBuf {
-        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        if let Some(dir) = var("GANTRY_GIT_CACHE") {
-            return PathBuf::from(dir);
-        }
-        if let Some(dir) = var("XDG_CACHE_HOME") {
-            return PathBuf::from(dir).join("gantry/git");
-        }
-        if let Some(dir) = var("HOME") {
-            return PathBuf::from(dir).join(".cache/gantry/git");
-        }
-        PathBuf::from("/tmp/gantry-git-cache")
+        root_from(|name| std::env::var_os(name))
     }
 
     pub fn root(&self) -> &Path {
@@ -136,11 +126,22 @@ impl MirrorCache {
         progress(&format!("fetching {} from {shown}", short(commit)));
 
         let depth = i32::try_from(depth).unwrap_or(DEPTH_UNSHALLOW - 1);
-        let by_id = format!("+{commit}:refs/gantry/{commit}");
-        // Any failure here (most often "not our ref") leads to the fallbacks below; a real
+        // libgit2 asks for an id only from servers that advertise fetching by id, which plain
+        // git daemon and git-http-backend do not; but the commit is usually a branch tip (a
+        // push event's), and a tip can be fetched by its ref name, as shallow as asked.
+        let heads = list_remote(url, auth)?;
+        let tip = heads
+            .iter()
+            .find(|(name, id)| *id == oid && name.starts_with("refs/"))
+            .map(|(name, _)| name.trim_end_matches("^{}").to_owned());
+        let first = match &tip {
+            Some(name) => (format!("+{name}:{name}"), name.clone()),
+            None => (format!("+{commit}:refs/gantry/{commit}"), commit.to_owned()),
+        };
+        // Any failure here (a server that refuses ids) leads to the fallbacks below; a real
         // network or credential problem shows up again there and is reported then.
-        match mirror.fetch_refspecs(url, auth, &[by_id.as_str()], depth, commit) {
-            Ok(()) if has_commit(&mirror.repo, oid) => return mirror.report(progress),
+        match mirror.fetch_refspecs(url, auth, &[first.0.as_str()], depth, &first.1) {
+            Ok(()) if has_commit(&mirror.repo, oid) => return mirror.keep(oid, commit, progress),
             Ok(()) => {}
             Err(
                 err @ (CheckoutError::AuthRequired { .. } | CheckoutError::AuthRejected { .. }),
@@ -182,18 +183,7 @@ impl MirrorCache {
                 fetched: tried.join(", "),
             });
         }
-        // Keeps the commit reachable from a ref of its own, so later fetches name it as common
-        // history even after the branch moves on.
-        mirror
-            .repo
-            .reference(
-                &format!("refs/gantry/{commit}"),
-                oid,
-                true,
-                "gantry checkout",
-            )
-            .map_err(|e| cache_error(&mirror.path, &e))?;
-        mirror.report(progress)
+        mirror.keep(oid, commit, progress)
     }
 
     /// The commit `refname` (`refs/heads/main`, or a short `main`) points at on the remote, or
@@ -204,17 +194,7 @@ impl MirrorCache {
         refname: &str,
     ) -> Result<Option<String>, CheckoutError> {
         remote::check_url(url)?;
-        let trace = AuthTrace::default();
-        let fail = |e: &git2::Error| remote::error("list the refs of", url, auth, &trace, e);
-        let mut remote = git2::Remote::create_detached(url).map_err(|e| fail(&e))?;
-        let connection = remote
-            .connect_auth(
-                git2::Direction::Fetch,
-                Some(remote::callbacks(auth, &trace)),
-                None,
-            )
-            .map_err(|e| fail(&e))?;
-        let heads = connection.list().map_err(|e| fail(&e))?;
+        let heads = list_remote(url, auth)?;
         let candidates = if refname.starts_with("refs/") {
             vec![refname.to_owned()]
         } else {
@@ -228,10 +208,10 @@ impl MirrorCache {
             let peeled = format!("{name}^{{}}");
             let found = heads
                 .iter()
-                .find(|h| h.name() == peeled)
-                .or_else(|| heads.iter().find(|h| h.name() == name));
-            if let Some(head) = found {
-                return Ok(Some(head.oid().to_string()));
+                .find(|(n, _)| *n == peeled)
+                .or_else(|| heads.iter().find(|(n, _)| *n == name));
+            if let Some((_, id)) = found {
+                return Ok(Some(id.to_string()));
             }
         }
         Ok(None)
@@ -409,17 +389,71 @@ impl Mirror {
         Ok(())
     }
 
-    fn report(self, progress: &mut dyn FnMut(&str)) -> Result<Mirror, CheckoutError> {
+    /// Points `refs/gantry/<commit>` at the fetched commit, so it stays reachable (and is
+    /// named as common history in later fetches) after its branch moves on, and reports the
+    /// fetches.
+    fn keep(
+        self,
+        oid: Oid,
+        commit: &str,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Mirror, CheckoutError> {
+        self.repo
+            .reference(
+                &format!("refs/gantry/{commit}"),
+                oid,
+                true,
+                "gantry checkout",
+            )
+            .map_err(|e| cache_error(&self.path, &e))?;
         for f in &self.fetched {
+            // libgit2 counts bytes over HTTP only; a size of 0 would mislead.
+            let size = if f.bytes > 0 {
+                format!(" ({} KiB)", f.bytes.div_ceil(1024))
+            } else {
+                String::new()
+            };
             progress(&format!(
-                "fetched {} objects ({} KiB) in {} ms",
-                f.objects,
-                f.bytes.div_ceil(1024),
-                f.millis
+                "fetched {} objects{size} in {} ms",
+                f.objects, f.millis
             ));
         }
         Ok(self)
     }
+}
+
+/// [`MirrorCache::default_root`] with the environment as a function, so it can be tested.
+fn root_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var("GANTRY_GIT_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = var("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("gantry/git");
+    }
+    if let Some(dir) = var("HOME") {
+        return PathBuf::from(dir).join(".cache/gantry/git");
+    }
+    PathBuf::from("/tmp/gantry-git-cache")
+}
+
+/// The refs the remote advertises, with their ids (`refs/tags/x^{}` entries peel tags).
+fn list_remote(url: &str, auth: Option<&GitAuth>) -> Result<Vec<(String, Oid)>, CheckoutError> {
+    let trace = AuthTrace::default();
+    let fail = |e: &git2::Error| remote::error("list the refs of", url, auth, &trace, e);
+    let mut remote = git2::Remote::create_detached(url).map_err(|e| fail(&e))?;
+    let connection = remote
+        .connect_auth(
+            git2::Direction::Fetch,
+            Some(remote::callbacks(auth, &trace)),
+            None,
+        )
+        .map_err(|e| fail(&e))?;
+    let heads = connection.list().map_err(|e| fail(&e))?;
+    Ok(heads
+        .iter()
+        .map(|h| (h.name().to_owned(), h.oid()))
+        .collect())
 }
 
 fn name_of(url: &str) -> String {
@@ -500,6 +534,29 @@ mod tests {
         );
         let name = cache.mirror_path("http://u:secret@h/r.git");
         assert!(!name.to_string_lossy().contains("secret"));
+    }
+
+    #[test]
+    fn the_cache_root_follows_the_environment() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        static ALL: [(&str, &str); 3] = [
+            ("GANTRY_GIT_CACHE", "/g"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ];
+        assert_eq!(root_from(env(&ALL)), Path::new("/g"));
+        assert_eq!(root_from(env(&ALL[1..])), Path::new("/x/gantry/git"));
+        assert_eq!(
+            root_from(env(&[("GANTRY_GIT_CACHE", ""), ("HOME", "/h")])),
+            Path::new("/h/.cache/gantry/git")
+        );
+        assert_eq!(root_from(env(&[])), Path::new("/tmp/gantry-git-cache"));
     }
 
     #[test]

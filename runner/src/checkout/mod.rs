@@ -5,7 +5,7 @@
 //! clone URL): a stage fetches only what the mirror lacks, and the workspace's repository borrows
 //! the mirror's objects (`objects/info/alternates`) instead of copying them.
 //!
-//! Transports are libgit2's own: `git://`, `http://`, `ssh`-less local paths. `https://` is not
+//! Transports are libgit2's own: `git://`, `http://` and local paths (no ssh). `https://` is not
 //! supported yet: libgit2 is built without its OpenSSL TLS (the runner must not need system
 //! OpenSSL), and plugging a rustls transport into git2 takes `git2::transport::register`, an
 //! `unsafe fn`, which the workspace's `forbid(unsafe_code)` rules out. Such URLs fail with

@@ -169,7 +169,7 @@ fn check_out_submodules(
         };
         let sub_url = url::join_submodule(&url::without_credentials(&spec.url), &raw);
         // Registers the submodule in .git/config, as `git submodule init` would, so
-        // `git submodule status` in a step shows it.
+        // `git submodule status` in a step shows it. Only for display, so a failure is ignored.
         let _ = sub.init(false);
         // The parent's credentials go only to the same server.
         let auth = spec.auth.clone().filter(|_| {
