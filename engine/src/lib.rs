@@ -1,6 +1,9 @@
 //! Gantry: a CI/CD pipeline engine. This library holds everything the `gantry` binary does,
 //! so tests and benchmarks reach it directly.
 
+// The OpenAPI document is one large `json!` literal.
+#![recursion_limit = "256"]
+
 pub mod access;
 pub mod cli;
 pub mod client;

@@ -213,6 +213,12 @@ impl PushTrigger {
             && paths_match(&self.paths, &self.paths_ignore, changed)
     }
 
+    /// Whether the branch filters alone pass `branch` (paths aside): for saying why not.
+    pub fn matches_branch_name(&self, branch: &str) -> bool {
+        !(self.filters_tags() && !self.filters_branches())
+            && filter_matches(&self.branches, &self.branches_ignore, branch)
+    }
+
     /// A pushed tag. When only branch filters are given, tag pushes do not trigger.
     /// Path filters do not apply to tags (a tag has no "changed files").
     pub fn matches_tag(&self, tag: &str) -> bool {
@@ -262,6 +268,11 @@ pub struct PullRequestTrigger {
 }
 
 impl PullRequestTrigger {
+    /// Whether the target-branch filters alone pass `target` (action and paths aside).
+    pub fn targets(&self, target: &str) -> bool {
+        filter_matches(&self.branches, &self.branches_ignore, target)
+    }
+
     pub fn matches(&self, action: PullRequestAction, target: &str, changed: &[&str]) -> bool {
         self.types.contains(&action)
             && filter_matches(&self.branches, &self.branches_ignore, target)

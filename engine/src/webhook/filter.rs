@@ -32,7 +32,7 @@ pub fn decide(pipeline: &Pipeline, event: &Event, changed: &[&str]) -> Decision 
                 GitRef::Branch(branch) => {
                     if trigger.matches_branch(branch, changed) {
                         Decision::Run
-                    } else if !trigger.matches_branch(branch, &[]) && !paths_only(trigger) {
+                    } else if !trigger.matches_branch_name(branch) {
                         Decision::Skip(format!(
                             "branch `{branch}` does not match `on.push` branches"
                         ))
@@ -64,29 +64,21 @@ pub fn decide(pipeline: &Pipeline, event: &Event, changed: &[&str]) -> Decision 
             }
             if trigger.matches(pr.action, &pr.base_ref, changed) {
                 Decision::Run
-            } else if !trigger.matches(pr.action, &pr.base_ref, &["\u{0}"])
-                && trigger.paths.is_empty()
-                && trigger.paths_ignore.is_empty()
-            {
+            } else if !trigger.targets(&pr.base_ref) {
                 Decision::Skip(format!(
                     "target branch `{}` does not match `on.pull_request.branches`",
                     pr.base_ref
                 ))
             } else {
                 Decision::Skip(format!(
-                    "target branch `{}` or changed files do not match `on.pull_request`",
-                    pr.base_ref
+                    "no changed file matches `on.pull_request.paths` ({} files changed)",
+                    changed.len()
                 ))
             }
         }
         Event::Ping => Decision::Skip("a ping starts nothing".into()),
         Event::Ignored { reason } => Decision::Skip(reason.clone()),
     }
-}
-
-/// A push trigger whose branch filter passes everything, so a mismatch must be the paths.
-fn paths_only(trigger: &crate::pipeline::PushTrigger) -> bool {
-    trigger.branches.is_empty() && trigger.branches_ignore.is_empty()
 }
 
 pub fn action_name(action: crate::pipeline::PullRequestAction) -> &'static str {
