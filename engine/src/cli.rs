@@ -294,6 +294,9 @@ pub struct ServeArgs {
     /// Names this engine among replicas sharing a database (default: HOST:PORT).
     #[arg(long, env = "GANTRY_ENGINE_ID")]
     pub engine_id: Option<String>,
+    /// The largest webhook delivery accepted, in bytes (larger ones get 413).
+    #[arg(long, default_value_t = crate::webhook::DEFAULT_MAX_PAYLOAD_BYTES, env = "GANTRY_WEBHOOK_MAX_BYTES")]
+    pub webhook_max_bytes: usize,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
@@ -536,6 +539,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let mut config = args.engine.config();
     config.listen = args.listen;
     config.public_url = args.public_url;
+    config.webhook_max_bytes = args.webhook_max_bytes;
     config.engine_id = args.engine_id;
     config.executor = args.kubernetes.executor.clone();
     config.kubernetes = args.kubernetes.settings();
