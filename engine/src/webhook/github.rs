@@ -526,6 +526,24 @@ mod tests {
     }
 
     #[test]
+    fn field_paths_survive_pretty_printing() {
+        let body = "{\n  \"action\": \"opened\",\n  \"pull_request\": {\n    \"number\": 1,\n    \
+                    \"title\": \"t\",\n    \"head\": {\n      \"ref\": \"f\"\n    },\n    \
+                    \"base\": {\"sha\": \"b\", \"ref\": \"m\"}\n  },\n  \
+                    \"repository\": {\"full_name\": \"o/r\"}\n}\n";
+        assert_eq!(
+            bad(parse("pull_request", body.as_bytes())),
+            "pull_request payload: `pull_request.head.sha` is missing"
+        );
+        let body = "{\n  \"ref\": \"refs/heads/m\",\n  \"after\": 5\n}";
+        let message = bad(parse("push", body.as_bytes()));
+        assert!(
+            message.starts_with("push payload: `after` has the wrong type"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn a_pull_request_from_a_deleted_fork_is_foreign() {
         let body = br#"{"action":"synchronize","pull_request":{"number":7,"title":"t",
             "head":{"sha":"h","ref":"f","repo":null},
