@@ -13,6 +13,10 @@
 //! - Gitea: tests/fixtures/webhooks/gitea/*.json in the shape of Gitea's
 //!   modules/structs/hook.go (`PushPayload`, `PullRequestPayload`, `DeletePayload`).
 //! - Malformed bodies: every one an `Err`, none a panic.
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers of a test: a failed unwrap is a failed test"
+)]
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -68,6 +68,7 @@ struct RefPayload {
     #[serde(rename = "ref")]
     git_ref: String,
     ref_type: String,
+    repository: Option<Repository>,
 }
 
 /// Parses one delivery; `event` is the `X-Gitea-Event` (or `X-Forgejo-Event`) header.
@@ -81,8 +82,9 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Parsed, Rejection> {
         ),
         "delete" => {
             let deleted: RefPayload = decode("delete payload", body)?;
-            let repository = peek(body, "delete payload")?;
-            (repository, ref_deleted(&deleted.ref_type, &deleted.git_ref))
+            let event = ref_deleted(&deleted.ref_type, &deleted.git_ref);
+            let repository = deleted.repository.map(Repository::into_ref);
+            (repository.unwrap_or_default(), event)
         }
         "" => {
             return Err(Rejection::BadPayload(

@@ -124,6 +124,7 @@ struct RefPayload {
     #[serde(rename = "ref")]
     git_ref: String,
     ref_type: String,
+    repository: Option<Repository>,
 }
 
 /// Parses one delivery; `event` is the `X-GitHub-Event` header.
@@ -138,8 +139,9 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Parsed, Rejection> {
         ),
         "delete" => {
             let deleted: RefPayload = decode("delete payload", body)?;
-            let repository = peek(body, "delete payload")?;
-            (repository, ref_deleted(&deleted.ref_type, &deleted.git_ref))
+            let event = ref_deleted(&deleted.ref_type, &deleted.git_ref);
+            let repository = deleted.repository.map(Repository::into_ref);
+            (repository.unwrap_or_default(), event)
         }
         "" => {
             return Err(Rejection::BadPayload(
@@ -520,6 +522,24 @@ mod tests {
         assert_eq!(
             bad(parse("pull_request", body)),
             "pull_request payload: `pull_request.head.sha` is missing"
+        );
+    }
+
+    #[test]
+    fn field_paths_survive_pretty_printing() {
+        let body = "{\n  \"action\": \"opened\",\n  \"pull_request\": {\n    \"number\": 1,\n    \
+                    \"title\": \"t\",\n    \"head\": {\n      \"ref\": \"f\"\n    },\n    \
+                    \"base\": {\"sha\": \"b\", \"ref\": \"m\"}\n  },\n  \
+                    \"repository\": {\"full_name\": \"o/r\"}\n}\n";
+        assert_eq!(
+            bad(parse("pull_request", body.as_bytes())),
+            "pull_request payload: `pull_request.head.sha` is missing"
+        );
+        let body = "{\n  \"ref\": \"refs/heads/m\",\n  \"after\": 5\n}";
+        let message = bad(parse("push", body.as_bytes()));
+        assert!(
+            message.starts_with("push payload: `after` has the wrong type"),
+            "{message}"
         );
     }
 

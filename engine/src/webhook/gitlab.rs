@@ -33,27 +33,32 @@ struct RepositoryPeek {
 
 impl RepositoryPeek {
     fn into_ref(self) -> Option<RepoRef> {
-        let legacy = self.repository;
-        let project = self.project?;
-        let full_name = project.path_with_namespace.filter(|n| !n.is_empty())?;
-        let (l_http, l_ssh, l_web) = match legacy {
-            Some(r) => (r.git_http_url, r.git_ssh_url, r.homepage),
-            None => (None, None, None),
-        };
-        let urls = [
-            project.git_http_url.or(l_http),
-            project.git_ssh_url.or(l_ssh),
-            project.web_url.or(l_web),
-        ];
-        Some(RepoRef {
-            full_name,
-            urls: urls
-                .into_iter()
-                .flatten()
-                .filter(|u| !u.is_empty())
-                .collect(),
-        })
+        repo_ref(self.project, self.repository)
     }
+}
+
+/// `project.path_with_namespace` names the repository; its URLs come from `project`, or from
+/// the older `repository` block where `project` lacks them.
+fn repo_ref(project: Option<Project>, legacy: Option<LegacyRepository>) -> Option<RepoRef> {
+    let project = project?;
+    let full_name = project.path_with_namespace.filter(|n| !n.is_empty())?;
+    let (l_http, l_ssh, l_web) = match legacy {
+        Some(r) => (r.git_http_url, r.git_ssh_url, r.homepage),
+        None => (None, None, None),
+    };
+    let urls = [
+        project.git_http_url.or(l_http),
+        project.git_ssh_url.or(l_ssh),
+        project.web_url.or(l_web),
+    ];
+    Some(RepoRef {
+        full_name,
+        urls: urls
+            .into_iter()
+            .flatten()
+            .filter(|u| !u.is_empty())
+            .collect(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -77,12 +82,16 @@ struct PushPayload {
     /// The push's commit count; `commits` lists at most 20 of them.
     total_commits_count: Option<usize>,
     user_username: Option<String>,
+    project: Option<Project>,
+    repository: Option<LegacyRepository>,
 }
 
 #[derive(Deserialize)]
 struct MergeRequestPayload {
     user: Option<User>,
     object_attributes: MergeRequest,
+    project: Option<Project>,
+    repository: Option<LegacyRepository>,
 }
 
 #[derive(Deserialize)]
@@ -113,7 +122,7 @@ struct LastCommit {
 
 /// Parses one delivery; `event` is the `X-Gitlab-Event` header.
 pub fn parse(event: &str, body: &[u8]) -> Result<Parsed, Rejection> {
-    let event = match event {
+    let (repository, event) = match event {
         "Push Hook" => parse_push("push payload", body)?,
         "Tag Push Hook" => parse_push("tag push payload", body)?,
         "Merge Request Hook" => parse_merge_request(body)?,
@@ -124,12 +133,16 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Parsed, Rejection> {
         }
         // System hooks are instance-wide (a project is created, a user added); Gantry takes
         // repository hooks only.
-        other => ignored(&format!("GitLab event `{other}` starts nothing")),
+        other => {
+            let peeked: RepositoryPeek = decode("payload", body)?;
+            let reason = format!("GitLab event `{other}` starts nothing");
+            (peeked.into_ref(), ignored(&reason))
+        }
     };
-    let peeked: RepositoryPeek = decode("payload", body)?;
     Ok(Parsed {
         provider: Provider::Gitlab,
-        repository: peeked.into_ref().unwrap_or_default(),
+        // Events Gantry ignores may name no project (system hooks); they still get a 202.
+        repository: repository.unwrap_or_default(),
         event,
     })
 }
@@ -143,14 +156,15 @@ pub fn repository(body: &[u8]) -> Result<RepoRef, Rejection> {
     })
 }
 
-fn parse_push(what: &str, body: &[u8]) -> Result<Event, Rejection> {
+fn parse_push(what: &str, body: &[u8]) -> Result<(Option<RepoRef>, Event), Rejection> {
     let p: PushPayload = decode(what, body)?;
+    let repository = repo_ref(p.project, p.repository);
     let Some(git_ref) = GitRef::from_full(&p.git_ref) else {
         let reason = format!("ref `{}` is neither a branch nor a tag", p.git_ref);
-        return Ok(ignored(&reason));
+        return Ok((repository, ignored(&reason)));
     };
     if p.checkout_sha.is_none() || is_zero_sha(&p.after) {
-        return Ok(deleted(&git_ref));
+        return Ok((repository, deleted(&git_ref)));
     }
     let commits = p.commits.unwrap_or_default();
     let (changed_files, lists_complete) = changed_files(
@@ -168,7 +182,7 @@ fn parse_push(what: &str, body: &[u8]) -> Result<Event, Rejection> {
         .iter()
         .find(|c| c.id.as_deref() == Some(p.after.as_str()))
         .and_then(|c| c.message.clone());
-    Ok(Event::Push(Push {
+    let push = Push {
         git_ref,
         before: p.before,
         after: p.after,
@@ -176,11 +190,13 @@ fn parse_push(what: &str, body: &[u8]) -> Result<Event, Rejection> {
         changed_files,
         changed_files_complete,
         sender: p.user_username,
-    }))
+    };
+    Ok((repository, Event::Push(push)))
 }
 
-fn parse_merge_request(body: &[u8]) -> Result<Event, Rejection> {
+fn parse_merge_request(body: &[u8]) -> Result<(Option<RepoRef>, Event), Rejection> {
     let p: MergeRequestPayload = decode("merge request payload", body)?;
+    let repository = repo_ref(p.project, p.repository);
     let mr = p.object_attributes;
     let action = match mr.action.as_deref() {
         Some("open") => PullRequestAction::Opened,
@@ -190,17 +206,15 @@ fn parse_merge_request(body: &[u8]) -> Result<Event, Rejection> {
         Some("reopen") => PullRequestAction::Reopened,
         Some("close" | "merge") => PullRequestAction::Closed,
         Some(other) => {
-            return Ok(ignored(&format!(
-                "merge request action `{other}` starts nothing"
-            )));
+            let reason = format!("merge request action `{other}` starts nothing");
+            return Ok((repository, ignored(&reason)));
         }
         None => {
-            return Ok(ignored(
-                "a merge request event without an action starts nothing",
-            ));
+            let reason = "a merge request event without an action starts nothing";
+            return Ok((repository, ignored(reason)));
         }
     };
-    Ok(Event::PullRequest(PullRequest {
+    let pr = PullRequest {
         action,
         number: mr.iid,
         title: mr.title,
@@ -213,7 +227,8 @@ fn parse_merge_request(body: &[u8]) -> Result<Event, Rejection> {
         from_fork: mr.source_project_id != Some(mr.target_project_id),
         head_clone_url: mr.source.and_then(|s| s.git_http_url),
         sender: p.user.map(|u| u.username),
-    }))
+    };
+    Ok((repository, Event::PullRequest(pr)))
 }
 
 #[cfg(test)]

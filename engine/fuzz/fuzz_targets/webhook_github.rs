@@ -1,0 +1,46 @@
+//! Feeds arbitrary bytes to the GitHub webhook parser and signature check: the first byte picks
+//! the event header, the rest is the body. A webhook body comes from the network before the
+//! signature is known to be good, so any panic, stack overflow or runaway allocation is a bug:
+//! the only outcomes are a parsed event or a rejection. Signing a body and verifying it must
+//! always agree.
+#![no_main]
+
+use gantry::webhook::{github, signature};
+use libfuzzer_sys::fuzz_target;
+
+const EVENTS: &[&str] = &[
+    "push",
+    "pull_request",
+    "ping",
+    "create",
+    "delete",
+    "issues",
+    "",
+];
+const SECRET: &[u8] = b"s3cret-token";
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
+    let event = EVENTS[usize::from(pick) % EVENTS.len()];
+    match github::parse(event, body) {
+        Ok(parsed) => {
+            // Touch what the receiver and the processor read.
+            std::hint::black_box(serde_json::to_string(&parsed).ok());
+        }
+        Err(rejection) => {
+            std::hint::black_box(rejection.to_string());
+        }
+    }
+    let _ = github::repository(body);
+    // A header taken from the input: malformed, wrong length, or a wrong digest.
+    let guess = std::str::from_utf8(&body[..body.len().min(72)]).unwrap_or("");
+    let header = signature::sign_github(SECRET, body);
+    assert_eq!(
+        signature::verify_github(SECRET, Some(&header), body),
+        Ok(())
+    );
+    let _ = signature::verify_github(SECRET, Some(guess), body);
+    let _ = signature::verify_github(SECRET, None, body);
+});
