@@ -199,10 +199,34 @@ pub async fn trigger(
     let row = pipelines::find(&engine.store.pool, project, name).await?;
     let plan = engine.plan(row.version_id).await?;
     let params = resolve_params(&plan.pipeline, &request.params)?;
-    let context = request.context.unwrap_or(RunContext {
+    let mut context = request.context.unwrap_or(RunContext {
         event: trigger.to_owned(),
         ..RunContext::default()
     });
+    // A pipeline from a repository, started by hand (or by the generic hook) without a
+    // commit, builds the head of the asked branch, or of the repository's default branch.
+    if context.commit_sha.is_none()
+        && let Some(repo_id) = pipelines::repository_of(&engine.store.pool, row.id).await?
+    {
+        let repo = store::repos::get(&engine.store.pool, repo_id).await?;
+        let branch = context
+            .branch
+            .clone()
+            .unwrap_or_else(|| repo.default_branch.clone());
+        let head = crate::webhook::source::branch_head(engine, &repo, &branch)
+            .await?
+            .ok_or_else(|| {
+                RunError::BadRequest(format!(
+                    "branch `{branch}` does not exist in {}",
+                    repo.clone_url
+                ))
+            })?;
+        context.branch = Some(branch.clone());
+        context.commit_sha = Some(head);
+        context.git_ref = Some(format!("refs/heads/{branch}"));
+        context.repository_id = Some(repo.id.0);
+        context.repository = Some(repo.full_name);
+    }
     let mut tx = engine.store.pool.begin().await?;
     let triggered = start(
         &mut tx,

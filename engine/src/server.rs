@@ -80,13 +80,19 @@ impl Server {
             );
         }
         let (shutdown, rx) = watch::channel(false);
-        let tasks = vec![
+        // Several delivery processors: deliveries of different pipelines do not wait for each
+        // other (SKIP LOCKED hands each to one of them).
+        let mut tasks: Vec<_> = (0..crate::webhook::process::WORKERS)
+            .map(|_| {
+                tokio::spawn(crate::webhook::process::worker(
+                    Arc::clone(&engine),
+                    rx.clone(),
+                ))
+            })
+            .collect();
+        tasks.extend([
             tokio::spawn(crate::scheduler::listen(Arc::clone(&engine), rx.clone())),
             tokio::spawn(crate::scheduler::run(Arc::clone(&engine), rx.clone())),
-            tokio::spawn(crate::webhook::process::worker(
-                Arc::clone(&engine),
-                rx.clone(),
-            )),
             tokio::spawn(crate::webhook::cron::run(Arc::clone(&engine), rx.clone())),
             tokio::spawn(crate::webhook::commit_status::run(
                 Arc::clone(&engine),
@@ -100,7 +106,7 @@ impl Server {
                     }
                 }
             }),
-        ];
+        ]);
         tracing::info!(addr = %addr, engine = %engine.id, "gantry engine started");
         Ok(Server {
             engine,

@@ -201,6 +201,8 @@ impl Drop for GitDaemon {
 /// lighttpd running `git-http-backend` (smart HTTP) for every repository under a directory.
 pub struct GitHttp {
     pub port: u16,
+    /// `https` when started with a certificate.
+    pub scheme: &'static str,
     child: Child,
     /// Configuration and logs.
     pub dir: tempfile::TempDir,
@@ -208,15 +210,21 @@ pub struct GitHttp {
 
 impl GitHttp {
     pub fn start(base_dir: &Path) -> GitHttp {
-        Self::spawn(base_dir, None)
+        Self::spawn(base_dir, None, None)
     }
 
     /// Asks for basic auth as `user` / `password` on everything.
     pub fn start_with_auth(base_dir: &Path, user: &str, password: &str) -> GitHttp {
-        Self::spawn(base_dir, Some((user, password)))
+        Self::spawn(base_dir, Some((user, password)), None)
     }
 
-    fn spawn(base_dir: &Path, auth: Option<(&str, &str)>) -> GitHttp {
+    /// Serves https with `pem` (the server's certificate and key in one file), for
+    /// 127.0.0.1; see [`test_tls`].
+    pub fn start_tls(base_dir: &Path, pem: &Path) -> GitHttp {
+        Self::spawn(base_dir, None, Some(pem))
+    }
+
+    fn spawn(base_dir: &Path, auth: Option<(&str, &str)>, tls: Option<&Path>) -> GitHttp {
         let dir = tempfile::tempdir().expect("lighttpd dir");
         let port = free_port();
         let exec_path = git(base_dir, &["--exec-path"]);
@@ -242,6 +250,12 @@ $HTTP["url"] =~ "^/git" {{
             backend = backend.display(),
             base = base_dir.display(),
         );
+        if let Some(pem) = tls {
+            config.push_str(&format!(
+                "server.modules += (\"mod_openssl\")\nssl.engine = \"enable\"\nssl.pemfile = \"{}\"\n",
+                pem.display()
+            ));
+        }
         if let Some((user, password)) = auth {
             // mod_authn_file's "plain" backend: one `user:password` line per user.
             let users = dir.path().join("users");
@@ -268,14 +282,20 @@ auth.require = ("/git" => ("method" => "basic", "realm" => "gantry-test", "requi
             .unwrap_or_else(|e| {
                 panic!("lighttpd: {e} (run scripts/test, which installs lighttpd)")
             });
-        let mut server = GitHttp { port, child, dir };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut server = GitHttp {
+            port,
+            scheme,
+            child,
+            dir,
+        };
         wait_for_port(port, &mut server.child, "lighttpd");
         server
     }
 
     /// `http://127.0.0.1:PORT/git/NAME.git`
     pub fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/git/{name}.git", self.port)
+        format!("{}://127.0.0.1:{}/git/{name}.git", self.scheme, self.port)
     }
 
     /// The URL with `user:password@` in it.
@@ -297,6 +317,43 @@ impl Drop for GitHttp {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The test certificates `scripts/test` makes: `ca.pem`, a CA that `SSL_CERT_FILE` (which
+/// libgit2's OpenSSL reads) points at for the whole test run, and `server.pem`, a certificate
+/// for 127.0.0.1 signed by it, with its key.
+pub struct TestTls {
+    pub ca: PathBuf,
+    pub server: PathBuf,
+}
+
+pub fn test_tls() -> TestTls {
+    let dir = std::env::var_os("GANTRY_TEST_TLS_DIR").map(PathBuf::from).expect(
+        "GANTRY_TEST_TLS_DIR is not set: run the tests with scripts/test, which makes a test CA",
+    );
+    TestTls {
+        ca: dir.join("ca.pem"),
+        server: dir.join("server.pem"),
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 that nothing trusts (with its key, in one file).
+pub fn untrusted_pem(dir: &Path) -> PathBuf {
+    let pem = dir.join("untrusted.pem");
+    let key = dir.join("untrusted.key");
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&pem)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    let mut both = std::fs::read(&pem).expect("cert");
+    both.extend(std::fs::read(&key).expect("key"));
+    std::fs::write(&pem, both).expect("pem");
+    pem
 }
 
 /// Waits until something accepts connections on `port`, or panics (also when `child` exits).

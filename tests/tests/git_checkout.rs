@@ -601,20 +601,29 @@ fn submodules_come_from_their_own_mirrors() {
 }
 
 #[test]
-fn https_urls_are_refused_before_any_connection() {
+fn https_checks_out_from_a_trusted_server_and_refuses_an_untrusted_one() {
+    let served = tempfile::tempdir().expect("served");
+    let bare = BareRepo::create(served.path(), "app");
+    let work = bare.work_clone();
+    let commit = work.commit_files(&[("README.md", "over https\n")], "first");
+    let tls = gantry_tests::git::test_tls();
+    let server = GitHttp::start_tls(served.path(), &tls.server);
+    let url = server.url("app");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     let (_cache_dir, cache) = new_cache();
     let ws = tempfile::tempdir().expect("ws");
-    let commit = "0123456789abcdef0123456789abcdef01234567";
-    let (result, _) = run(
-        &cache,
-        &spec("https://bot:t0ken@git.example.invalid/app.git", commit),
-        ws.path(),
+    ok(&cache, &spec(&url, &commit), ws.path());
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("README.md")).expect("checked out"),
+        "over https\n"
     );
+
+    // A server whose certificate no CA vouches for is refused, and the error says so.
+    let other = tempfile::tempdir().expect("pem dir");
+    let untrusted = GitHttp::start_tls(served.path(), &gantry_tests::git::untrusted_pem(other.path()));
+    let (_cache_dir, cache) = new_cache();
+    let ws = tempfile::tempdir().expect("ws");
+    let (result, _) = run(&cache, &spec(&untrusted.url("app"), &commit), ws.path());
     let err = result.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(
-        err.starts_with(
-            "https://bot:***@git.example.invalid/app.git: https clone URLs are not supported"
-        ),
-        "{err}"
-    );
+    assert!(err.contains("certificate"), "{err}");
 }

@@ -176,6 +176,23 @@ async fn a_github_push_served_by_git_daemon_runs_the_pipeline_of_that_commit() {
     assert!(lines.contains(&"second version".to_owned()), "{lines:#?}");
     assert!(lines.contains(&format!("sha={second} head={second}")), "{lines:#?}");
 
+    // Started by hand, the repository's pipeline builds the head of the default branch.
+    let manual: Value = app
+        .http()
+        .post(format!("{}/api/v1/projects/test/pipelines/build/runs", app.url()))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("trigger")
+        .json()
+        .await
+        .expect("json");
+    let id = RunId(manual["run_id"].as_i64().expect("run id"));
+    let (run, _) = app.wait_for_run(id, WAIT).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
+    let lines = app.log_lines(id, "show").await;
+    assert!(lines.contains(&format!("sha={second} head={second}")), "{lines:#?}");
+
     // The ping GitHub sends when a hook is created.
     let ping = json!({"zen": "Keep it logically awesome.", "hook_id": 1,
                       "repository": {"full_name": "acme/app", "clone_url": url}});
@@ -279,6 +296,14 @@ async fn filters_skip_ci_and_deletions_start_nothing_and_the_delivery_says_why()
     // Every delivery is listed with its outcome.
     let all: Value = app.http().get(format!("{}/api/v1/projects/test/deliveries", app.url())).send().await.expect("list").json().await.expect("json");
     assert_eq!(all.as_array().map(Vec::len), Some(5), "{all}");
+
+    // And on the web UI's deliveries page.
+    let page = app.http().get(format!("{}/p/test/deliveries", app.url())).send().await.expect("page");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("does not match"), "{html}");
+    assert!(html.contains("skip CI"), "{html}");
+    assert!(html.contains("href=\"/runs/"), "the triggered delivery links its run: {html}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -260,3 +260,17 @@ pub async fn with_schedules(db: impl PgExecutor<'_>) -> Result<Vec<Scheduled>> {
     .fetch_all(db)
     .await?)
 }
+
+/// The repository a pipeline's file comes from, if it comes from one.
+pub async fn repository_of(
+    db: impl PgExecutor<'_>,
+    pipeline: PipelineId,
+) -> Result<Option<crate::store::repos::RepoId>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT repository_id AS "id: crate::store::repos::RepoId" FROM pipelines WHERE id = $1"#,
+        pipeline.0
+    )
+    .fetch_optional(db)
+    .await?
+    .flatten())
+}

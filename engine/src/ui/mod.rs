@@ -39,6 +39,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("run.html", include_str!("../../templates/run.html")),
     ("secrets.html", include_str!("../../templates/secrets.html")),
+    (
+        "deliveries.html",
+        include_str!("../../templates/deliveries.html"),
+    ),
     ("tokens.html", include_str!("../../templates/tokens.html")),
 ];
 
@@ -178,6 +182,7 @@ pub fn router() -> Router<Arc<Engine>> {
             "/p/{project}/secrets",
             get(pages::secrets).post(actions::set_secret),
         )
+        .route("/p/{project}/deliveries", get(pages::deliveries))
         .route("/runs/{id}", get(pages::run))
         .route("/runs/{id}/cancel", post(actions::cancel))
         .route("/runs/{id}/rerun", post(actions::rerun))

@@ -519,3 +519,82 @@ pub async fn secrets(
         },
     )?)
 }
+
+#[derive(Serialize)]
+pub struct DeliveriesPage {
+    pub chrome: Chrome,
+    pub project: String,
+    pub repositories: Vec<String>,
+    pub deliveries: Vec<DeliveryItem>,
+}
+
+#[derive(Serialize)]
+pub struct DeliveryItem {
+    pub id: i64,
+    pub received: String,
+    pub provider: String,
+    pub repository: String,
+    pub delivery_key: String,
+    pub event: String,
+    pub status: &'static str,
+    pub summary: String,
+    pub runs: Vec<DeliveryRunItem>,
+}
+
+#[derive(Serialize)]
+pub struct DeliveryRunItem {
+    pub id: i64,
+    pub pipeline: String,
+    pub number: i32,
+    pub status: &'static str,
+}
+
+/// Webhook deliveries of a project: what came in, what it triggered, and why not.
+pub async fn deliveries(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+    Path(project): Path<String>,
+) -> Result<Html<String>, PageError> {
+    let pool = &engine.store.pool;
+    let granted = access::require(pool, &who, &project, Action::Read).await?;
+    let id = granted
+        .project
+        .ok_or_else(|| ApiError::NotFound(format!("project `{project}` not found")))?;
+    let repositories = store::repos::list(pool, id)
+        .await?
+        .into_iter()
+        .map(|r| format!("{} ({})", r.full_name, r.provider))
+        .collect();
+    let list = store::deliveries::list(pool, id, 100).await?;
+    Ok(render(
+        "deliveries.html",
+        &DeliveriesPage {
+            chrome: Chrome::of(&who),
+            project,
+            repositories,
+            deliveries: list
+                .into_iter()
+                .map(|d| DeliveryItem {
+                    id: d.id,
+                    received: time(&d.received_at),
+                    provider: d.provider,
+                    repository: d.repository.unwrap_or_default(),
+                    delivery_key: d.delivery_key,
+                    event: d.event,
+                    status: d.status.as_str(),
+                    summary: d.summary.unwrap_or_default(),
+                    runs: d
+                        .runs
+                        .into_iter()
+                        .map(|r| DeliveryRunItem {
+                            id: r.id.0,
+                            pipeline: r.pipeline,
+                            number: r.number,
+                            status: r.status.as_str(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        },
+    )?)
+}

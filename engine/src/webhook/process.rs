@@ -19,6 +19,9 @@ use crate::store::deliveries::{self, DeliveryStatus, Pending};
 use crate::store::repos::{self, RepoRow};
 use crate::store::{StoreError, pipelines, runs};
 
+/// Delivery processors per engine.
+pub const WORKERS: usize = 4;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error(transparent)]

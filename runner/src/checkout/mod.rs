@@ -5,10 +5,9 @@
 //! clone URL): a stage fetches only what the mirror lacks, and the workspace's repository borrows
 //! the mirror's objects (`objects/info/alternates`) instead of copying them.
 //!
-//! Transports are libgit2's own: `git://`, `http://` and local paths (no ssh). `https://` is not
-//! supported yet: libgit2 is built without its OpenSSL TLS (the runner must not need system
-//! OpenSSL), and plugging a rustls transport into git2 takes `git2::transport::register`, an
-//! `unsafe fn`, which the workspace's `forbid(unsafe_code)` rules out. Such URLs fail with
+//! Transports are libgit2's own: `https://` (through an OpenSSL built into the binary, so the
+//! runner needs no system OpenSSL; certificates from the system store or `SSL_CERT_FILE`),
+//! `http://`, `git://` and local paths. SSH is not supported: such URLs fail with
 //! [`CheckoutError::UnsupportedUrl`] before any network traffic.
 
 mod mirror;
