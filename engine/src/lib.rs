@@ -21,5 +21,5 @@ pub mod server;
 pub mod spec;
 pub mod store;
 pub mod token;
-pub mod webhook;
 pub mod ui;
+pub mod webhook;

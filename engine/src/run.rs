@@ -263,10 +263,7 @@ pub struct NewRunOf<'a> {
 /// Creates a run and its stages inside the caller's transaction (so a webhook delivery or a
 /// cron slot is marked done in the same commit that creates its run), cancels older runs of
 /// its concurrency group when asked to, and wakes the schedulers on commit.
-pub async fn start(
-    tx: &mut sqlx::PgConnection,
-    new: NewRunOf<'_>,
-) -> Result<Triggered, RunError> {
+pub async fn start(tx: &mut sqlx::PgConnection, new: NewRunOf<'_>) -> Result<Triggered, RunError> {
     let params_json = serde_json::to_value(new.params).unwrap_or_default();
     let context_json = serde_json::to_value(new.context).unwrap_or_default();
     let group = new

@@ -342,14 +342,28 @@ pub fn untrusted_pem(dir: &Path) -> PathBuf {
     let pem = dir.join("untrusted.pem");
     let key = dir.join("untrusted.key");
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
         .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
         .arg(&key)
         .arg("-out")
         .arg(&pem)
         .output()
         .expect("openssl");
-    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut both = std::fs::read(&pem).expect("cert");
     both.extend(std::fs::read(&key).expect("key"));
     std::fs::write(&pem, both).expect("pem");

@@ -620,7 +620,10 @@ fn https_checks_out_from_a_trusted_server_and_refuses_an_untrusted_one() {
 
     // A server whose certificate no CA vouches for is refused, and the error says so.
     let other = tempfile::tempdir().expect("pem dir");
-    let untrusted = GitHttp::start_tls(served.path(), &gantry_tests::git::untrusted_pem(other.path()));
+    let untrusted = GitHttp::start_tls(
+        served.path(),
+        &gantry_tests::git::untrusted_pem(other.path()),
+    );
     let (_cache_dir, cache) = new_cache();
     let ws = tempfile::tempdir().expect("ws");
     let (result, _) = run(&cache, &spec(&untrusted.url("app"), &commit), ws.path());

@@ -31,7 +31,9 @@ async fn two_engines_fire_each_cron_slot_once_and_catch_up_only_the_latest_misse
             "name: nightly\non:\n  schedule:\n    - cron: \"*/5 * * * *\"\nstages:\n  - name: a\n    steps:\n      - \"true\"\n",
         )
         .await;
-    let pipeline = pipelines::find(app.pool(), "test", &name).await.expect("pipeline");
+    let pipeline = pipelines::find(app.pool(), "test", &name)
+        .await
+        .expect("pipeline");
 
     // Twelve five-minute slots in the future, each ticked by both engines at once.
     let start: DateTime<Utc> = Utc::now() + TimeDelta::minutes(10);
@@ -52,12 +54,20 @@ async fn two_engines_fire_each_cron_slot_once_and_catch_up_only_the_latest_misse
     // (The engine's own cron task ticks on the real clock too; a real slot it may fire
     // during the test lies before `start` and is left out.)
     let in_test = |f: &&(String, DateTime<Utc>, Option<gantry::store::RunId>, String)| f.1 >= start;
-    let fired: Vec<_> = cron::fired(app.engine(), pipeline.id).await.expect("slots").into_iter().filter(|f| in_test(&f)).collect();
+    let fired: Vec<_> = cron::fired(app.engine(), pipeline.id)
+        .await
+        .expect("slots")
+        .into_iter()
+        .filter(|f| in_test(&f))
+        .collect();
     assert_eq!(fired.len(), expected, "{fired:?}");
     let mut slots: Vec<_> = fired.iter().map(|f| f.1).collect();
     slots.dedup();
     assert_eq!(slots.len(), expected, "each slot once");
-    assert!(fired.iter().all(|f| f.2.is_some()), "every slot has its run");
+    assert!(
+        fired.iter().all(|f| f.2.is_some()),
+        "every slot has its run"
+    );
     let by: std::collections::BTreeSet<&str> = fired.iter().map(|f| f.3.as_str()).collect();
     assert!(!by.is_empty());
 
@@ -66,7 +76,12 @@ async fn two_engines_fire_each_cron_slot_once_and_catch_up_only_the_latest_misse
     let after = last + TimeDelta::hours(5) + TimeDelta::minutes(2);
     let (a, b) = tokio::join!(cron::tick(app.engine(), after), cron::tick(&replica, after));
     assert_eq!(a.expect("tick") + b.expect("tick"), 1);
-    let fired: Vec<_> = cron::fired(app.engine(), pipeline.id).await.expect("slots").into_iter().filter(|f| in_test(&f)).collect();
+    let fired: Vec<_> = cron::fired(app.engine(), pipeline.id)
+        .await
+        .expect("slots")
+        .into_iter()
+        .filter(|f| in_test(&f))
+        .collect();
     assert_eq!(fired.len(), expected + 1);
     assert_eq!(
         fired.last().map(|f| f.1),

@@ -14,7 +14,13 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(90);
 const SECRET: &str = "s3cret-webhook-key";
 
-async fn register(app: &TestEngine, provider: &str, full_name: &str, clone_url: &str, extra: Value) {
+async fn register(
+    app: &TestEngine,
+    provider: &str,
+    full_name: &str,
+    clone_url: &str,
+    extra: Value,
+) {
     let mut body = json!({
         "provider": provider,
         "full_name": full_name,
@@ -35,12 +41,23 @@ async fn register(app: &TestEngine, provider: &str, full_name: &str, clone_url: 
         .expect("register");
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
-    assert!(status.is_success(), "registering the repository: {status} {text}");
+    assert!(
+        status.is_success(),
+        "registering the repository: {status} {text}"
+    );
 }
 
 /// What GitHub sends for a push (the fields its documentation lists that Gantry reads, and a
 /// few it does not).
-fn github_push(full_name: &str, clone_url: &str, git_ref: &str, before: &str, after: &str, message: &str, changed: &[&str]) -> Value {
+fn github_push(
+    full_name: &str,
+    clone_url: &str,
+    git_ref: &str,
+    before: &str,
+    after: &str,
+    message: &str,
+    changed: &[&str],
+) -> Value {
     json!({
         "ref": git_ref,
         "before": before,
@@ -65,14 +82,22 @@ fn github_push(full_name: &str, clone_url: &str, git_ref: &str, before: &str, af
     })
 }
 
-async fn deliver_github(app: &TestEngine, event: &str, delivery: &str, body: &Value) -> (u16, Value) {
+async fn deliver_github(
+    app: &TestEngine,
+    event: &str,
+    delivery: &str,
+    body: &Value,
+) -> (u16, Value) {
     let bytes = serde_json::to_vec(body).expect("json");
     let response = reqwest::Client::new()
         .post(format!("{}/hooks/github", app.url()))
         .header("content-type", "application/json")
         .header("X-GitHub-Event", event)
         .header("X-GitHub-Delivery", delivery)
-        .header("X-Hub-Signature-256", signature::sign_github(SECRET.as_bytes(), &bytes))
+        .header(
+            "X-Hub-Signature-256",
+            signature::sign_github(SECRET.as_bytes(), &bytes),
+        )
         .body(bytes)
         .send()
         .await
@@ -97,7 +122,10 @@ async fn processed(app: &TestEngine, id: i64) -> Value {
         if d["status"] != "received" {
             return d;
         }
-        assert!(tokio::time::Instant::now() < deadline, "delivery {id} still unprocessed: {d}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivery {id} still unprocessed: {d}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -105,7 +133,12 @@ async fn processed(app: &TestEngine, id: i64) -> Value {
 fn run_ids(delivery: &Value) -> Vec<RunId> {
     delivery["runs"]
         .as_array()
-        .map(|runs| runs.iter().filter_map(|r| r["id"].as_i64()).map(RunId).collect())
+        .map(|runs| {
+            runs.iter()
+                .filter_map(|r| r["id"].as_i64())
+                .map(RunId)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -139,7 +172,15 @@ async fn a_github_push_served_by_git_daemon_runs_the_pipeline_of_that_commit() {
     work.push();
     register(&app, "github", "acme/app", &url, json!({})).await;
 
-    let push = github_push("acme/app", &url, "refs/heads/main", &"0".repeat(40), &first, "first", &["hello.txt"]);
+    let push = github_push(
+        "acme/app",
+        &url,
+        "refs/heads/main",
+        &"0".repeat(40),
+        &first,
+        "first",
+        &["hello.txt"],
+    );
     let (status, answer) = deliver_github(&app, "push", "d-1", &push).await;
     assert_eq!(status, 202, "{answer}");
     let delivery = processed(&app, answer["delivery"].as_i64().expect("id")).await;
@@ -147,26 +188,55 @@ async fn a_github_push_served_by_git_daemon_runs_the_pipeline_of_that_commit() {
     let ids = run_ids(&delivery);
     assert_eq!(ids.len(), 1, "{delivery}");
     let (run, stages) = app.wait_for_run(ids[0], WAIT).await;
-    assert_eq!(run.status, RunStatus::Succeeded, "{:?} {:?}", run.reason, stages);
+    assert_eq!(
+        run.status,
+        RunStatus::Succeeded,
+        "{:?} {:?}",
+        run.reason,
+        stages
+    );
     assert_eq!(run.trigger, "push");
     let lines = app.log_lines(ids[0], "show").await;
-    assert!(lines.contains(&"hello from the commit".to_owned()), "{lines:#?}");
-    assert!(lines.contains(&"event=push branch=main tag= repo=acme/app".to_owned()), "{lines:#?}");
-    assert!(lines.contains(&format!("sha={first} head={first}")), "{lines:#?}");
-    assert!(lines.contains(&"tool ran".to_owned()), "the executable bit survives: {lines:#?}");
+    assert!(
+        lines.contains(&"hello from the commit".to_owned()),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(&"event=push branch=main tag= repo=acme/app".to_owned()),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(&format!("sha={first} head={first}")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(&"tool ran".to_owned()),
+        "the executable bit survives: {lines:#?}"
+    );
 
     // A redelivery of the same delivery id is answered but starts nothing new.
     let (status, again) = deliver_github(&app, "push", "d-1", &push).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["status"], "duplicate");
-    let count = runs::list(&app.engine().store.pool, None, None, 100, None).await.expect("runs").len();
+    let count = runs::list(&app.engine().store.pool, None, None, 100, None)
+        .await
+        .expect("runs")
+        .len();
     assert_eq!(count, 1);
 
     // A second commit: the run sees the new content (the mirror fetches what is new).
     work.write("hello.txt", "second version\n", 0o644);
     let second = work.commit("second");
     work.push();
-    let push = github_push("acme/app", &url, "refs/heads/main", &first, &second, "second", &["hello.txt"]);
+    let push = github_push(
+        "acme/app",
+        &url,
+        "refs/heads/main",
+        &first,
+        &second,
+        "second",
+        &["hello.txt"],
+    );
     let (_, answer) = deliver_github(&app, "push", "d-2", &push).await;
     let delivery = processed(&app, answer["delivery"].as_i64().expect("id")).await;
     let ids = run_ids(&delivery);
@@ -174,12 +244,18 @@ async fn a_github_push_served_by_git_daemon_runs_the_pipeline_of_that_commit() {
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
     let lines = app.log_lines(ids[0], "show").await;
     assert!(lines.contains(&"second version".to_owned()), "{lines:#?}");
-    assert!(lines.contains(&format!("sha={second} head={second}")), "{lines:#?}");
+    assert!(
+        lines.contains(&format!("sha={second} head={second}")),
+        "{lines:#?}"
+    );
 
     // Started by hand, the repository's pipeline builds the head of the default branch.
     let manual: Value = app
         .http()
-        .post(format!("{}/api/v1/projects/test/pipelines/build/runs", app.url()))
+        .post(format!(
+            "{}/api/v1/projects/test/pipelines/build/runs",
+            app.url()
+        ))
         .json(&json!({}))
         .send()
         .await
@@ -191,7 +267,10 @@ async fn a_github_push_served_by_git_daemon_runs_the_pipeline_of_that_commit() {
     let (run, _) = app.wait_for_run(id, WAIT).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
     let lines = app.log_lines(id, "show").await;
-    assert!(lines.contains(&format!("sha={second} head={second}")), "{lines:#?}");
+    assert!(
+        lines.contains(&format!("sha={second} head={second}")),
+        "{lines:#?}"
+    );
 
     // The ping GitHub sends when a hook is created.
     let ping = json!({"zen": "Keep it logically awesome.", "hook_id": 1,
@@ -208,45 +287,123 @@ async fn bad_deliveries_get_a_4xx_with_a_reason_and_start_nothing() {
     let _bare = BareRepo::create(served.path(), "app");
     let url = format!("file://{}/app.git", served.path().display());
     register(&app, "github", "acme/app", &url, json!({})).await;
-    let push = github_push("acme/app", &url, "refs/heads/main", &"0".repeat(40), &"a".repeat(40), "x", &[]);
+    let push = github_push(
+        "acme/app",
+        &url,
+        "refs/heads/main",
+        &"0".repeat(40),
+        &"a".repeat(40),
+        "x",
+        &[],
+    );
     let bytes = serde_json::to_vec(&push).expect("json");
     let client = reqwest::Client::new();
     let hook = format!("{}/hooks/github", app.url());
 
-    let no_signature = client.post(&hook).header("X-GitHub-Event", "push").body(bytes.clone()).send().await.expect("send");
+    let no_signature = client
+        .post(&hook)
+        .header("X-GitHub-Event", "push")
+        .body(bytes.clone())
+        .send()
+        .await
+        .expect("send");
     assert_eq!(no_signature.status(), 401);
     let reason: Value = no_signature.json().await.expect("json");
-    assert!(reason["error"].as_str().unwrap_or("").contains("X-Hub-Signature-256"), "{reason}");
+    assert!(
+        reason["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("X-Hub-Signature-256"),
+        "{reason}"
+    );
 
     let wrong = signature::sign_github(b"another secret", &bytes);
-    let bad = client.post(&hook).header("X-GitHub-Event", "push").header("X-Hub-Signature-256", wrong).body(bytes.clone()).send().await.expect("send");
+    let bad = client
+        .post(&hook)
+        .header("X-GitHub-Event", "push")
+        .header("X-Hub-Signature-256", wrong)
+        .body(bytes.clone())
+        .send()
+        .await
+        .expect("send");
     assert_eq!(bad.status(), 401);
 
     let signed = signature::sign_github(SECRET.as_bytes(), &bytes);
-    let no_event = client.post(&hook).header("X-Hub-Signature-256", &signed).body(bytes.clone()).send().await.expect("send");
+    let no_event = client
+        .post(&hook)
+        .header("X-Hub-Signature-256", &signed)
+        .body(bytes.clone())
+        .send()
+        .await
+        .expect("send");
     assert_eq!(no_event.status(), 400);
-    assert!(no_event.text().await.unwrap_or_default().contains("x-github-event"));
+    assert!(
+        no_event
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("x-github-event")
+    );
 
     let not_json = b"this is not json".to_vec();
-    let garbage = client.post(&hook).header("X-GitHub-Event", "push")
-        .header("X-Hub-Signature-256", signature::sign_github(SECRET.as_bytes(), &not_json))
-        .body(not_json).send().await.expect("send");
+    let garbage = client
+        .post(&hook)
+        .header("X-GitHub-Event", "push")
+        .header(
+            "X-Hub-Signature-256",
+            signature::sign_github(SECRET.as_bytes(), &not_json),
+        )
+        .body(not_json)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(garbage.status(), 400);
 
-    let other = github_push("someone/else", "https://example.invalid/x.git", "refs/heads/main", &"0".repeat(40), &"a".repeat(40), "x", &[]);
+    let other = github_push(
+        "someone/else",
+        "https://example.invalid/x.git",
+        "refs/heads/main",
+        &"0".repeat(40),
+        &"a".repeat(40),
+        "x",
+        &[],
+    );
     let other = serde_json::to_vec(&other).expect("json");
-    let unknown = client.post(&hook).header("X-GitHub-Event", "push")
-        .header("X-Hub-Signature-256", signature::sign_github(SECRET.as_bytes(), &other))
-        .body(other).send().await.expect("send");
+    let unknown = client
+        .post(&hook)
+        .header("X-GitHub-Event", "push")
+        .header(
+            "X-Hub-Signature-256",
+            signature::sign_github(SECRET.as_bytes(), &other),
+        )
+        .body(other)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(unknown.status(), 404);
-    assert!(unknown.text().await.unwrap_or_default().contains("someone/else"));
+    assert!(
+        unknown
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("someone/else")
+    );
 
     let huge = vec![b' '; 100 * 1024];
-    let too_big = client.post(&hook).header("X-GitHub-Event", "push").body(huge).send().await.expect("send");
+    let too_big = client
+        .post(&hook)
+        .header("X-GitHub-Event", "push")
+        .body(huge)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(too_big.status(), 413);
     assert!(too_big.text().await.unwrap_or_default().contains("64 KiB"));
 
-    let count = runs::list(&app.engine().store.pool, None, None, 100, None).await.expect("runs").len();
+    let count = runs::list(&app.engine().store.pool, None, None, 100, None)
+        .await
+        .expect("runs")
+        .len();
     assert_eq!(count, 0);
 }
 
@@ -262,48 +419,120 @@ async fn filters_skip_ci_and_deletions_start_nothing_and_the_delivery_says_why()
         .write("README", "x\n", 0o644);
     let first = work.commit("first");
     work.push();
-    git(work.path(), &["push", "-q", "origin", "HEAD:refs/heads/dev"]);
+    git(
+        work.path(),
+        &["push", "-q", "origin", "HEAD:refs/heads/dev"],
+    );
     register(&app, "github", "acme/app", &url, json!({})).await;
     let zero = "0".repeat(40);
 
     let cases = [
-        ("skip", github_push("acme/app", &url, "refs/heads/main", &zero, &first, "wip [skip ci]", &["docs/a.md"]), "skip CI"),
-        ("branch", github_push("acme/app", &url, "refs/heads/dev", &zero, &first, "x", &["docs/a.md"]), "branch `dev` does not match"),
-        ("paths", github_push("acme/app", &url, "refs/heads/main", &zero, &first, "x", &["README"]), "no changed file matches `on.push.paths`"),
+        (
+            "skip",
+            github_push(
+                "acme/app",
+                &url,
+                "refs/heads/main",
+                &zero,
+                &first,
+                "wip [skip ci]",
+                &["docs/a.md"],
+            ),
+            "skip CI",
+        ),
+        (
+            "branch",
+            github_push(
+                "acme/app",
+                &url,
+                "refs/heads/dev",
+                &zero,
+                &first,
+                "x",
+                &["docs/a.md"],
+            ),
+            "branch `dev` does not match",
+        ),
+        (
+            "paths",
+            github_push(
+                "acme/app",
+                &url,
+                "refs/heads/main",
+                &zero,
+                &first,
+                "x",
+                &["README"],
+            ),
+            "no changed file matches `on.push.paths`",
+        ),
     ];
     for (id, payload, why) in cases {
         let (status, answer) = deliver_github(&app, "push", id, &payload).await;
         assert_eq!(status, 202, "{answer}");
         let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
         assert_eq!(d["status"], "ignored", "{id}: {d}");
-        assert!(d["summary"].as_str().unwrap_or("").contains(why), "{id}: {d}");
+        assert!(
+            d["summary"].as_str().unwrap_or("").contains(why),
+            "{id}: {d}"
+        );
     }
     let mut deleted = github_push("acme/app", &url, "refs/heads/dev", &first, &zero, "x", &[]);
     deleted["deleted"] = json!(true);
     let (_, answer) = deliver_github(&app, "push", "del", &deleted).await;
     let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
     assert_eq!(d["status"], "ignored", "{d}");
-    assert!(d["summary"].as_str().unwrap_or("").contains("deleted"), "{d}");
+    assert!(
+        d["summary"].as_str().unwrap_or("").contains("deleted"),
+        "{d}"
+    );
 
     // The path filter passes a change under docs/.
-    let ok = github_push("acme/app", &url, "refs/heads/main", &zero, &first, "x", &["docs/guide.md"]);
+    let ok = github_push(
+        "acme/app",
+        &url,
+        "refs/heads/main",
+        &zero,
+        &first,
+        "x",
+        &["docs/guide.md"],
+    );
     let (_, answer) = deliver_github(&app, "push", "docs", &ok).await;
     let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
     assert_eq!(d["status"], "triggered", "{d}");
-    let count = runs::list(&app.engine().store.pool, None, None, 100, None).await.expect("runs").len();
+    let count = runs::list(&app.engine().store.pool, None, None, 100, None)
+        .await
+        .expect("runs")
+        .len();
     assert_eq!(count, 1);
 
     // Every delivery is listed with its outcome.
-    let all: Value = app.http().get(format!("{}/api/v1/projects/test/deliveries", app.url())).send().await.expect("list").json().await.expect("json");
+    let all: Value = app
+        .http()
+        .get(format!("{}/api/v1/projects/test/deliveries", app.url()))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(all.as_array().map(Vec::len), Some(5), "{all}");
 
     // And on the web UI's deliveries page.
-    let page = app.http().get(format!("{}/p/test/deliveries", app.url())).send().await.expect("page");
+    let page = app
+        .http()
+        .get(format!("{}/p/test/deliveries", app.url()))
+        .send()
+        .await
+        .expect("page");
     assert_eq!(page.status(), 200);
     let html = page.text().await.expect("html");
     assert!(html.contains("does not match"), "{html}");
     assert!(html.contains("skip CI"), "{html}");
-    assert!(html.contains("href=\"/runs/"), "the triggered delivery links its run: {html}");
+    assert!(
+        html.contains("href=\"/runs/"),
+        "the triggered delivery links its run: {html}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,9 +543,17 @@ async fn a_gitlab_push_with_a_broken_pipeline_file_is_a_failed_run_naming_file_l
     let http = GitHttp::start(served.path());
     let url = http.url("app");
     let work = bare.work_clone();
-    work.write(".gantry/ci.yaml", "name: ci\non:\n  push: {}\nstages:\n  - name: a\n    stepz:\n      - echo hi\n", 0o644)
-        .write(".gantry/ok.yaml", "name: ok\non:\n  push: {}\nstages:\n  - name: a\n    steps:\n      - cat README\n", 0o644)
-        .write("README", "served over smart http\n", 0o644);
+    work.write(
+        ".gantry/ci.yaml",
+        "name: ci\non:\n  push: {}\nstages:\n  - name: a\n    stepz:\n      - echo hi\n",
+        0o644,
+    )
+    .write(
+        ".gantry/ok.yaml",
+        "name: ok\non:\n  push: {}\nstages:\n  - name: a\n    steps:\n      - cat README\n",
+        0o644,
+    )
+    .write("README", "served over smart http\n", 0o644);
     let commit = work.commit("broken ci");
     work.push();
     register(&app, "gitlab", "group/app", &url, json!({})).await;
@@ -358,7 +595,10 @@ async fn a_gitlab_push_with_a_broken_pipeline_file_is_a_failed_run_naming_file_l
             RunStatus::Succeeded => {
                 assert_eq!(stage_of(&stages, "a").status, StageStatus::Succeeded);
                 let lines = app.log_lines(id, "a").await;
-                assert!(lines.contains(&"served over smart http".to_owned()), "{lines:#?}");
+                assert!(
+                    lines.contains(&"served over smart http".to_owned()),
+                    "{lines:#?}"
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -385,17 +625,24 @@ async fn a_gitea_pull_request_from_a_fork_runs_the_head_commit_without_secrets()
     let url = http.url("app");
     let work = bare.work_clone();
     let pipeline = "name: pr\non:\n  pull_request:\n    branches: [main]\nstages:\n  - name: check\n    secrets:\n      TOKEN: deploy-token\n    steps:\n      - cat change.txt\n      - echo \"pr=$GANTRY_PR_NUMBER title=$GANTRY_PR_TITLE event=$GANTRY_EVENT token=[${TOKEN:-none}]\"\n";
-    work.write(".gantry.yaml", pipeline, 0o644).write("change.txt", "base\n", 0o644);
+    work.write(".gantry.yaml", pipeline, 0o644)
+        .write("change.txt", "base\n", 0o644);
     let base = work.commit("base");
     work.push();
     git(work.path(), &["checkout", "-q", "-b", "feature"]);
     work.write("change.txt", "the fork's change\n", 0o644);
     let head = work.commit("change");
     // Gitea publishes a pull request's head in the target repository as refs/pull/N/head.
-    git(work.path(), &["push", "-q", "origin", "HEAD:refs/pull/5/head"]);
+    git(
+        work.path(),
+        &["push", "-q", "origin", "HEAD:refs/pull/5/head"],
+    );
     register(&app, "gitea", "acme/app", &url, json!({})).await;
     app.http()
-        .put(format!("{}/api/v1/projects/test/secrets/deploy-token", app.url()))
+        .put(format!(
+            "{}/api/v1/projects/test/secrets/deploy-token",
+            app.url()
+        ))
         .body("very-secret-value")
         .send()
         .await
@@ -416,7 +663,10 @@ async fn a_gitea_pull_request_from_a_fork_runs_the_head_commit_without_secrets()
         .post(format!("{}/hooks/gitea", app.url()))
         .header("X-Gitea-Event", "pull_request")
         .header("X-Gitea-Delivery", "g-1")
-        .header("X-Gitea-Signature", signature::sign_gitea(SECRET.as_bytes(), &bytes))
+        .header(
+            "X-Gitea-Signature",
+            signature::sign_gitea(SECRET.as_bytes(), &bytes),
+        )
         .body(bytes)
         .send()
         .await
@@ -429,7 +679,10 @@ async fn a_gitea_pull_request_from_a_fork_runs_the_head_commit_without_secrets()
     let (run, _) = app.wait_for_run(ids[0], WAIT).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
     let lines = app.log_lines(ids[0], "check").await;
-    assert!(lines.contains(&"the fork's change".to_owned()), "{lines:#?}");
+    assert!(
+        lines.contains(&"the fork's change".to_owned()),
+        "{lines:#?}"
+    );
     assert!(
         lines.contains(&"pr=5 title=Fix things event=pull_request token=[none]".to_owned()),
         "a fork's pull request gets no secrets: {lines:#?}"
@@ -445,14 +698,23 @@ async fn commit_statuses_are_reported_pending_then_final_to_the_providers_api() 
         let seen = Arc::clone(&seen);
         async move {
             let path = req.uri().path().to_owned();
-            let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+            let auth = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                .await
+                .unwrap_or_default();
             let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             seen.lock().expect("lock").push((path, auth, json));
             (axum::http::StatusCode::CREATED, "{}")
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let api_url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, api).await });
 
@@ -462,17 +724,39 @@ async fn commit_statuses_are_reported_pending_then_final_to_the_providers_api() 
     let daemon = GitDaemon::start(served.path());
     let url = daemon.url("app");
     let work = bare.work_clone();
-    work.write(".gantry.yaml", "name: build\non:\n  push: {}\nstages:\n  - name: a\n    steps:\n      - sleep 1\n", 0o644);
+    work.write(
+        ".gantry.yaml",
+        "name: build\non:\n  push: {}\nstages:\n  - name: a\n    steps:\n      - sleep 1\n",
+        0o644,
+    );
     let commit = work.commit("c");
     work.push();
     app.http()
-        .put(format!("{}/api/v1/projects/test/secrets/gh-token", app.url()))
+        .put(format!(
+            "{}/api/v1/projects/test/secrets/gh-token",
+            app.url()
+        ))
         .body("ghp_token_value")
         .send()
         .await
         .expect("secret");
-    register(&app, "github", "acme/app", &url, json!({"token_secret": "gh-token", "api_url": api_url})).await;
-    let push = github_push("acme/app", &url, "refs/heads/main", &"0".repeat(40), &commit, "c", &[]);
+    register(
+        &app,
+        "github",
+        "acme/app",
+        &url,
+        json!({"token_secret": "gh-token", "api_url": api_url}),
+    )
+    .await;
+    let push = github_push(
+        "acme/app",
+        &url,
+        "refs/heads/main",
+        &"0".repeat(40),
+        &commit,
+        "c",
+        &[],
+    );
     let (_, answer) = deliver_github(&app, "push", "s-1", &push).await;
     let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
     let ids = run_ids(&d);
@@ -488,11 +772,20 @@ async fn commit_statuses_are_reported_pending_then_final_to_the_providers_api() 
                 assert_eq!(path, &format!("/repos/acme/app/statuses/{commit}"));
                 assert_eq!(auth, "Bearer ghp_token_value");
                 assert_eq!(body["context"], "gantry/build");
-                assert!(body["target_url"].as_str().unwrap_or("").ends_with(&format!("/runs/{}", run.id)), "{body}");
+                assert!(
+                    body["target_url"]
+                        .as_str()
+                        .unwrap_or("")
+                        .ends_with(&format!("/runs/{}", run.id)),
+                    "{body}"
+                );
             }
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "statuses so far: {calls:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "statuses so far: {calls:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

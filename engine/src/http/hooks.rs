@@ -175,7 +175,11 @@ async fn generic(
         })?;
     // The same answer for an unknown pipeline as for a wrong token: the hook does not reveal
     // which pipelines exist.
-    let denied = || ApiError::Unauthorized(format!("the token is not valid for pipeline {project}/{name}"));
+    let denied = || {
+        ApiError::Unauthorized(format!(
+            "the token is not valid for pipeline {project}/{name}"
+        ))
+    };
     let Ok(row) = pipelines::find(&engine.store.pool, &project, &name).await else {
         return Err(denied());
     };
@@ -251,7 +255,8 @@ async fn generic(
         &engine.store.pool,
         deliveries::NewDelivery {
             provider: "generic",
-            delivery_key: &named_key.unwrap_or_else(|| format!("{}:run:{}", row.id, triggered.run_id)),
+            delivery_key: &named_key
+                .unwrap_or_else(|| format!("{}:run:{}", row.id, triggered.run_id)),
             repository: None,
             pipeline: Some(row.id),
             event: "webhook",

@@ -19,10 +19,7 @@ use crate::webhook::Provider;
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
-        .route(
-            "/projects/{project}/repositories",
-            post(register).get(list),
-        )
+        .route("/projects/{project}/repositories", post(register).get(list))
         .route("/projects/{project}/deliveries", get(list_deliveries))
         .route("/deliveries/{id}", get(get_delivery))
 }
@@ -86,7 +83,11 @@ async fn register(
     let files = reg
         .pipeline_files
         .unwrap_or_else(|| vec![".gantry.yaml".into(), ".gantry/*.yaml".into()]);
-    if files.is_empty() || files.iter().any(|f| f.is_empty() || f.starts_with('/') || f.contains("..")) {
+    if files.is_empty()
+        || files
+            .iter()
+            .any(|f| f.is_empty() || f.starts_with('/') || f.contains(".."))
+    {
         return Err(ApiError::BadRequest(
             "pipeline_files must be paths inside the repository, like `.gantry.yaml` or `.gantry/*.yaml`".into(),
         ));

@@ -175,11 +175,7 @@ struct Bare {
 }
 
 /// The project's newest deliveries (of its repositories and its generic hooks), newest first.
-pub async fn list(
-    db: &sqlx::PgPool,
-    project: ProjectId,
-    limit: i64,
-) -> Result<Vec<DeliveryRow>> {
+pub async fn list(db: &sqlx::PgPool, project: ProjectId, limit: i64) -> Result<Vec<DeliveryRow>> {
     let bare = sqlx::query_as!(
         Bare,
         r#"SELECT d.id, d.provider, d.delivery_key, r.full_name AS "repository?", pr.name AS "project?",

@@ -62,7 +62,10 @@ pub async fn last_slot(
 }
 
 /// Slots that fired for a pipeline, oldest first (for tests and the API).
-pub async fn fired(db: impl PgExecutor<'_>, pipeline: PipelineId) -> Result<Vec<(String, DateTime<Utc>, Option<RunId>, String)>> {
+pub async fn fired(
+    db: impl PgExecutor<'_>,
+    pipeline: PipelineId,
+) -> Result<Vec<(String, DateTime<Utc>, Option<RunId>, String)>> {
     Ok(sqlx::query!(
         r#"SELECT cron, slot, run_id AS "run_id: RunId", claimed_by FROM schedule_slots
            WHERE pipeline_id = $1 ORDER BY slot, cron"#,

@@ -10,9 +10,9 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::engine::Engine;
+use crate::store::RunStatus;
 use crate::store::repos::{self, RepoId, RepoRow};
 use crate::store::runs::{self, StatusDue};
-use crate::store::RunStatus;
 
 const TICK: Duration = Duration::from_secs(1);
 
@@ -141,7 +141,12 @@ async fn report(
         RunStatus::Running => format!("run #{} is running", run.number),
         RunStatus::Succeeded => format!("run #{} succeeded", run.number),
         other => match &run.reason {
-            Some(r) => format!("run #{} {}: {}", run.number, other.as_str(), r.lines().next().unwrap_or("")),
+            Some(r) => format!(
+                "run #{} {}: {}",
+                run.number,
+                other.as_str(),
+                r.lines().next().unwrap_or("")
+            ),
             None => format!("run #{} {}", run.number, other.as_str()),
         },
     };
@@ -171,7 +176,13 @@ async fn report(
     let response = request.send().await?;
     if !response.status().is_success() {
         let status = response.status().as_u16();
-        let body: String = response.text().await.unwrap_or_default().chars().take(300).collect();
+        let body: String = response
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
         return Err(StatusError::Refused { status, body });
     }
     Ok(())
@@ -181,7 +192,9 @@ async fn report(
 fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -193,12 +206,24 @@ mod tests {
 
     #[test]
     fn states_follow_each_providers_vocabulary() {
-        assert_eq!(state_for("github", RunStatus::Running), ("pending", "pending"));
-        assert_eq!(state_for("github", RunStatus::Succeeded), ("final", "success"));
-        assert_eq!(state_for("github", RunStatus::TimedOut), ("final", "failure"));
+        assert_eq!(
+            state_for("github", RunStatus::Running),
+            ("pending", "pending")
+        );
+        assert_eq!(
+            state_for("github", RunStatus::Succeeded),
+            ("final", "success")
+        );
+        assert_eq!(
+            state_for("github", RunStatus::TimedOut),
+            ("final", "failure")
+        );
         assert_eq!(state_for("gitea", RunStatus::Cancelled), ("final", "error"));
         assert_eq!(state_for("gitlab", RunStatus::Failed), ("final", "failed"));
-        assert_eq!(state_for("gitlab", RunStatus::Cancelled), ("final", "canceled"));
+        assert_eq!(
+            state_for("gitlab", RunStatus::Cancelled),
+            ("final", "canceled")
+        );
     }
 
     #[test]

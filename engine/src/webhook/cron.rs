@@ -105,8 +105,14 @@ pub async fn tick(engine: &Engine, now: DateTime<Utc>) -> Result<usize, RunError
                 },
             )
             .await?;
-            schedules::set_run(&mut *tx, scheduled.pipeline_id, cron, slot, triggered.run_id)
-                .await?;
+            schedules::set_run(
+                &mut *tx,
+                scheduled.pipeline_id,
+                cron,
+                slot,
+                triggered.run_id,
+            )
+            .await?;
             tx.commit().await?;
             tracing::info!(pipeline = %scheduled.name, cron = %cron, slot = %slot, run.number = triggered.number, "cron slot fired");
             started += 1;
@@ -195,12 +201,20 @@ mod tests {
     fn slots_before_the_schedule_existed_or_too_old_do_not_fire() {
         let hourly = trigger("0 * * * *");
         assert_eq!(
-            due_slot(&hourly, at("2026-01-05T10:20:00Z"), at("2026-01-05T10:05:00Z")),
+            due_slot(
+                &hourly,
+                at("2026-01-05T10:20:00Z"),
+                at("2026-01-05T10:05:00Z")
+            ),
             None
         );
         let yearly = trigger("0 0 1 1 *");
         assert_eq!(
-            due_slot(&yearly, at("2026-03-01T00:00:00Z"), at("2025-01-01T00:00:00Z")),
+            due_slot(
+                &yearly,
+                at("2026-03-01T00:00:00Z"),
+                at("2025-01-01T00:00:00Z")
+            ),
             None,
             "a slot two months old is beyond the catch-up window"
         );

@@ -128,7 +128,9 @@ pub enum Event {
     PullRequest(PullRequest),
     /// Understood, and deliberately starts nothing; the text says why (a branch or tag
     /// deleted, a pull request action Gantry does not act on, an event type it does not use).
-    Ignored { reason: String },
+    Ignored {
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -15,9 +15,15 @@ pub enum Decision {
 /// `[skip gantry]` anywhere in the message (case-insensitive), as GitHub and GitLab honour.
 pub fn skip_ci(message: &str) -> bool {
     let lower = message.to_ascii_lowercase();
-    ["[skip ci]", "[ci skip]", "[no ci]", "[skip gantry]", "[gantry skip]"]
-        .iter()
-        .any(|m| lower.contains(m))
+    [
+        "[skip ci]",
+        "[ci skip]",
+        "[no ci]",
+        "[skip gantry]",
+        "[gantry skip]",
+    ]
+    .iter()
+    .any(|m| lower.contains(m))
 }
 
 /// Does `pipeline` run for `event`? `changed` lists the files the event changed (for `paths`).
@@ -151,7 +157,10 @@ mod tests {
     #[test]
     fn push_to_a_matching_branch_runs_and_others_say_why_not() {
         let p = pipeline("  push:\n    branches: [main, \"release/*\"]");
-        assert_eq!(decide(&p, &push(GitRef::Branch("main".into())), &[]), Decision::Run);
+        assert_eq!(
+            decide(&p, &push(GitRef::Branch("main".into())), &[]),
+            Decision::Run
+        );
         assert_eq!(
             decide(&p, &push(GitRef::Branch("release/1.2".into())), &[]),
             Decision::Run
@@ -181,7 +190,10 @@ mod tests {
     #[test]
     fn pull_requests_filter_on_action_and_target_branch() {
         let p = pipeline("  pull_request:\n    branches: [main]");
-        assert_eq!(decide(&p, &pr(PullRequestAction::Opened, "main"), &[]), Decision::Run);
+        assert_eq!(
+            decide(&p, &pr(PullRequestAction::Opened, "main"), &[]),
+            Decision::Run
+        );
         assert_eq!(
             decide(&p, &pr(PullRequestAction::Closed, "main"), &[]),
             Decision::Skip("pull request action `closed` is not in `on.pull_request.types`".into())

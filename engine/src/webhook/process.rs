@@ -88,14 +88,20 @@ async fn process(
     pending: &Pending,
 ) -> Result<(DeliveryStatus, String), ProcessError> {
     let Some(provider) = Provider::parse(&pending.provider) else {
-        return Ok((DeliveryStatus::Failed, format!("unknown provider `{}`", pending.provider)));
+        return Ok((
+            DeliveryStatus::Failed,
+            format!("unknown provider `{}`", pending.provider),
+        ));
     };
     let parsed = match super::parse(provider, &pending.event, &pending.payload) {
         Ok(parsed) => parsed,
         Err(rejection) => return Ok((DeliveryStatus::Failed, rejection.to_string())),
     };
     let Some(repo_id) = pending.repository_id else {
-        return Ok((DeliveryStatus::Failed, "the delivery names no repository".into()));
+        return Ok((
+            DeliveryStatus::Failed,
+            "the delivery names no repository".into(),
+        ));
     };
     let repo = repos::get(&mut *tx, repo_id).await?;
     let started = handle(engine, tx, pending.id, &repo, &parsed).await?;
@@ -103,7 +109,11 @@ async fn process(
 }
 
 /// The run context and the trigger name of an event that can start runs.
-fn context_of(repo: &RepoRow, provider: Provider, event: &Event) -> Option<(RunContext, &'static str, String)> {
+fn context_of(
+    repo: &RepoRow,
+    provider: Provider,
+    event: &Event,
+) -> Option<(RunContext, &'static str, String)> {
     let base = RunContext {
         repository_id: Some(repo.id.0),
         repository: Some(repo.full_name.clone()),
@@ -219,25 +229,31 @@ pub async fn handle(
     let mut lines = Vec::new();
     let mut started = 0;
     for file in files {
-        let parsed_file = file
-            .text
-            .clone()
-            .map_err(|why| why)
-            .and_then(|text| {
-                crate::pipeline::load(&file.path, &text)
-                    .map(|plan| (text.clone(), plan))
-                    .map_err(|report| report.to_string())
-            });
+        let parsed_file = file.text.clone().map_err(|why| why).and_then(|text| {
+            crate::pipeline::load(&file.path, &text)
+                .map(|plan| (text.clone(), plan))
+                .map_err(|report| report.to_string())
+        });
         match parsed_file {
             Err(problems) => {
-                let run = failed_run(tx, repo, &file.path, file.text.as_deref().unwrap_or(""), trigger, &context, &problems).await?;
+                let run = failed_run(
+                    tx,
+                    repo,
+                    &file.path,
+                    file.text.as_deref().unwrap_or(""),
+                    trigger,
+                    &context,
+                    &problems,
+                )
+                .await?;
                 deliveries::link_run(&mut *tx, delivery, run.0).await?;
                 lines.push(format!("{}: invalid, run {} failed", file.path, run.1));
                 started += 1;
             }
             Ok((text, plan)) => {
                 if changed.is_none() && filter::needs_changed_files(&plan.pipeline, event) {
-                    changed = Some(changed_files(engine, repo, &mirror, event, auth.clone()).await?);
+                    changed =
+                        Some(changed_files(engine, repo, &mirror, event, auth.clone()).await?);
                 }
                 let changed_refs: Vec<&str> = changed
                     .as_deref()
@@ -247,7 +263,10 @@ pub async fn handle(
                     .collect();
                 match filter::decide(&plan.pipeline, event, &changed_refs) {
                     Decision::Skip(why) => {
-                        lines.push(format!("{} (`{}`): {why}", file.path, plan.pipeline.name.value));
+                        lines.push(format!(
+                            "{} (`{}`): {why}",
+                            file.path, plan.pipeline.name.value
+                        ));
                     }
                     Decision::Run => {
                         let name = plan.pipeline.name.value.clone();
@@ -276,7 +295,10 @@ pub async fn handle(
                         )
                         .await?;
                         deliveries::link_run(&mut *tx, delivery, triggered.run_id).await?;
-                        lines.push(format!("{} (`{name}`): run {} started", file.path, triggered.number));
+                        lines.push(format!(
+                            "{} (`{name}`): run {} started",
+                            file.path, triggered.number
+                        ));
                         started += 1;
                     }
                 }
@@ -350,7 +372,13 @@ fn name_for_file(path: &str) -> String {
         .trim_end_matches(".yml");
     let cleaned: String = stem
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     let cleaned = cleaned.trim_matches('-').to_owned();
     if cleaned.is_empty() || !crate::pipeline::decode::is_valid_name(&cleaned) {

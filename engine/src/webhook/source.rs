@@ -60,9 +60,12 @@ pub async fn token(engine: &Engine, repo: &RepoRow) -> Result<Option<String>, Ru
     let Some(name) = &repo.token_secret else {
         return Ok(None);
     };
-    let stored =
-        store::secrets::encrypted(&engine.store.pool, repo.project_id, std::slice::from_ref(name))
-            .await?;
+    let stored = store::secrets::encrypted(
+        &engine.store.pool,
+        repo.project_id,
+        std::slice::from_ref(name),
+    )
+    .await?;
     let Some((_, nonce, cipher)) = stored.first() else {
         return Err(RunError::BadRequest(format!(
             "repository `{}` names token secret `{name}`, which does not exist in project `{}`",
@@ -103,7 +106,11 @@ pub async fn fetch(
     auth: Option<GitAuth>,
 ) -> Result<SharedMirror, SourceError> {
     let cache = MirrorCache::new(cache_root(engine));
-    let (url, commit, git_ref) = (url.to_owned(), commit.to_owned(), git_ref.map(str::to_owned));
+    let (url, commit, git_ref) = (
+        url.to_owned(),
+        commit.to_owned(),
+        git_ref.map(str::to_owned),
+    );
     blocking(move || {
         cache
             .fetch(&url, &commit, git_ref.as_deref(), auth.as_ref(), 1)
@@ -191,8 +198,5 @@ pub async fn branch_head(
 ) -> Result<Option<String>, RunError> {
     let auth = clone_auth(engine, repo).await?;
     let (url, refname) = (repo.clone_url.clone(), format!("refs/heads/{branch}"));
-    Ok(
-        blocking(move || MirrorCache::ls_remote(&url, auth.as_ref(), &refname))
-            .await?,
-    )
+    Ok(blocking(move || MirrorCache::ls_remote(&url, auth.as_ref(), &refname)).await?)
 }
