@@ -30,7 +30,7 @@ pub enum Command {
     Schema,
     /// Run the engine: API, scheduler and local executor (with its own PostgreSQL unless
     /// DATABASE_URL is set).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a pipeline file once, from the current directory, and exit with its status.
     Run(RunArgs),
     /// Store pipeline files on a running engine (a new version of each that changed).
@@ -413,7 +413,7 @@ impl EngineArgs {
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve(args) => block_on(serve(args)),
+        Command::Serve(args) => block_on(serve(*args)),
         Command::Run(args) => block_on(crate::oneshot::run(args)),
         Command::Apply(args) => block_on(commands::apply(args)),
         Command::Trigger(args) => block_on(commands::trigger(args)),

@@ -215,7 +215,7 @@ impl PushTrigger {
 
     /// Whether the branch filters alone pass `branch` (paths aside): for saying why not.
     pub fn matches_branch_name(&self, branch: &str) -> bool {
-        !(self.filters_tags() && !self.filters_branches())
+        (self.filters_branches() || !self.filters_tags())
             && filter_matches(&self.branches, &self.branches_ignore, branch)
     }
 

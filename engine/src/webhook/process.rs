@@ -229,7 +229,7 @@ pub async fn handle(
     let mut lines = Vec::new();
     let mut started = 0;
     for file in files {
-        let parsed_file = file.text.clone().map_err(|why| why).and_then(|text| {
+        let parsed_file = file.text.clone().and_then(|text| {
             crate::pipeline::load(&file.path, &text)
                 .map(|plan| (text.clone(), plan))
                 .map_err(|report| report.to_string())
