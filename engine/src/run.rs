@@ -208,24 +208,8 @@ pub async fn trigger(
     if context.commit_sha.is_none()
         && let Some(repo_id) = pipelines::repository_of(&engine.store.pool, row.id).await?
     {
-        let repo = store::repos::get(&engine.store.pool, repo_id).await?;
-        let branch = context
-            .branch
-            .clone()
-            .unwrap_or_else(|| repo.default_branch.clone());
-        let head = crate::webhook::source::branch_head(engine, &repo, &branch)
-            .await?
-            .ok_or_else(|| {
-                RunError::BadRequest(format!(
-                    "branch `{branch}` does not exist in {}",
-                    repo.clone_url
-                ))
-            })?;
-        context.branch = Some(branch.clone());
-        context.commit_sha = Some(head);
-        context.git_ref = Some(format!("refs/heads/{branch}"));
-        context.repository_id = Some(repo.id.0);
-        context.repository = Some(repo.full_name);
+        let branch = context.branch.clone();
+        crate::webhook::source::at_branch_head(engine, repo_id, branch, &mut context).await?;
     }
     let mut tx = engine.store.pool.begin().await?;
     let triggered = start(

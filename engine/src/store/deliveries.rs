@@ -174,18 +174,26 @@ struct Bare {
     processed_at: Option<DateTime<Utc>>,
 }
 
+/// Deliveries with their repository and project names; `$tail` filters and orders.
+macro_rules! select_deliveries {
+    ($tail:literal $(, $arg:expr)*) => {
+        sqlx::query_as!(
+            Bare,
+            r#"SELECT d.id, d.provider, d.delivery_key, r.full_name AS "repository?", pr.name AS "project?",
+                      d.event, d.status AS "status: DeliveryStatus", d.summary, d.received_at, d.processed_at
+               FROM deliveries d
+               LEFT JOIN repositories r ON r.id = d.repository_id
+               LEFT JOIN pipelines p ON p.id = d.pipeline_id
+               LEFT JOIN projects pr ON pr.id = COALESCE(r.project_id, p.project_id) "# + $tail
+            $(, $arg)*
+        )
+    };
+}
+
 /// The project's newest deliveries (of its repositories and its generic hooks), newest first.
 pub async fn list(db: &sqlx::PgPool, project: ProjectId, limit: i64) -> Result<Vec<DeliveryRow>> {
-    let bare = sqlx::query_as!(
-        Bare,
-        r#"SELECT d.id, d.provider, d.delivery_key, r.full_name AS "repository?", pr.name AS "project?",
-                  d.event, d.status AS "status: DeliveryStatus", d.summary, d.received_at, d.processed_at
-           FROM deliveries d
-           LEFT JOIN repositories r ON r.id = d.repository_id
-           LEFT JOIN pipelines p ON p.id = d.pipeline_id
-           LEFT JOIN projects pr ON pr.id = COALESCE(r.project_id, p.project_id)
-           WHERE COALESCE(r.project_id, p.project_id) = $1
-           ORDER BY d.id DESC LIMIT $2"#,
+    let bare = select_deliveries!(
+        "WHERE COALESCE(r.project_id, p.project_id) = $1 ORDER BY d.id DESC LIMIT $2",
         project.0,
         limit
     )
@@ -195,20 +203,10 @@ pub async fn list(db: &sqlx::PgPool, project: ProjectId, limit: i64) -> Result<V
 }
 
 pub async fn get(db: &sqlx::PgPool, id: i64) -> Result<DeliveryRow> {
-    let bare = sqlx::query_as!(
-        Bare,
-        r#"SELECT d.id, d.provider, d.delivery_key, r.full_name AS "repository?", pr.name AS "project?",
-                  d.event, d.status AS "status: DeliveryStatus", d.summary, d.received_at, d.processed_at
-           FROM deliveries d
-           LEFT JOIN repositories r ON r.id = d.repository_id
-           LEFT JOIN pipelines p ON p.id = d.pipeline_id
-           LEFT JOIN projects pr ON pr.id = COALESCE(r.project_id, p.project_id)
-           WHERE d.id = $1"#,
-        id
-    )
-    .fetch_optional(db)
-    .await?
-    .ok_or_else(|| StoreError::NotFound(format!("delivery {id}")))?;
+    let bare = select_deliveries!("WHERE d.id = $1", id)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("delivery {id}")))?;
     Ok(with_runs(db, vec![bare]).await?.remove(0))
 }
 

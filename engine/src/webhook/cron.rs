@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::engine::Engine;
 use crate::run::{self, NewRunOf, RunContext, RunError};
-use crate::store::{self, pipelines, repos, schedules};
+use crate::store::{self, pipelines, schedules};
 
 /// How late a missed slot may still fire.
 pub const CATCH_UP: chrono::TimeDelta = chrono::TimeDelta::hours(24);
@@ -134,24 +134,8 @@ async fn context_for(
         ..RunContext::default()
     };
     if let Some(repo_id) = scheduled.repository_id {
-        let repo = repos::get(&engine.store.pool, repo_id).await?;
-        let branch = trigger
-            .branch
-            .clone()
-            .unwrap_or_else(|| repo.default_branch.clone());
-        let head = super::source::branch_head(engine, &repo, &branch)
-            .await?
-            .ok_or_else(|| {
-                RunError::Conflict(format!(
-                    "branch `{branch}` does not exist in {}",
-                    repo.clone_url
-                ))
-            })?;
-        context.branch = Some(branch.clone());
-        context.commit_sha = Some(head);
-        context.git_ref = Some(format!("refs/heads/{branch}"));
-        context.repository_id = Some(repo.id.0);
-        context.repository = Some(repo.full_name.clone());
+        super::source::at_branch_head(engine, repo_id, trigger.branch.clone(), &mut context)
+            .await?;
     }
     Ok(context)
 }

@@ -200,3 +200,27 @@ pub async fn branch_head(
     let (url, refname) = (repo.clone_url.clone(), format!("refs/heads/{branch}"));
     Ok(blocking(move || MirrorCache::ls_remote(&url, auth.as_ref(), &refname)).await?)
 }
+
+/// Points a run's context at the head of `branch` (or the repository's default branch) of a
+/// registered repository: the commit, the ref and the repository, resolved now.
+pub async fn at_branch_head(
+    engine: &Engine,
+    repo: store::repos::RepoId,
+    branch: Option<String>,
+    context: &mut crate::run::RunContext,
+) -> Result<(), RunError> {
+    let repo = store::repos::get(&engine.store.pool, repo).await?;
+    let branch = branch.unwrap_or_else(|| repo.default_branch.clone());
+    let head = branch_head(engine, &repo, &branch).await?.ok_or_else(|| {
+        RunError::BadRequest(format!(
+            "branch `{branch}` does not exist in {}",
+            repo.clone_url
+        ))
+    })?;
+    context.git_ref = Some(format!("refs/heads/{branch}"));
+    context.branch = Some(branch);
+    context.commit_sha = Some(head);
+    context.repository_id = Some(repo.id.0);
+    context.repository = Some(repo.full_name);
+    Ok(())
+}
