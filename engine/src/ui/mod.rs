@@ -491,6 +491,34 @@ mod tests {
         assert!(html.contains("gty_secret") && html.contains("never"));
         done.push("tokens.html");
 
+        let html = rendered(
+            "deliveries.html",
+            &DeliveriesPage {
+                chrome: chrome(),
+                project: "web".into(),
+                repositories: vec!["acme/web (github)".into()],
+                deliveries: vec![DeliveryItem {
+                    id: 3,
+                    received: "now".into(),
+                    provider: "github".into(),
+                    repository: "acme/web".into(),
+                    delivery_key: "d-1".into(),
+                    event: "push".into(),
+                    status: "ignored",
+                    summary: ".gantry.yaml (`web`): branch `dev` <does not match>".into(),
+                    runs: vec![DeliveryRunItem {
+                        id: 9,
+                        pipeline: "web".into(),
+                        number: 2,
+                        status: "succeeded",
+                    }],
+                }],
+            },
+        );
+        assert!(html.contains("&lt;does not match&gt;"), "escaped: {html}");
+        assert!(html.contains(r#"href="/runs/9""#) && html.contains("badge s-ignored"));
+        done.push("deliveries.html");
+
         names.sort_unstable();
         done.sort_unstable();
         assert_eq!(names, done, "render every template here");
