@@ -152,6 +152,27 @@ async fn every_documented_route_answers_as_documented() {
         .expect("JSON");
     let spare = spare["id"].as_i64().expect("token id");
 
+    // A webhook delivery to read back (stored as the generic hook stores one).
+    let pipeline = gantry::store::pipelines::find(app.pool(), "test", &name)
+        .await
+        .expect("pipeline");
+    let delivery = gantry::store::deliveries::insert(
+        app.pool(),
+        gantry::store::deliveries::NewDelivery {
+            provider: "generic",
+            delivery_key: "documented",
+            repository: None,
+            pipeline: Some(pipeline.id),
+            event: "webhook",
+            payload: b"{}",
+            status: gantry::store::deliveries::DeliveryStatus::Ignored,
+            summary: Some("documented"),
+        },
+    )
+    .await
+    .expect("insert a delivery")
+    .expect("a new delivery");
+
     // Reads first, then the routes that change things, deletions last.
     let mut routes: Vec<(&str, &str)> = ROUTES.to_vec();
     routes.sort_by_key(|(method, _)| match *method {
@@ -166,6 +187,7 @@ async fn every_documented_route_answers_as_documented() {
             .replace("{user}", "member")
             .replace("users/{name}", "users/member")
             .replace("tokens/{id}", &format!("tokens/{spare}"))
+            .replace("deliveries/{id}", &format!("deliveries/{delivery}"))
             .replace("secrets/{name}", "secrets/TOKEN")
             .replace("{namespace}", "demo")
             .replace("{name}", "documented")

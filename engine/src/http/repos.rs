@@ -10,7 +10,6 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api::Input;
 use super::error::ApiError;
 use crate::access::{self, Action, Principal};
 use crate::engine::Engine;
@@ -51,9 +50,12 @@ async fn register(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path(project): Path<String>,
-    Input(reg): Input<Registration>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    // Permission first: a caller who may not register learns nothing from the body's errors.
     access::require(&engine.store.pool, &who, &project, Action::EditPipeline).await?;
+    let reg: Registration = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the registration is not valid: {e}")))?;
     let provider = Provider::parse(&reg.provider).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "provider `{}` is not one of github, gitlab, gitea, forgejo",
@@ -161,7 +163,16 @@ async fn get_delivery(
     who: Principal,
     Path(id): Path<i64>,
 ) -> Result<Json<deliveries::DeliveryRow>, ApiError> {
-    let row = deliveries::get(&engine.store.pool, id).await?;
+    let row = match deliveries::get(&engine.store.pool, id).await {
+        Ok(row) => row,
+        // Someone not signed in learns nothing, not even whether the delivery exists.
+        Err(crate::store::StoreError::NotFound(_)) if matches!(who, Principal::Anonymous) => {
+            return Err(
+                access::AccessError::Unauthenticated(Action::Read.describe().into()).into(),
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
     // A delivery for no known project (none is stored so) is for administrators only.
     let project = row.project.clone().unwrap_or_default();
     access::require(&engine.store.pool, &who, &project, Action::Read).await?;
