@@ -96,6 +96,8 @@ pub struct Engine {
     pub wake: Notify,
     /// Wakes this process's webhook delivery processor.
     pub deliveries: Notify,
+    /// Pipeline files per commit and recently read repository registrations.
+    pub webhook_cache: crate::webhook::cache::WebhookCache,
     /// New log lines stored for a stage run (fed by LISTEN on the logs channel).
     pub logs: broadcast::Sender<StageRunId>,
     /// What this process measures for `/metrics` (counts come from the database).
@@ -198,6 +200,7 @@ impl Engine {
             kube,
             wake: Notify::new(),
             deliveries: Notify::new(),
+            webhook_cache: crate::webhook::cache::WebhookCache::default(),
             logs,
             metrics: crate::http::metrics::Metrics::default(),
             plans: Mutex::default(),

@@ -20,6 +20,7 @@ use super::error::ApiError;
 use crate::engine::Engine;
 use crate::run::{self, RunContext, TriggerRequest};
 use crate::store::{deliveries, pipelines, repos};
+use crate::webhook::cache::KnownRepo;
 use crate::webhook::{self, Provider};
 
 pub fn router() -> Router<Arc<Engine>> {
@@ -90,25 +91,9 @@ async fn receive(
     })?;
     let body = read_body(engine, body).await?;
     let named = webhook::repository(provider, &body)?;
-    let repo = repos::find_for_delivery(
-        &engine.store.pool,
-        provider.as_str(),
-        &named.full_name,
-        &named.urls,
-    )
-    .await?
-    .ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "no {} repository `{}` is registered with Gantry (register it with POST /api/v1/projects/PROJECT/repositories)",
-            provider.as_str(),
-            named.full_name
-        ))
-    })?;
-    let secret = engine
-        .secrets
-        .decrypt(&repo.secret_nonce, &repo.secret_cipher)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    webhook::verify(provider, &secret, headers, &body)?;
+    let known = known_repo(engine, provider, &named).await?;
+    webhook::verify(provider, &known.secret, headers, &body)?;
+    let repo = &known.row;
 
     let key = delivery_key(headers, names.delivery, &body);
     // A ping is answered at once: there is nothing to process, and the sender wants a 200.
@@ -152,6 +137,44 @@ async fn receive(
         StatusCode::ACCEPTED,
         json!({ "delivery": id, "status": "received" }),
     ))
+}
+
+/// The registration a delivery names, with its secret: from the cache when read in the
+/// last seconds (every delivery needs it, and registrations rarely change).
+async fn known_repo(
+    engine: &Engine,
+    provider: Provider,
+    named: &webhook::RepoRef,
+) -> Result<Arc<KnownRepo>, ApiError> {
+    if let Some(known) = engine
+        .webhook_cache
+        .repo(provider.as_str(), &named.full_name)
+    {
+        return Ok(known);
+    }
+    let row = repos::find_for_delivery(
+        &engine.store.pool,
+        provider.as_str(),
+        &named.full_name,
+        &named.urls,
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no {} repository `{}` is registered with Gantry (register it with POST /api/v1/projects/PROJECT/repositories)",
+            provider.as_str(),
+            named.full_name
+        ))
+    })?;
+    let secret = engine
+        .secrets
+        .decrypt(&row.secret_nonce, &row.secret_cipher)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let known = Arc::new(KnownRepo { row, secret });
+    engine
+        .webhook_cache
+        .keep_repo(provider.as_str(), &named.full_name, Arc::clone(&known));
+    Ok(known)
 }
 
 /// The generic hook: a pipeline with `on.webhook.secret: NAME` is started by a POST carrying

@@ -113,6 +113,7 @@ async fn register(
         },
     )
     .await?;
+    engine.webhook_cache.forget_repos();
     let row = repos::get(&engine.store.pool, id).await?;
     let base = engine.config.public_url.as_deref().unwrap_or(&engine.url);
     let mut body = serde_json::to_value(&row).map_err(|e| ApiError::Internal(e.to_string()))?;

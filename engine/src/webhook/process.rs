@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::cache::CachedFile;
 use super::event::{Event, GitRef, Parsed, Provider};
 use super::filter::{self, Decision};
 use super::source::{self, SourceError};
@@ -205,15 +206,48 @@ pub async fn handle(
         return Ok((DeliveryStatus::Ignored, "nothing to run".into()));
     };
     let auth = source::clone_auth(engine, repo).await?;
-    let mirror = source::fetch(
-        engine,
-        &repo.clone_url,
-        &commit,
-        context.git_ref.as_deref(),
-        auth.clone(),
-    )
-    .await?;
-    let files = source::pipeline_files(mirror.clone(), &commit, &repo.pipeline_files).await?;
+    let files = match engine
+        .webhook_cache
+        .files(repo.id.0, &commit, &repo.pipeline_files)
+    {
+        Some(files) => files,
+        None => {
+            let mirror = source::fetch(
+                engine,
+                &repo.clone_url,
+                &commit,
+                context.git_ref.as_deref(),
+                auth.clone(),
+            )
+            .await?;
+            let found = source::pipeline_files(mirror, &commit, &repo.pipeline_files).await?;
+            let files: Arc<Vec<CachedFile>> = Arc::new(
+                found
+                    .into_iter()
+                    .map(|file| {
+                        let text = file.text.clone().unwrap_or_default();
+                        let plan = file.text.and_then(|text| {
+                            crate::pipeline::load(&file.path, &text)
+                                .map(Arc::new)
+                                .map_err(|report| report.to_string())
+                        });
+                        CachedFile {
+                            path: file.path,
+                            text,
+                            plan,
+                        }
+                    })
+                    .collect(),
+            );
+            engine.webhook_cache.keep_files(
+                repo.id.0,
+                &commit,
+                &repo.pipeline_files,
+                Arc::clone(&files),
+            );
+            files
+        }
+    };
     let short = &commit[..commit.len().min(12)];
     if files.is_empty() {
         return Ok((
@@ -228,32 +262,22 @@ pub async fn handle(
     let mut changed: Option<Vec<String>> = None;
     let mut lines = Vec::new();
     let mut started = 0;
-    for file in files {
-        let parsed_file = file.text.clone().and_then(|text| {
-            crate::pipeline::load(&file.path, &text)
-                .map(|plan| (text.clone(), plan))
-                .map_err(|report| report.to_string())
-        });
-        match parsed_file {
+    for file in files.iter() {
+        match &file.plan {
             Err(problems) => {
                 let run = failed_run(
-                    tx,
-                    repo,
-                    &file.path,
-                    file.text.as_deref().unwrap_or(""),
-                    trigger,
-                    &context,
-                    &problems,
+                    tx, repo, &file.path, &file.text, trigger, &context, problems,
                 )
                 .await?;
                 deliveries::link_run(&mut *tx, delivery, run.0).await?;
                 lines.push(format!("{}: invalid, run {} failed", file.path, run.1));
                 started += 1;
             }
-            Ok((text, plan)) => {
+            Ok(plan) => {
                 if changed.is_none() && filter::needs_changed_files(&plan.pipeline, event) {
-                    changed =
-                        Some(changed_files(engine, repo, &mirror, event, auth.clone()).await?);
+                    changed = Some(
+                        changed_files(engine, repo, &commit, &context, event, auth.clone()).await?,
+                    );
                 }
                 let changed_refs: Vec<&str> = changed
                     .as_deref()
@@ -273,7 +297,7 @@ pub async fn handle(
                         let pipeline =
                             pipelines::ensure_pipeline(&mut *tx, repo.project_id, &name).await?;
                         let (version, _, _) =
-                            pipelines::add_version(&mut *tx, pipeline, &text).await?;
+                            pipelines::add_version(&mut *tx, pipeline, &file.text).await?;
                         pipelines::link_repository(&mut *tx, pipeline, repo.id, &file.path).await?;
                         let params = match run::resolve_params(&plan.pipeline, &BTreeMap::new()) {
                             Ok(params) => params,
@@ -287,7 +311,7 @@ pub async fn handle(
                             NewRunOf {
                                 pipeline,
                                 version,
-                                plan: &plan,
+                                plan,
                                 trigger,
                                 params: &params,
                                 context: &context,
@@ -317,7 +341,8 @@ pub async fn handle(
 async fn changed_files(
     engine: &Engine,
     repo: &RepoRow,
-    mirror: &source::SharedMirror,
+    commit: &str,
+    context: &RunContext,
     event: &Event,
     auth: Option<gantry_runner::wire::GitAuth>,
 ) -> Result<Vec<String>, ProcessError> {
@@ -328,11 +353,19 @@ async fn changed_files(
         Event::PullRequest(pr) => (pr.base_sha.clone(), pr.head_sha.clone()),
         _ => return Ok(Vec::new()),
     };
+    let mirror = source::fetch(
+        engine,
+        &repo.clone_url,
+        commit,
+        context.git_ref.as_deref(),
+        auth.clone(),
+    )
+    .await?;
     if let Some(from) = &from {
         // The older commit may not be in the mirror yet (shallow fetches).
         source::fetch(engine, &repo.clone_url, from, None, auth).await?;
     }
-    Ok(source::changed_files(mirror.clone(), from, &to).await?)
+    Ok(source::changed_files(mirror, from, &to).await?)
 }
 
 /// Records a broken pipeline file as a failed run of the pipeline it defines (or used to):
