@@ -70,8 +70,9 @@ ALTER TABLE runs ADD COLUMN status_reported TEXT;
 ALTER TABLE runs ADD COLUMN status_attempts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN status_next_at TIMESTAMPTZ;
 ALTER TABLE runs ADD COLUMN status_error TEXT;
+-- Runs about a repository's commit (webhook, scheduled or manual) whose status is not final yet.
 CREATE INDEX runs_status_unreported ON runs (id)
-    WHERE delivery_id IS NOT NULL AND status_reported IS DISTINCT FROM 'final';
+    WHERE (context ? 'repository_id') AND status_reported IS DISTINCT FROM 'final';
 
 -- One row per cron slot that started (or was claimed to start) a run: the primary key is what
 -- makes a slot fire once however many engines share the database.

@@ -788,4 +788,48 @@ async fn commit_statuses_are_reported_pending_then_final_to_the_providers_api() 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A run started by hand builds the branch head and reports its status too.
+    let manual: Value = app
+        .http()
+        .post(format!(
+            "{}/api/v1/projects/test/pipelines/build/runs",
+            app.url()
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("trigger")
+        .json()
+        .await
+        .expect("json");
+    let manual = manual["run_id"].as_i64().expect("run id");
+    let (run, _) = app.wait_for_run(RunId(manual), WAIT).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let calls = recorded.lock().expect("lock").clone();
+        let mine: Vec<&str> = calls
+            .iter()
+            .filter(|c| {
+                c.2["target_url"]
+                    .as_str()
+                    .unwrap_or("")
+                    .ends_with(&format!("/runs/{manual}"))
+            })
+            .filter_map(|c| c.2["state"].as_str())
+            .collect();
+        if mine.last() == Some(&"success") {
+            assert!(
+                calls
+                    .iter()
+                    .all(|c| c.0 == format!("/repos/acme/app/statuses/{commit}"))
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "statuses so far: {calls:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

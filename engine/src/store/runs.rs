@@ -307,7 +307,8 @@ pub struct StatusDue {
     pub repository_id: i64,
 }
 
-/// Runs of repository pipelines whose reported commit status lags behind their state.
+/// Runs about a repository's commit (started by a webhook, a schedule or by hand) whose
+/// reported commit status lags behind their state.
 /// `state_of` in SQL mirrors `commit_status::state_for`: pending while queued or running.
 pub async fn statuses_due(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<StatusDue>> {
     Ok(sqlx::query_as!(
@@ -316,7 +317,7 @@ pub async fn statuses_due(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Sta
                   r.reason, r.context, r.status_reported AS reported, r.status_attempts AS attempts,
                   p.repository_id AS "repository_id!"
            FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
-           WHERE r.delivery_id IS NOT NULL AND p.repository_id IS NOT NULL
+           WHERE (r.context ? 'repository_id') AND p.repository_id IS NOT NULL
              AND r.status_reported IS DISTINCT FROM 'final'
              AND r.status_reported IS DISTINCT FROM
                  (CASE WHEN r.status IN ('queued', 'running') THEN 'pending' ELSE 'final' END)
