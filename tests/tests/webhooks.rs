@@ -691,8 +691,8 @@ async fn a_gitea_pull_request_from_a_fork_runs_the_head_commit_without_secrets()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_statuses_are_reported_pending_then_final_to_the_providers_api() {
-    use std::sync::{Arc, Mutex};
-    let recorded: Arc<Mutex<Vec<(String, String, Value)>>> = Arc::default();
+    use std::sync::Arc;
+    let recorded: Recorded = Arc::default();
     let seen = Arc::clone(&recorded);
     let api = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let seen = Arc::clone(&seen);
@@ -762,31 +762,20 @@ async fn commit_statuses_are_reported_pending_then_final_to_the_providers_api() 
     let ids = run_ids(&d);
     let (run, _) = app.wait_for_run(ids[0], WAIT).await;
     assert_eq!(run.status, RunStatus::Succeeded);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let calls = recorded.lock().expect("lock").clone();
-        let states: Vec<&str> = calls.iter().filter_map(|c| c.2["state"].as_str()).collect();
-        if states.last() == Some(&"success") {
-            assert_eq!(states.first(), Some(&"pending"), "{calls:?}");
-            for (path, auth, body) in &calls {
-                assert_eq!(path, &format!("/repos/acme/app/statuses/{commit}"));
-                assert_eq!(auth, "Bearer ghp_token_value");
-                assert_eq!(body["context"], "gantry/build");
-                assert!(
-                    body["target_url"]
-                        .as_str()
-                        .unwrap_or("")
-                        .ends_with(&format!("/runs/{}", run.id)),
-                    "{body}"
-                );
-            }
-            break;
-        }
+    let calls = until_final_success(&recorded, run.id.0).await;
+    let states = states_of(&calls, run.id.0);
+    assert_eq!(states.first(), Some(&"pending"), "{calls:?}");
+    for (path, auth, body) in &calls {
+        assert_eq!(path, &format!("/repos/acme/app/statuses/{commit}"));
+        assert_eq!(auth, "Bearer ghp_token_value");
+        assert_eq!(body["context"], "gantry/build");
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "statuses so far: {calls:?}"
+            body["target_url"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(&format!("/runs/{}", run.id)),
+            "{body}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A run started by hand builds the branch head and reports its status too.
     let manual: Value = app
@@ -805,26 +794,34 @@ async fn commit_statuses_are_reported_pending_then_final_to_the_providers_api() 
     let manual = manual["run_id"].as_i64().expect("run id");
     let (run, _) = app.wait_for_run(RunId(manual), WAIT).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
+    let calls = until_final_success(&recorded, manual).await;
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.0 == format!("/repos/acme/app/statuses/{commit}"))
+    );
+}
+
+/// What the recording provider API received: (path, Authorization, JSON body).
+type Recorded = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>;
+
+/// The states reported for one run (its status links to `/runs/ID`), in order.
+fn states_of(calls: &[(String, String, Value)], run: i64) -> Vec<&str> {
+    let link = format!("/runs/{run}");
+    calls
+        .iter()
+        .filter(|c| c.2["target_url"].as_str().unwrap_or("").ends_with(&link))
+        .filter_map(|c| c.2["state"].as_str())
+        .collect()
+}
+
+/// Waits until the last state reported for `run` is success; returns every call so far.
+async fn until_final_success(recorded: &Recorded, run: i64) -> Vec<(String, String, Value)> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let calls = recorded.lock().expect("lock").clone();
-        let mine: Vec<&str> = calls
-            .iter()
-            .filter(|c| {
-                c.2["target_url"]
-                    .as_str()
-                    .unwrap_or("")
-                    .ends_with(&format!("/runs/{manual}"))
-            })
-            .filter_map(|c| c.2["state"].as_str())
-            .collect();
-        if mine.last() == Some(&"success") {
-            assert!(
-                calls
-                    .iter()
-                    .all(|c| c.0 == format!("/repos/acme/app/statuses/{commit}"))
-            );
-            break;
+        if states_of(&calls, run).last() == Some(&"success") {
+            return calls;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

@@ -59,6 +59,18 @@ pub fn digest(yaml: &str) -> String {
     hex::encode(Sha256::digest(yaml.as_bytes()))
 }
 
+/// Locks the pipeline's row until the transaction ends, so concurrent writers number its
+/// versions without gaps or clashes.
+async fn lock(tx: &mut sqlx::PgConnection, pipeline: PipelineId) -> Result<()> {
+    sqlx::query!(
+        "SELECT id FROM pipelines WHERE id = $1 FOR UPDATE",
+        pipeline.0
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// Stores `yaml` as the pipeline's newest version unless it is identical to the newest one.
 /// Returns the version's id and number, and whether it is new. Run inside a transaction: the
 /// pipeline row is locked so concurrent applies number versions without gaps or clashes.
@@ -68,12 +80,7 @@ pub async fn add_version(
     yaml: &str,
 ) -> Result<(VersionId, i32, bool)> {
     let digest = digest(yaml);
-    sqlx::query!(
-        "SELECT id FROM pipelines WHERE id = $1 FOR UPDATE",
-        pipeline.0
-    )
-    .fetch_one(&mut *tx)
-    .await?;
+    lock(tx, pipeline).await?;
     let latest = sqlx::query!(
         r#"SELECT id AS "id: VersionId", version, digest FROM pipeline_versions
            WHERE pipeline_id = $1 ORDER BY version DESC LIMIT 1"#,
@@ -108,12 +115,7 @@ pub async fn add_broken_version(
     yaml: &str,
 ) -> Result<VersionId> {
     let digest = digest(yaml);
-    sqlx::query!(
-        "SELECT id FROM pipelines WHERE id = $1 FOR UPDATE",
-        pipeline.0
-    )
-    .fetch_one(&mut *tx)
-    .await?;
+    lock(tx, pipeline).await?;
     let id = sqlx::query_scalar!(
         r#"INSERT INTO pipeline_versions (pipeline_id, version, yaml, digest, valid)
            SELECT $1, COALESCE(max(version), 0) + 1, $2, $3, false FROM pipeline_versions

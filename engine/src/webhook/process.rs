@@ -205,19 +205,20 @@ pub async fn handle(
     let Some((context, trigger, commit)) = context_of(repo, parsed.provider, event) else {
         return Ok((DeliveryStatus::Ignored, "nothing to run".into()));
     };
-    let auth = source::clone_auth(engine, repo).await?;
     let files = match engine
         .webhook_cache
         .files(repo.id.0, &commit, &repo.pipeline_files)
     {
         Some(files) => files,
         None => {
+            // The token is read only when git is reached: a cached commit needs neither.
+            let auth = source::clone_auth(engine, repo).await?;
             let mirror = source::fetch(
                 engine,
                 &repo.clone_url,
                 &commit,
                 context.git_ref.as_deref(),
-                auth.clone(),
+                auth,
             )
             .await?;
             let found = source::pipeline_files(mirror, &commit, &repo.pipeline_files).await?;
@@ -275,9 +276,7 @@ pub async fn handle(
             }
             Ok(plan) => {
                 if changed.is_none() && filter::needs_changed_files(&plan.pipeline, event) {
-                    changed = Some(
-                        changed_files(engine, repo, &commit, &context, event, auth.clone()).await?,
-                    );
+                    changed = Some(changed_files(engine, repo, &commit, &context, event).await?);
                 }
                 let changed_refs: Vec<&str> = changed
                     .as_deref()
@@ -344,7 +343,6 @@ async fn changed_files(
     commit: &str,
     context: &RunContext,
     event: &Event,
-    auth: Option<gantry_runner::wire::GitAuth>,
 ) -> Result<Vec<String>, ProcessError> {
     let zero = |sha: &str| sha.bytes().all(|b| b == b'0');
     let (from, to) = match event {
@@ -353,6 +351,7 @@ async fn changed_files(
         Event::PullRequest(pr) => (pr.base_sha.clone(), pr.head_sha.clone()),
         _ => return Ok(Vec::new()),
     };
+    let auth = source::clone_auth(engine, repo).await?;
     let mirror = source::fetch(
         engine,
         &repo.clone_url,
