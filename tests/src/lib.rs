@@ -19,6 +19,7 @@ pub mod kube;
 pub mod proc;
 pub mod registry;
 pub mod serve;
+pub mod ui_session;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {

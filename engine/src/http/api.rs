@@ -112,7 +112,7 @@ async fn deployment_targets(
 
 /// Checks `action` in `project`, and that a pipeline of the project deploys to the
 /// Deployment: a project's members steer only their own Deployments.
-async fn authorized_deployment<'e>(
+pub(crate) async fn authorized_deployment<'e>(
     engine: &'e Engine,
     who: &Principal,
     project: &str,

@@ -178,3 +178,52 @@ pub async fn set_secret(
         super::urlencode(&form.name)
     )))
 }
+
+/// `kubectl rollout undo --to-revision N` from the deployments page's button; field
+/// `to_revision` (0 or absent: the revision before the current one).
+pub async fn undo_deployment(
+    State(engine): State<Arc<Engine>>,
+    mut who: Principal,
+    Path((project, namespace, name)): Path<(String, String, String)>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Result<Redirect, PageError> {
+    checked(&mut who, &fields)?;
+    let to_revision = match field(&fields, "to_revision").filter(|v| !v.is_empty()) {
+        None => 0,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|r| *r >= 0)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "`{text}` is not a revision number (0 means the previous revision)"
+                ))
+            })?,
+    };
+    let client =
+        api::authorized_deployment(&engine, &who, &project, &namespace, &name, Action::Deploy)
+            .await?;
+    let undone = crate::deploy::history::undo(client, &namespace, &name, to_revision).await?;
+    tracing::info!(
+        project,
+        namespace,
+        name,
+        to_revision = undone.to_revision,
+        changed = undone.changed,
+        by = who.user().map(|u| u.name.as_str()).unwrap_or_default(),
+        "rollback from the web UI"
+    );
+    Ok(Redirect::to(&format!(
+        "/p/{}/deployments?undone={}&revision={}{}#deploy-{}-{}",
+        super::urlencode(&project),
+        super::urlencode(&format!("{namespace}/{name}")),
+        undone.to_revision,
+        if undone.changed {
+            ""
+        } else {
+            "&unchanged=true"
+        },
+        super::urlencode(&namespace),
+        super::urlencode(&name),
+    )))
+}

@@ -43,6 +43,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "deliveries.html",
         include_str!("../../templates/deliveries.html"),
     ),
+    (
+        "deployments.html",
+        include_str!("../../templates/deployments.html"),
+    ),
     ("tokens.html", include_str!("../../templates/tokens.html")),
 ];
 
@@ -183,6 +187,11 @@ pub fn router() -> Router<Arc<Engine>> {
             get(pages::secrets).post(actions::set_secret),
         )
         .route("/p/{project}/deliveries", get(pages::deliveries))
+        .route("/p/{project}/deployments", get(pages::deployments))
+        .route(
+            "/p/{project}/deployments/{namespace}/{name}/undo",
+            post(actions::undo_deployment),
+        )
         .route("/runs/{id}", get(pages::run))
         .route("/runs/{id}/cancel", post(actions::cancel))
         .route("/runs/{id}/rerun", post(actions::rerun))
@@ -382,6 +391,7 @@ mod tests {
                 ],
                 can_trigger: true,
                 can_secrets: true,
+                deploys: true,
                 older: Some(RunId(5)),
             },
         );
@@ -518,6 +528,42 @@ mod tests {
         assert!(html.contains("&lt;does not match&gt;"), "escaped: {html}");
         assert!(html.contains(r#"href="/runs/9""#) && html.contains("badge s-ignored"));
         done.push("deliveries.html");
+
+        let html = rendered(
+            "deployments.html",
+            &DeploymentsPage {
+                chrome: chrome(),
+                project: "web".into(),
+                cluster: true,
+                can_deploy: true,
+                targets: vec![DeploymentItem {
+                    namespace: "demo".into(),
+                    name: "web".into(),
+                    anchor: "demo-web".into(),
+                    deployed_by: vec!["web / rollout".into()],
+                    revisions: [2, 1]
+                        .into_iter()
+                        .map(|revision| crate::deploy::history::Revision {
+                            revision,
+                            replica_set: format!("web-{revision}"),
+                            change_cause: Some(format!("<run {revision}>")),
+                            images: vec![format!("web=web:{revision}")],
+                            current: revision == 2,
+                            created: None,
+                        })
+                        .collect(),
+                    error: String::new(),
+                }],
+                done: "demo/web rolled back to revision 1.".into(),
+            },
+        );
+        // A button for the old revision only, posting its number with the CSRF token.
+        assert!(html.contains(r#"action="/p/web/deployments/demo/web/undo""#));
+        assert!(html.contains(r#"name="to_revision" value="1""#));
+        assert!(!html.contains(r#"name="to_revision" value="2""#));
+        assert!(html.contains(r#"name="csrf" value="CSRF-TOKEN""#));
+        assert!(html.contains("&lt;run 1&gt;"), "escaped: {html}");
+        done.push("deployments.html");
 
         names.sort_unstable();
         done.sort_unstable();

@@ -164,6 +164,8 @@ pub struct PipelinePage {
     pub params: Vec<ParamField>,
     pub can_trigger: bool,
     pub can_secrets: bool,
+    /// Whether the pipeline has a deploy stage (its page links to the deployments page).
+    pub deploys: bool,
     /// The id to page back from (`?before=`), when there may be older runs.
     pub older: Option<RunId>,
 }
@@ -237,6 +239,12 @@ pub async fn pipeline(
             params: param_fields(&plan),
             can_trigger: allows(role, Action::Trigger) && who.user().is_some(),
             can_secrets: allows(role, Action::ListSecrets) && who.user().is_some(),
+            deploys: plan
+                .pipeline
+                .stages
+                .iter()
+                .chain(&plan.pipeline.finally)
+                .any(|s| matches!(s.kind, crate::pipeline::StageKind::Deploy(_))),
             older,
         },
     )?)
@@ -595,6 +603,101 @@ pub async fn deliveries(
                         .collect(),
                 })
                 .collect(),
+        },
+    )?)
+}
+
+#[derive(Serialize)]
+pub struct DeploymentsPage {
+    pub chrome: Chrome,
+    pub project: String,
+    /// False when this engine has no Kubernetes cluster to read the revisions from.
+    pub cluster: bool,
+    pub can_deploy: bool,
+    pub targets: Vec<DeploymentItem>,
+    /// After a rollback: what the form did.
+    pub done: String,
+}
+
+#[derive(Serialize)]
+pub struct DeploymentItem {
+    pub namespace: String,
+    pub name: String,
+    /// For the section's id: `demo-web`.
+    pub anchor: String,
+    /// `pipeline / stage` that roll out to it.
+    pub deployed_by: Vec<String>,
+    /// Newest first, as people read a history.
+    pub revisions: Vec<crate::deploy::history::Revision>,
+    /// Why the revisions could not be read (the Deployment is gone, the cluster refused).
+    pub error: String,
+}
+
+#[derive(Deserialize)]
+pub struct DeploymentsQuery {
+    undone: Option<String>,
+    revision: Option<i64>,
+    unchanged: Option<bool>,
+}
+
+/// The Deployments the project's pipelines roll out to, each with its revision history
+/// (`kubectl rollout history`) and, for those who may deploy, a rollback button per revision.
+pub async fn deployments(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+    Path(project): Path<String>,
+    Query(query): Query<DeploymentsQuery>,
+) -> Result<Html<String>, PageError> {
+    let granted = access::require(&engine.store.pool, &who, &project, Action::Read).await?;
+    let mut targets: Vec<DeploymentItem> = Vec::new();
+    for t in crate::deploy::targets(&engine, &project).await? {
+        let by = format!("{} / {}", t.pipeline, t.stage);
+        if let Some(known) = targets
+            .iter_mut()
+            .find(|d| d.namespace == t.namespace && d.name == t.deployment)
+        {
+            known.deployed_by.push(by);
+            continue;
+        }
+        targets.push(DeploymentItem {
+            anchor: format!("{}-{}", t.namespace, t.deployment),
+            namespace: t.namespace,
+            name: t.deployment,
+            deployed_by: vec![by],
+            revisions: Vec::new(),
+            error: String::new(),
+        });
+    }
+    if let Some(client) = engine.kube.as_ref() {
+        for target in &mut targets {
+            // One Deployment that cannot be read does not hide the others.
+            match crate::deploy::history::history(client, &target.namespace, &target.name).await {
+                Ok(mut revisions) => {
+                    revisions.reverse();
+                    target.revisions = revisions;
+                }
+                Err(e) => target.error = e.to_string(),
+            }
+        }
+    }
+    let done = match (query.undone, query.revision) {
+        (Some(target), Some(revision)) if query.unchanged == Some(true) => {
+            format!("{target} already runs revision {revision}: nothing to roll back.")
+        }
+        (Some(target), Some(revision)) => {
+            format!("{target} rolled back to revision {revision}; it is now the newest revision.")
+        }
+        _ => String::new(),
+    };
+    Ok(render(
+        "deployments.html",
+        &DeploymentsPage {
+            chrome: Chrome::of(&who),
+            project,
+            cluster: engine.kube.is_some(),
+            can_deploy: allows(granted.role, Action::Deploy),
+            targets,
+            done,
         },
     )?)
 }
