@@ -157,6 +157,7 @@ async fn anonymous_read_opens_reads_only_and_every_route_refuses_anonymous_other
             .replace("{name}", "gated")
             .replace("{id}", &run.to_string())
             .replace("{key}", "gate")
+            .replace("{artifact}", "1")
             .replace("{user}", "admin");
         let url = format!("{api}{path}");
         let request = match method {

@@ -173,6 +173,17 @@ async fn every_documented_route_answers_as_documented() {
     .expect("insert a delivery")
     .expect("a new delivery");
 
+    // The run's artifact (out.txt, kept by `build`), to download.
+    let artifacts: Value = http
+        .get(format!("{}/api/v1/runs/{run}/artifacts", app.url()))
+        .send()
+        .await
+        .expect("GET artifacts")
+        .json()
+        .await
+        .expect("JSON");
+    let artifact = artifacts[0]["id"].as_i64().expect("an artifact id");
+
     // Reads first, then the routes that change things, deletions last.
     let mut routes: Vec<(&str, &str)> = ROUTES.to_vec();
     routes.sort_by_key(|(method, _)| match *method {
@@ -191,6 +202,7 @@ async fn every_documented_route_answers_as_documented() {
             .replace("secrets/{name}", "secrets/TOKEN")
             .replace("{namespace}", "demo")
             .replace("{name}", "documented")
+            .replace("{artifact}", &artifact.to_string())
             .replace("{id}", &run.to_string())
             .replace("{key}", "build");
         let url = format!("{}/api/v1{path}", app.url());
@@ -238,7 +250,9 @@ async fn every_documented_route_answers_as_documented() {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let body = answer.text().await.expect("body");
+        let length = answer.content_length();
+        let bytes = answer.bytes().await.expect("body");
+        let body = String::from_utf8_lossy(&bytes).into_owned();
         let content = documented["content"].as_object();
         match content {
             None => assert!(body.is_empty(), "{what}: undocumented body {body}"),
@@ -269,6 +283,10 @@ async fn every_documented_route_answers_as_documented() {
                                 serde_json::from_str(&event.data).expect("JSON event");
                             assert_matches(&doc, &spec["x-event-data"], &line, &what);
                         }
+                    }
+                    "application/gzip" => {
+                        assert_eq!(bytes.get(..2), Some(&[0x1f, 0x8b][..]), "{what}: gzip");
+                        assert_eq!(length, Some(bytes.len() as u64), "{what}: length");
                     }
                     _ => assert!(body.contains("built"), "{what}: {body}"),
                 }

@@ -32,6 +32,7 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/runs/{id}/rerun", post(rerun))
         .route("/runs/{id}/artifacts", get(run_artifacts))
+        .route("/runs/{id}/artifacts/{artifact}", get(download_artifact))
         .route("/runs/{id}/events", get(run_events))
         .route("/runs/{id}/stages/{key}", get(get_stage))
         .route("/runs/{id}/stages/{key}/cancel", post(cancel_stage))
@@ -469,6 +470,71 @@ async fn run_artifacts(
     Ok(Json(
         store::artifacts::of_stages(&engine.store.pool, &ids).await?,
     ))
+}
+
+/// One artifact of the run (a tar.gz of what the stage kept), streamed one stored chunk at a
+/// time, with its SHA-256 in `X-Checksum-Sha256` so a download can be checked.
+async fn download_artifact(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+    Path((id, artifact)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (run, _) = authorized_run(&engine, &who, &id, Action::Read).await?;
+    let not_found = || ApiError::NotFound(format!("run {} has no artifact {artifact}", run.id));
+    let artifact_id: i64 = artifact.parse().map_err(|_| not_found())?;
+    let rows = stages::for_run(&engine.store.pool, run.id).await?;
+    let found = store::artifacts::get(&engine.store.pool, artifact_id)
+        .await
+        .ok()
+        .filter(|a| {
+            // Only the run's own stages' artifacts (and those a rerun reused) are its.
+            rows.iter()
+                .any(|s| s.reused_from.unwrap_or(s.id) == a.stage_run_id)
+        })
+        .ok_or_else(not_found)?;
+    let stage = rows
+        .iter()
+        .find(|s| s.reused_from.unwrap_or(s.id) == found.stage_run_id)
+        .map(|s| s.key.as_str())
+        .unwrap_or("stage");
+    let file = format!(
+        "{}-run{}-{stage}-{}.tar.gz",
+        run.pipeline, run.number, found.name
+    )
+    .chars()
+    .map(|c| {
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+            c
+        } else {
+            '_'
+        }
+    })
+    .collect::<String>();
+    let mut headers = vec![
+        (header::CONTENT_TYPE, "application/gzip".to_owned()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{file}\""),
+        ),
+        (header::CONTENT_LENGTH, found.size.to_string()),
+    ];
+    if let Some(sha) = &found.sha256 {
+        headers.push((
+            header::HeaderName::from_static("x-checksum-sha256"),
+            sha.clone(),
+        ));
+    }
+    let mut response = axum::body::Body::from_stream(super::runner::artifact_chunks(
+        engine.store.pool.clone(),
+        found.id,
+    ))
+    .into_response();
+    for (name, value) in headers {
+        if let Ok(value) = header::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    Ok(response)
 }
 
 async fn run_events(

@@ -19,6 +19,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/runs/{id}/cancel"),
     ("post", "/runs/{id}/rerun"),
     ("get", "/runs/{id}/artifacts"),
+    ("get", "/runs/{id}/artifacts/{artifact}"),
     ("get", "/runs/{id}/events"),
     ("get", "/runs/{id}/stages/{key}"),
     ("post", "/runs/{id}/stages/{key}/cancel"),
@@ -334,6 +335,26 @@ fn operation(method: &str, path: &str) -> Option<Value> {
             &["run_id"],
             with_errors(
                 json!({ "200": json_response("The artifacts.", array_of("Artifact")) }),
+                RUN_ERRORS,
+            ),
+        ),
+        ("get", "/runs/{id}/artifacts/{artifact}") => op(
+            "runs",
+            "downloadArtifact",
+            "Download one artifact of the run: a tar.gz of the paths the stage kept, its \
+             SHA-256 in the `X-Checksum-Sha256` header.",
+            &["run_id", "artifact_id"],
+            with_errors(
+                json!({ "200": {
+                    "description": "The artifact.",
+                    "headers": { "X-Checksum-Sha256": {
+                        "description": "The SHA-256 of the body, hex.",
+                        "schema": { "type": "string" }
+                    } },
+                    "content": { "application/gzip": {
+                        "schema": { "type": "string", "contentMediaType": "application/gzip" }
+                    } }
+                } }),
                 RUN_ERRORS,
             ),
         ),
@@ -690,6 +711,11 @@ fn parameters() -> Value {
         "token_id": path("id", "The token's id.", json!({ "type": "integer", "format": "int64" })),
         "delivery_id": path("id", "The delivery's id.", json!({ "type": "integer", "format": "int64" })),
         "run_id": path("id", "The run's id.", json!({ "type": "integer", "format": "int64" })),
+        "artifact_id": path(
+            "artifact",
+            "The artifact's id (`id` in the run's artifact list).",
+            json!({ "type": "integer", "format": "int64" })
+        ),
         "stage_key": path(
             "key",
             "The stage's key: its name, with the matrix values for a matrix instance (`test[os=linux]`).",

@@ -261,7 +261,7 @@ async fn download_artifact(
         return Err(ApiError::NotFound(format!("artifact {id} not found")));
     }
     let pool = engine.store.pool.clone();
-    let stream = async_stream_chunks(pool, id);
+    let stream = artifact_chunks(pool, id);
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/gzip")],
         Body::from_stream(stream),
@@ -270,7 +270,7 @@ async fn download_artifact(
 }
 
 /// Streams an artifact one stored chunk at a time, so memory stays at one chunk.
-fn async_stream_chunks(
+pub(crate) fn artifact_chunks(
     pool: sqlx::PgPool,
     id: i64,
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send {

@@ -449,15 +449,16 @@ mod tests {
                     }),
                 }],
                 artifacts: vec![ArtifactItem {
+                    id: 4,
                     stage: "build".into(),
                     name: "dist".into(),
                     size_text: size_text(2048),
                     sha256: "ff".into(),
                 }],
-                images: vec![ImageItem {
-                    stage: "build".into(),
-                    image: "registry/app@sha256:abc".into(),
-                }],
+                images: vec![ImageItem::new(
+                    "build".into(),
+                    "registry/app@sha256:abc".into(),
+                )],
                 can_cancel: true,
                 can_rerun: true,
             },
@@ -467,6 +468,11 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("2.0 KiB") && html.contains("<svg"));
+        assert!(
+            html.contains(r#"href="/api/v1/runs/7/artifacts/4""#),
+            "{html}"
+        );
+        assert!(html.contains("<code>registry&#x2F;app</code>") && html.contains("sha256:abc"));
         done.push("run.html");
 
         rendered(

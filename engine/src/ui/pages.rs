@@ -281,6 +281,7 @@ pub struct ApprovalItem {
 
 #[derive(Serialize)]
 pub struct ArtifactItem {
+    pub id: i64,
     pub stage: String,
     pub name: String,
     pub size_text: String,
@@ -290,7 +291,24 @@ pub struct ArtifactItem {
 #[derive(Serialize)]
 pub struct ImageItem {
     pub stage: String,
+    /// As pushed and pinned: `registry/repository@sha256:...`.
     pub image: String,
+    pub repository: String,
+    pub digest: String,
+}
+
+impl ImageItem {
+    pub fn new(stage: String, image: String) -> ImageItem {
+        let (repository, digest) = image
+            .split_once('@')
+            .map_or((image.as_str(), ""), |(r, d)| (r, d));
+        ImageItem {
+            repository: repository.to_owned(),
+            digest: digest.to_owned(),
+            stage,
+            image,
+        }
+    }
 }
 
 /// A stage's box in the graph: where (from the layout) and how it is doing.
@@ -409,6 +427,7 @@ pub async fn run(
         .await?
         .into_iter()
         .map(|a| ArtifactItem {
+            id: a.id,
             stage: rows
                 .iter()
                 .find(|s| s.reused_from.unwrap_or(s.id) == a.stage_run_id)
@@ -447,10 +466,7 @@ pub async fn run(
     let images = items
         .iter()
         .filter(|s| !s.image.is_empty())
-        .map(|s| ImageItem {
-            stage: s.key.clone(),
-            image: s.image.clone(),
-        })
+        .map(|s| ImageItem::new(s.key.clone(), s.image.clone()))
         .collect();
     Ok(render(
         "run.html",
