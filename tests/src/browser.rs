@@ -199,6 +199,46 @@ impl Browser {
             .unwrap_or_else(|e| panic!("click `{text}`: {e}"));
     }
 
+    /// Presses `keys` one after the other as a keyboard would (WebDriver key actions, sent to
+    /// whatever has focus): text, or [`fantoccini::key::Key`] characters (Tab, Enter, ...).
+    pub async fn press(&self, keys: &str) {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let mut actions = KeyActions::new("keyboard".into());
+        for value in keys.chars() {
+            actions = actions
+                .then(KeyAction::Down { value })
+                .then(KeyAction::Up { value });
+        }
+        self.client
+            .perform_actions(actions)
+            .await
+            .unwrap_or_else(|e| panic!("pressing {keys:?}: {e}"));
+    }
+
+    /// Presses Tab until the focused element matches `css` (at most `limit` times) and
+    /// returns how many presses it took; panics naming what had focus along the way.
+    pub async fn tab_to(&self, css: &str, limit: usize) -> usize {
+        let tab = char::from(fantoccini::key::Key::Tab).to_string();
+        let mut seen = Vec::new();
+        for presses in 0..=limit {
+            let focused = self
+                .js(
+                    "const e = document.activeElement; return [e.matches(arguments[0]), e.outerHTML.slice(0, 80)];",
+                    vec![json!(css)],
+                )
+                .await;
+            if focused[0] == json!(true) {
+                return presses;
+            }
+            seen.push(focused[1].as_str().unwrap_or_default().to_owned());
+            self.press(&tab).await;
+        }
+        panic!(
+            "no `{css}` within {limit} presses of Tab; focus went through:\n{}",
+            seen.join("\n")
+        );
+    }
+
     /// Signs in through the login form and waits to leave it.
     pub async fn sign_in(&self, base: &str, user: &str, password: &str) {
         self.goto(&format!("{base}/login")).await;
