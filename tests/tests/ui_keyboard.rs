@@ -1,6 +1,7 @@
 //! The web UI without a mouse, in a real browser (headless Chromium): sign in, open a
 //! pipeline, start a run, approve it and search its log with the keyboard alone, focus always
-//! visible; and on every page, every form control has a name a screen reader can announce.
+//! visible, in the dark theme; and every page fits a 1280 px window and gives every control a
+//! name a screen reader can announce.
 
 use std::time::Duration;
 
@@ -107,6 +108,14 @@ async fn sign_in_trigger_approve_and_search_with_the_keyboard_alone() {
         .await;
     assert_eq!(shown, json!(true), "the focused skip link is on screen");
 
+    // The theme toggle works from the keyboard and is remembered (headless Chromium starts
+    // light): the rest of this test runs dark.
+    let background = "return getComputedStyle(document.body).backgroundColor;";
+    assert_eq!(browser.js(background, vec![]).await, "rgb(251, 251, 252)");
+    tab_and_enter(&browser, "#theme-toggle").await;
+    assert_eq!(browser.js(background, vec![]).await, "rgb(15, 18, 22)");
+    browser.screenshot("0-dashboard-dark").await;
+
     // Dashboard → pipeline → the trigger form, filled in by keyboard.
     tab_and_enter(&browser, "a[href='/p/test/kbd']").await;
     browser
@@ -116,6 +125,11 @@ async fn sign_in_trigger_approve_and_search_with_the_keyboard_alone() {
             WAIT,
         )
         .await;
+    assert_eq!(
+        browser.js(background, vec![]).await,
+        "rgb(15, 18, 22)",
+        "the next page is dark too"
+    );
     browser.tab_to("#param-greeting", 30).await;
     browser.press(&(key(Key::End) + "-by-keys")).await;
     browser.tab_to("#param-loud", 5).await;
@@ -228,6 +242,17 @@ async fn unnamed_controls(browser: &Browser, url: &str) -> Vec<String> {
         .await;
     // The live parts of the run page fill in after load; give them their first update.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Fits a laptop screen (the browser window is 1280 px wide): no sideways scrolling.
+    let overflow = browser
+        .js(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            vec![],
+        )
+        .await;
+    assert!(
+        overflow.as_i64().is_some_and(|o| o <= 0),
+        "{url} is {overflow} px wider than the window"
+    );
     let found: Value = browser.js(UNNAMED, vec![]).await;
     let fields = browser
         .js(
@@ -248,7 +273,7 @@ async fn unnamed_controls(browser: &Browser, url: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_form_control_on_every_page_has_a_name() {
+async fn every_page_names_its_controls_and_fits_a_laptop_screen() {
     let app = TestEngine::start().await;
     app.apply(PIPELINE).await;
     let run = app.trigger("kbd", &[]).await.run_id;
