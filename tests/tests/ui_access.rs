@@ -84,9 +84,32 @@ async fn attempt(app: &TestEngine, session: &Session, action: Action) -> Option<
                 .await
                 .0
         }
-        // No UI form for these: applying is the CLI's and the API's; members are managed
-        // through the API. The rollback form needs a cluster: ui_deploy.rs tries it.
-        Action::EditPipeline | Action::ManageProject | Action::Deploy => return None,
+        Action::ManageProject => {
+            // The members page, adding a member, removing them again, and the settings
+            // form (anonymous read stays off): all or nothing.
+            let page = session.get("/p/test/members").await.0;
+            let (set, _) = session
+                .post(
+                    "/p/test/members",
+                    &[("user", "outsider"), ("role", "developer")],
+                )
+                .await;
+            let (removed, _) = session.post("/p/test/members/outsider/remove", &[]).await;
+            let (settings, _) = session.post("/p/test/settings", &[]).await;
+            if set == StatusCode::SEE_OTHER {
+                assert_eq!(page, StatusCode::OK);
+                assert_eq!(removed, StatusCode::SEE_OTHER);
+                assert_eq!(settings, StatusCode::SEE_OTHER);
+            } else {
+                assert_ne!(page, StatusCode::OK);
+                assert_eq!(removed, set);
+                assert_eq!(settings, set);
+            }
+            set
+        }
+        // No UI form for applying pipelines: that is the CLI's and the API's (from Git, the
+        // webhooks'). The rollback form needs a cluster: ui_deploy.rs tries it.
+        Action::EditPipeline | Action::Deploy => return None,
     })
 }
 
@@ -98,6 +121,7 @@ async fn every_role_may_use_the_forms_its_role_allows_and_no_others() {
     let mut everyone: Vec<(String, Option<Role>, Session)> =
         vec![("anonymous".into(), None, Session::anonymous(&base).await)];
     app.create_user("nobody", "nobody-password").await;
+    app.create_user("outsider", "outsider-password").await;
     everyone.push((
         "no role".into(),
         None,
@@ -171,6 +195,64 @@ async fn every_role_may_use_the_forms_its_role_allows_and_no_others() {
     // The secret set through the form is listed by name; its value appears on no page.
     let (_, secrets) = admin.get("/p/test/secrets").await;
     assert!(secrets.contains("API_KEY") && !secrets.contains("v4lue"));
+    // The members page's forms really grant and take away: a new member reads, a developer
+    // triggers, a removed one is refused; anonymous read opens the project to anyone.
+    let outsider = Session::sign_in(&base, "outsider", "outsider-password").await;
+    assert_eq!(outsider.get("/p/test/gated").await.0, StatusCode::FORBIDDEN);
+    let (status, location) = admin
+        .post(
+            "/p/test/members",
+            &[("user", "outsider"), ("role", "viewer")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, members) = admin.get(&location).await;
+    assert!(members.contains("outsider is now viewer."), "{members}");
+    assert!(members.contains(r#"aria-label="Role of outsider""#));
+    assert_eq!(outsider.get("/p/test/gated").await.0, StatusCode::OK);
+    let (status, _) = outsider.post("/p/test/gated/trigger", &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a viewer does not trigger");
+    admin
+        .post(
+            "/p/test/members",
+            &[("user", "outsider"), ("role", "developer")],
+        )
+        .await;
+    let (status, location) = outsider.post("/p/test/gated/trigger", &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "a developer triggers");
+    assert!(location.starts_with("/runs/"), "{location}");
+    let (status, _) = admin.post("/p/test/members/outsider/remove", &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(outsider.get("/p/test/gated").await.0, StatusCode::FORBIDDEN);
+    let (status, _) = admin
+        .post("/p/test/members", &[("user", "ghost"), ("role", "viewer")])
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no such user");
+    let (status, _) = admin
+        .post(
+            "/p/test/members",
+            &[("user", "outsider"), ("role", "owner")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "no such role");
+    let anonymous = Session::anonymous(&base).await;
+    assert_eq!(
+        anonymous.get(&format!("/runs/{run}")).await.0,
+        StatusCode::SEE_OTHER
+    );
+    admin
+        .post("/p/test/settings", &[("anonymous_read", "true")])
+        .await;
+    assert_eq!(
+        anonymous.get(&format!("/runs/{run}")).await.0,
+        StatusCode::OK
+    );
+    admin.post("/p/test/settings", &[]).await;
+    assert_eq!(
+        anonymous.get(&format!("/runs/{run}")).await.0,
+        StatusCode::SEE_OTHER
+    );
+
     // Signing out ends the session.
     let (status, _) = admin.post("/logout", &[]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);

@@ -295,6 +295,7 @@ async fn every_page_names_its_controls_and_fits_a_laptop_screen() {
         "/p/test/secrets".to_owned(),
         "/p/test/deliveries".to_owned(),
         "/p/test/deployments".to_owned(),
+        "/p/test/members".to_owned(),
         "/tokens".to_owned(),
     ];
     for page in &pages {

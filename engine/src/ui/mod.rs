@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod graph;
+pub mod members;
 pub mod pages;
 pub mod session;
 pub mod tokens;
@@ -47,6 +48,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         "deployments.html",
         include_str!("../../templates/deployments.html"),
     ),
+    ("members.html", include_str!("../../templates/members.html")),
     ("tokens.html", include_str!("../../templates/tokens.html")),
 ];
 
@@ -192,6 +194,12 @@ pub fn router() -> Router<Arc<Engine>> {
             "/p/{project}/deployments/{namespace}/{name}/undo",
             post(actions::undo_deployment),
         )
+        .route(
+            "/p/{project}/members",
+            get(members::page).post(members::set),
+        )
+        .route("/p/{project}/members/{user}/remove", post(members::remove))
+        .route("/p/{project}/settings", post(members::settings))
         .route("/runs/{id}", get(pages::run))
         .route("/runs/{id}/cancel", post(actions::cancel))
         .route("/runs/{id}/rerun", post(actions::rerun))
@@ -275,6 +283,7 @@ async fn asset(Path((version, file)): Path<(String, String)>) -> Response {
 mod tests {
     use super::pages::*;
     use super::*;
+    use crate::access::Role;
     use crate::store::RunId;
 
     fn chrome() -> Chrome {
@@ -341,6 +350,8 @@ mod tests {
                     name: "web".into(),
                     role: "developer".into(),
                     anonymous_read: true,
+                    can_secrets: false,
+                    can_manage: false,
                     pipelines: vec![PipelineCard {
                         name: "build".into(),
                         version: 2,
@@ -570,6 +581,28 @@ mod tests {
         assert!(html.contains(r#"name="csrf" value="CSRF-TOKEN""#));
         assert!(html.contains("&lt;run 1&gt;"), "escaped: {html}");
         done.push("deployments.html");
+
+        let html = rendered(
+            "members.html",
+            &members::MembersPage {
+                chrome: chrome(),
+                project: "web".into(),
+                anonymous_read: true,
+                members: vec![members::MemberItem {
+                    user: "alice".into(),
+                    role: "maintainer",
+                }],
+                roles: Role::ALL.iter().map(|r| r.as_str()).collect(),
+                done: "alice is now maintainer.".into(),
+            },
+        );
+        assert!(
+            html.contains("<option selected>maintainer</option>"),
+            "{html}"
+        );
+        assert!(html.contains(r#"action="/p/web/members/alice/remove""#));
+        assert!(html.contains(r#"name="anonymous_read" value="true" checked"#));
+        done.push("members.html");
 
         names.sort_unstable();
         done.sort_unstable();

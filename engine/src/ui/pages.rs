@@ -46,6 +46,9 @@ pub struct ProjectCard {
     pub name: String,
     pub role: String,
     pub anonymous_read: bool,
+    /// Which of the project's pages to link (the others every reader may open).
+    pub can_secrets: bool,
+    pub can_manage: bool,
     pub pipelines: Vec<PipelineCard>,
 }
 
@@ -77,6 +80,8 @@ pub async fn dashboard(
     let mut cards: Vec<ProjectCard> = projects
         .into_iter()
         .map(|p| ProjectCard {
+            can_secrets: who.user().is_some() && allows(p.role, Action::ListSecrets),
+            can_manage: who.user().is_some() && allows(p.role, Action::ManageProject),
             role: p.role.map(Role::as_str).unwrap_or_default().to_owned(),
             name: p.name,
             anonymous_read: p.anonymous_read,
