@@ -1,7 +1,8 @@
 //! The deployments page against the Kubernetes stand-in (tests/src/kube: a local API server
 //! speaking the real wire protocol, with a Deployment controller that makes ReplicaSets and
-//! revisions): a deploy stage's revisions listed newest first, a rollback from the browser
-//! putting the old image back as a new revision, and who may see and press the button.
+//! revisions): a deploy stage's revisions listed newest first on the deployments page and on
+//! the run page, a rollback from the browser putting the old image back as a new revision,
+//! and who may see and press the button.
 
 use std::time::Duration;
 
@@ -55,7 +56,7 @@ fn image_of(standin: &StandIn) -> String {
 
 /// A stand-in with `demo/web` at revision 1 (`web:1`), and an engine whose `ship` pipeline
 /// has rolled it out to revision 2 (`web:2`).
-async fn deployed() -> (StandIn, TestEngine) {
+async fn deployed() -> (StandIn, TestEngine, gantry::store::RunId) {
     let standin = StandIn::for_tests().await;
     standin.create(Kind::Deployment, "demo", web_deployment());
     standin
@@ -69,7 +70,7 @@ async fn deployed() -> (StandIn, TestEngine) {
     let (row, _) = engine.wait_for_run(run.run_id, LIMIT).await;
     assert_succeeded(&row);
     assert_eq!(image_of(&standin), "web:2");
-    (standin, engine)
+    (standin, engine, run.run_id)
 }
 
 fn admin_password(app: &TestEngine) -> String {
@@ -81,7 +82,7 @@ fn admin_password(app: &TestEngine) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deployments_page_lists_revisions_and_rolls_back_from_the_browser() {
-    let (standin, app) = deployed().await;
+    let (standin, app, run) = deployed().await;
     let base = app.url();
     let browser = Browser::start("deployments").await;
     browser.sign_in(&base, "admin", &admin_password(&app)).await;
@@ -121,8 +122,24 @@ async fn the_deployments_page_lists_revisions_and_rolls_back_from_the_browser() 
         json!(["Roll back to revision 1"]),
         "no button for the current revision"
     );
-    browser.screenshot("1-history").await;
+    browser.screenshot("0-history").await;
 
+    // The run page shows the same history for its deploy stage, and its button rolls back.
+    browser.goto(&format!("{base}/runs/{run}")).await;
+    let on_run_page = browser
+        .js(
+            "return [...document.querySelectorAll('#deploy-demo-web tbody tr')].map(r => [...r.cells].slice(0, 3).map(c => c.textContent.trim()));",
+            vec![],
+        )
+        .await;
+    assert_eq!(on_run_page, rows, "the run page's deployment history");
+    browser
+        .js(
+            "document.getElementById('deploy-demo-web').scrollIntoView();",
+            vec![],
+        )
+        .await;
+    browser.screenshot("1-run-page").await;
     browser.click_button("Roll back to revision 1").await;
     browser
         .wait_for(
@@ -155,7 +172,7 @@ async fn the_deployments_page_lists_revisions_and_rolls_back_from_the_browser() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_those_who_may_deploy_see_and_use_the_rollback_button() {
-    let (standin, app) = deployed().await;
+    let (standin, app, run) = deployed().await;
     let base = app.url();
     let mut everyone: Vec<(String, Option<Role>, Session)> =
         vec![("anonymous".into(), None, Session::anonymous(&base).await)];
@@ -186,6 +203,14 @@ async fn only_those_who_may_deploy_see_and_use_the_rollback_button() {
                 page.contains("Roll back to revision"),
                 may(*role, Action::Deploy),
                 "{who} sees the button only when they may deploy"
+            );
+            let (status, run_page) = session.get(&format!("/runs/{run}")).await;
+            assert_eq!(status, StatusCode::OK, "{who} reads the run");
+            assert!(run_page.contains("web=web:2"), "{who}: {run_page}");
+            assert_eq!(
+                run_page.contains("Roll back to revision"),
+                may(*role, Action::Deploy),
+                "{who} sees the run page's button only when they may deploy"
             );
         } else if signed_in {
             assert_eq!(status, StatusCode::FORBIDDEN, "{who} reads the page");

@@ -470,6 +470,23 @@ mod tests {
                     "build".into(),
                     "registry/app@sha256:abc".into(),
                 )],
+                deployments: vec![DeploymentItem {
+                    namespace: "demo".into(),
+                    name: "web".into(),
+                    anchor: "demo-web".into(),
+                    deployed_by: vec!["build / deploy".into()],
+                    revisions: vec![crate::deploy::history::Revision {
+                        revision: 1,
+                        replica_set: "web-1".into(),
+                        change_cause: None,
+                        images: vec!["web=web:1".into()],
+                        current: false,
+                        created: None,
+                    }],
+                    error: String::new(),
+                }],
+                cluster: true,
+                can_deploy: true,
                 can_cancel: true,
                 can_rerun: true,
             },
@@ -479,6 +496,7 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("2.0 KiB") && html.contains("<svg"));
+        assert!(html.contains("Roll back to revision 1"), "{html}");
         assert!(
             html.contains(r#"href="/api/v1/runs/7/artifacts/4""#),
             "{html}"

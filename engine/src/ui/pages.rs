@@ -359,6 +359,10 @@ pub struct RunPage {
     pub stages: Vec<StageItem>,
     pub artifacts: Vec<ArtifactItem>,
     pub images: Vec<ImageItem>,
+    /// The Deployments the run's deploy stages roll out to, with their revisions.
+    pub deployments: Vec<DeploymentItem>,
+    pub cluster: bool,
+    pub can_deploy: bool,
     pub can_cancel: bool,
     pub can_rerun: bool,
 }
@@ -468,6 +472,28 @@ pub async fn run(
             duration: s.duration.clone(),
         })
         .collect();
+    // The run's own deploy stages (this version's), in plan order, each Deployment once.
+    let mut deployments: Vec<DeploymentItem> = Vec::new();
+    for stage in plan.pipeline.stages.iter().chain(&plan.pipeline.finally) {
+        if let crate::pipeline::StageKind::Deploy(deploy) = &stage.kind {
+            let by = format!("{} / {}", run.pipeline, stage.name.value);
+            match deployments
+                .iter_mut()
+                .find(|d| d.namespace == deploy.namespace && d.name == deploy.deployment)
+            {
+                Some(known) => known.deployed_by.push(by),
+                None => deployments.push(DeploymentItem {
+                    anchor: format!("{}-{}", deploy.namespace, deploy.deployment),
+                    namespace: deploy.namespace.clone(),
+                    name: deploy.deployment.clone(),
+                    deployed_by: vec![by],
+                    revisions: Vec::new(),
+                    error: String::new(),
+                }),
+            }
+        }
+    }
+    read_revisions(&engine, &mut deployments).await;
     let images = items
         .iter()
         .filter(|s| !s.image.is_empty())
@@ -493,6 +519,9 @@ pub async fn run(
             stages: items,
             artifacts,
             images,
+            deployments,
+            cluster: engine.kube.is_some(),
+            can_deploy: signed_in && allows(granted.role, Action::Deploy),
             can_cancel: signed_in && allows(granted.role, Action::Cancel),
             can_rerun: signed_in && allows(granted.role, Action::Rerun),
         },
@@ -689,18 +718,7 @@ pub async fn deployments(
             error: String::new(),
         });
     }
-    if let Some(client) = engine.kube.as_ref() {
-        for target in &mut targets {
-            // One Deployment that cannot be read does not hide the others.
-            match crate::deploy::history::history(client, &target.namespace, &target.name).await {
-                Ok(mut revisions) => {
-                    revisions.reverse();
-                    target.revisions = revisions;
-                }
-                Err(e) => target.error = e.to_string(),
-            }
-        }
-    }
+    read_revisions(&engine, &mut targets).await;
     let done = match (query.undone, query.revision) {
         (Some(target), Some(revision)) if query.unchanged == Some(true) => {
             format!("{target} already runs revision {revision}: nothing to roll back.")
@@ -721,4 +739,32 @@ pub async fn deployments(
             done,
         },
     )?)
+}
+
+/// How long a page waits for a Deployment's revisions: a slow cluster makes the page say so
+/// rather than hang.
+const HISTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Fills in each target's revisions (newest first) or the reason they could not be read; one
+/// Deployment that cannot be read does not hide the others.
+async fn read_revisions(engine: &Engine, targets: &mut [DeploymentItem]) {
+    let Some(client) = engine.kube.as_ref() else {
+        return;
+    };
+    for target in targets {
+        let read = crate::deploy::history::history(client, &target.namespace, &target.name);
+        match tokio::time::timeout(HISTORY_TIMEOUT, read).await {
+            Ok(Ok(mut revisions)) => {
+                revisions.reverse();
+                target.revisions = revisions;
+            }
+            Ok(Err(e)) => target.error = e.to_string(),
+            Err(_) => {
+                target.error = format!(
+                    "the cluster did not answer within {} s",
+                    HISTORY_TIMEOUT.as_secs()
+                );
+            }
+        }
+    }
 }
