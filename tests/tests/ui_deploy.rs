@@ -2,7 +2,7 @@
 //! speaking the real wire protocol, with a Deployment controller that makes ReplicaSets and
 //! revisions): a deploy stage's revisions listed newest first on the deployments page and on
 //! the run page, a rollback from the browser putting the old image back as a new revision,
-//! and who may see and press the button.
+//! and who may see and press the button (and use the API's history and undo routes).
 
 use std::time::Duration;
 
@@ -174,26 +174,74 @@ async fn the_deployments_page_lists_revisions_and_rolls_back_from_the_browser() 
 async fn only_those_who_may_deploy_see_and_use_the_rollback_button() {
     let (standin, app, run) = deployed().await;
     let base = app.url();
-    let mut everyone: Vec<(String, Option<Role>, Session)> =
-        vec![("anonymous".into(), None, Session::anonymous(&base).await)];
-    app.create_user("nobody", "nobody-password").await;
+    // Each with a web session and an API token (none for anonymous).
+    let mut everyone: Vec<(String, Option<Role>, Session, Option<String>)> = vec![(
+        "anonymous".into(),
+        None,
+        Session::anonymous(&base).await,
+        None,
+    )];
+    let token = app.create_user("nobody", "nobody-password").await;
     everyone.push((
         "no role".into(),
         None,
         Session::sign_in(&base, "nobody", "nobody-password").await,
+        Some(token),
     ));
     for role in Role::ALL {
         let name = format!("ui-{}", role.as_str());
-        app.create_user(&name, "role-password").await;
+        let token = app.create_user(&name, "role-password").await;
         app.grant("test", &name, role).await;
-        everyone.push((
-            name,
-            Some(role),
-            Session::sign_in(&base, &format!("ui-{}", role.as_str()), "role-password").await,
-        ));
+        let session = Session::sign_in(&base, &name, "role-password").await;
+        everyone.push((name, Some(role), session, Some(token)));
     }
     let may = |role: Option<Role>, action: Action| role.is_some_and(|r| r >= action.least_role());
-    for (who, role, session) in &everyone {
+    let api = format!("{base}/api/v1/projects/test/deployments/demo/web");
+    let undo_through_api = || async {
+        app.http()
+            .post(format!("{api}/undo"))
+            .json(&json!({}))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("undo through the API");
+    };
+    for (who, role, session, token) in &everyone {
+        // The API's history and undo routes answer the same as the pages and forms.
+        let http = reqwest::Client::new();
+        let with_token = |request: reqwest::RequestBuilder| match token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        let expected_refusal = if token.is_some() { 403 } else { 401 };
+        let status = with_token(http.get(format!("{api}/history")))
+            .send()
+            .await
+            .expect("GET history")
+            .status()
+            .as_u16();
+        let expected = if may(*role, Action::Read) {
+            200
+        } else {
+            expected_refusal
+        };
+        assert_eq!(status, expected, "{who}: API history");
+        let status = with_token(http.post(format!("{api}/undo")).json(&json!({})))
+            .send()
+            .await
+            .expect("POST undo")
+            .status()
+            .as_u16();
+        if may(*role, Action::Deploy) {
+            assert_eq!(status, 200, "{who}: API undo");
+            assert_eq!(image_of(&standin), "web:1");
+            undo_through_api().await;
+            assert_eq!(image_of(&standin), "web:2");
+        } else {
+            assert_eq!(status, expected_refusal, "{who}: API undo");
+            assert_eq!(image_of(&standin), "web:2", "{who} changed nothing");
+        }
+
         let signed_in = !session.cookie.is_empty();
         let (status, page) = session.get("/p/test/deployments").await;
         if may(*role, Action::Read) {
@@ -232,15 +280,7 @@ async fn only_those_who_may_deploy_see_and_use_the_rollback_button() {
             );
             assert_eq!(image_of(&standin), "web:1");
             // Back to web:2 for the next one (the newest revision with web:2).
-            app.http()
-                .post(format!(
-                    "{base}/api/v1/projects/test/deployments/demo/web/undo"
-                ))
-                .json(&json!({}))
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .expect("undo through the API");
+            undo_through_api().await;
             assert_eq!(image_of(&standin), "web:2");
         } else {
             let expected = if signed_in {
@@ -255,7 +295,7 @@ async fn only_those_who_may_deploy_see_and_use_the_rollback_button() {
 
     let admin = &everyone
         .iter()
-        .find(|(who, _, _)| who == "ui-admin")
+        .find(|(who, ..)| who == "ui-admin")
         .expect("admin")
         .2;
     // Without the session's CSRF token: refused, nothing changes.
