@@ -830,3 +830,93 @@ async fn until_final_success(recorded: &Recorded, run: i64) -> Vec<(String, Stri
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_deliveries_is_processed_in_batches_each_exactly_once() {
+    let app = TestEngine::start().await;
+    // Nothing here reaches git: `[skip ci]` pushes and events that start nothing.
+    register(
+        &app,
+        "github",
+        "acme/burst",
+        "/nonexistent/burst.git",
+        json!({}),
+    )
+    .await;
+    let repo: i64 =
+        sqlx::query_scalar("SELECT id FROM repositories WHERE full_name = 'acme/burst'")
+            .fetch_one(app.pool())
+            .await
+            .expect("the repository");
+    let zero = "0".repeat(40);
+    let sha = "a".repeat(40);
+    let push = serde_json::to_vec(&github_push(
+        "acme/burst",
+        "/nonexistent/burst.git",
+        "refs/heads/main",
+        &zero,
+        &sha,
+        "wip [skip ci]",
+        &[],
+    ))
+    .expect("json");
+    let issue = serde_json::to_vec(&json!({
+        "action": "opened",
+        "repository": {"full_name": "acme/burst"},
+        "sender": {"login": "dev"}
+    }))
+    .expect("json");
+    // 40 deliveries become visible at once (one transaction), as under a burst of traffic.
+    let mut tx = app.pool().begin().await.expect("begin");
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let (event, payload) = if n % 2 == 0 {
+            ("push", push.as_slice())
+        } else {
+            ("issues", issue.as_slice())
+        };
+        let key = format!("burst-{n}");
+        let id = gantry::store::deliveries::insert(
+            &mut *tx,
+            gantry::store::deliveries::NewDelivery {
+                provider: "github",
+                delivery_key: &key,
+                repository: Some(gantry::store::repos::RepoId(repo)),
+                pipeline: None,
+                event,
+                payload,
+                status: gantry::store::deliveries::DeliveryStatus::Received,
+                summary: None,
+            },
+        )
+        .await
+        .expect("insert")
+        .expect("a new delivery");
+        ids.push(id);
+    }
+    tx.commit().await.expect("commit");
+
+    for (n, id) in ids.iter().enumerate() {
+        let delivery = processed(&app, *id).await;
+        assert_eq!(delivery["status"], "ignored", "{delivery}");
+        let expected = if n % 2 == 0 {
+            "the head commit asks to skip CI ([skip ci])"
+        } else {
+            "GitHub event `issues` starts nothing"
+        };
+        assert_eq!(delivery["summary"], expected, "{delivery}");
+    }
+    // Each processed once, and together: a batch shares its transaction, whose start time is
+    // `processed_at`; 40 deliveries at most 32 to a batch need two (one per transaction
+    // before batching, 40 distinct times).
+    let (attempts, batches): (i64, i64) = sqlx::query_as(
+        "SELECT max(attempts)::int8, count(DISTINCT processed_at) FROM deliveries WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_one(app.pool())
+    .await
+    .expect("counts");
+    assert_eq!(attempts, 1, "every delivery was processed once");
+    assert!(batches <= 2, "{batches} transactions for 40 deliveries");
+    app.stop().await;
+}

@@ -92,32 +92,40 @@ pub struct Pending {
     pub attempts: i32,
 }
 
-/// Claims the oldest unprocessed delivery; the row stays locked until the transaction ends,
-/// so engines sharing the database each process a delivery once. Skips locked rows rather
-/// than waiting on them (another engine is on it).
-pub async fn claim_next(tx: &mut sqlx::PgConnection) -> Result<Option<Pending>> {
-    Ok(sqlx::query_as!(
+/// Claims up to `limit` of the oldest unprocessed deliveries, oldest first; the rows stay
+/// locked until the transaction ends, so engines sharing the database each process a delivery
+/// once. Skips locked rows rather than waiting on them (another engine is on them).
+pub async fn claim_batch(tx: &mut sqlx::PgConnection, limit: i64) -> Result<Vec<Pending>> {
+    let mut claimed = sqlx::query_as!(
         Pending,
         r#"UPDATE deliveries SET attempts = attempts + 1
-           WHERE id = (SELECT id FROM deliveries WHERE status = 'received'
-                       ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
-           RETURNING id, provider, repository_id AS "repository_id: RepoId", event, payload, attempts"#
+           WHERE id IN (SELECT id FROM deliveries WHERE status = 'received'
+                        ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $1)
+           RETURNING id, provider, repository_id AS "repository_id: RepoId", event, payload, attempts"#,
+        limit
     )
-    .fetch_optional(&mut *tx)
-    .await?)
+    .fetch_all(&mut *tx)
+    .await?;
+    // UPDATE ... RETURNING has no order of its own; deliveries are processed as they came.
+    claimed.sort_by_key(|p| p.id);
+    Ok(claimed)
 }
 
-pub async fn finish(
+/// Records the outcome of processed deliveries, in one statement: (id, status, summary).
+pub async fn finish_all(
     db: impl PgExecutor<'_>,
-    id: i64,
-    status: DeliveryStatus,
-    summary: &str,
+    outcomes: &[(i64, DeliveryStatus, String)],
 ) -> Result<()> {
+    let ids: Vec<i64> = outcomes.iter().map(|o| o.0).collect();
+    let statuses: Vec<String> = outcomes.iter().map(|o| o.1.as_str().to_owned()).collect();
+    let summaries: Vec<String> = outcomes.iter().map(|o| o.2.clone()).collect();
     sqlx::query!(
-        "UPDATE deliveries SET status = $2, summary = $3, processed_at = now() WHERE id = $1",
-        id,
-        status as DeliveryStatus,
-        summary
+        "UPDATE deliveries d SET status = u.status::delivery_status, summary = u.summary, processed_at = now()
+         FROM UNNEST($1::int8[], $2::text[], $3::text[]) AS u(id, status, summary)
+         WHERE d.id = u.id",
+        &ids,
+        &statuses,
+        &summaries
     )
     .execute(db)
     .await?;

@@ -39,14 +39,19 @@ impl From<sqlx::Error> for ProcessError {
     }
 }
 
+/// Deliveries one transaction claims and processes at most. Under load a batch shares one
+/// claim, one outcome update and one commit (each a round trip and, for commits, a WAL
+/// flush); alone, a delivery is a batch of one and waits for nothing.
+pub const BATCH: i64 = 32;
+
 /// Processes deliveries until shutdown: woken by the receiver (and by other engines through
 /// NOTIFY), polling every few seconds as a fallback.
 pub async fn worker(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     loop {
         loop {
-            match process_next(&engine).await {
-                Ok(true) => continue,
-                Ok(false) => break,
+            match process_batch(&engine).await {
+                Ok(0) => break,
+                Ok(_) => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, "processing webhook deliveries failed; retrying");
                     break;
@@ -61,32 +66,45 @@ pub async fn worker(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Claims and processes one delivery. False when none is waiting.
-pub async fn process_next(engine: &Engine) -> Result<bool, ProcessError> {
+/// Claims and processes a batch of deliveries, oldest first; returns how many (0: none was
+/// waiting). Everything the batch's deliveries lead to (their runs, their statuses) commits
+/// together: a crash or a database error midway leaves every one of them `received`, and the
+/// next claim processes them from the start — no delivery is half-done or done twice.
+pub async fn process_batch(engine: &Engine) -> Result<usize, ProcessError> {
     let mut tx = engine.store.pool.begin().await?;
-    let Some(pending) = deliveries::claim_next(&mut tx).await? else {
-        return Ok(false);
-    };
-    // Everything a delivery leads to (its runs, its status) commits together: a crash
-    // midway leaves it `received`, and the next claim processes it from the start.
-    let (status, summary) = match process(engine, &mut tx, &pending).await {
-        Ok(done) => done,
-        Err(ProcessError::Source(e)) => (DeliveryStatus::Failed, e.to_string()),
-        Err(ProcessError::Run(RunError::BadRequest(m) | RunError::Conflict(m))) => {
-            (DeliveryStatus::Failed, m)
-        }
-        Err(e) => return Err(e),
-    };
-    deliveries::finish(&mut *tx, pending.id, status, &summary).await?;
+    let batch = deliveries::claim_batch(&mut tx, BATCH).await?;
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut repositories = Vec::new();
+    for pending in &batch {
+        let (status, summary) = match process(engine, &mut tx, pending, &mut repositories).await {
+            Ok(done) => done,
+            // The delivery cannot lead anywhere (its commit cannot be fetched, a run cannot
+            // start): recorded as failed with the reason, like any outcome.
+            Err(ProcessError::Source(e)) => (DeliveryStatus::Failed, e.to_string()),
+            Err(ProcessError::Run(RunError::BadRequest(m) | RunError::Conflict(m))) => {
+                (DeliveryStatus::Failed, m)
+            }
+            // The database failed: the transaction is gone; all of the batch is retried.
+            Err(e) => return Err(e),
+        };
+        outcomes.push((pending.id, status, summary));
+    }
+    deliveries::finish_all(&mut *tx, &outcomes).await?;
     tx.commit().await?;
-    tracing::info!(delivery = pending.id, status = status.as_str(), summary = %summary, "webhook delivery processed");
-    Ok(true)
+    for (id, status, summary) in &outcomes {
+        tracing::info!(delivery = id, status = status.as_str(), summary = %summary, "webhook delivery processed");
+    }
+    Ok(outcomes.len())
 }
 
 async fn process(
     engine: &Engine,
     tx: &mut sqlx::PgConnection,
     pending: &Pending,
+    known: &mut Vec<RepoRow>,
 ) -> Result<(DeliveryStatus, String), ProcessError> {
     let Some(provider) = Provider::parse(&pending.provider) else {
         return Ok((
@@ -104,9 +122,16 @@ async fn process(
             "the delivery names no repository".into(),
         ));
     };
-    let repo = repos::get(&mut *tx, repo_id).await?;
-    let started = handle(engine, tx, pending.id, &repo, &parsed).await?;
-    Ok(started)
+    // A batch's deliveries are mostly about the same few repositories: read each once.
+    let repo = match known.iter().find(|r| r.id == repo_id) {
+        Some(repo) => repo.clone(),
+        None => {
+            let repo = repos::get(&mut *tx, repo_id).await?;
+            known.push(repo.clone());
+            repo
+        }
+    };
+    handle(engine, tx, pending.id, &repo, &parsed).await
 }
 
 /// The run context and the trigger name of an event that can start runs.
