@@ -96,6 +96,8 @@ pub struct Engine {
     pub wake: Notify,
     /// Wakes this process's webhook delivery processor.
     pub deliveries: Notify,
+    /// Stores received webhook deliveries, many to a statement under load.
+    pub intake: crate::webhook::intake::Intake,
     /// Pipeline files per commit and recently read repository registrations.
     pub webhook_cache: crate::webhook::cache::WebhookCache,
     /// New log lines stored for a stage run (fed by LISTEN on the logs channel).
@@ -200,6 +202,7 @@ impl Engine {
             kube,
             wake: Notify::new(),
             deliveries: Notify::new(),
+            intake: crate::webhook::intake::Intake::default(),
             webhook_cache: crate::webhook::cache::WebhookCache::default(),
             logs,
             metrics: crate::http::metrics::Metrics::default(),

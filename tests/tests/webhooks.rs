@@ -920,3 +920,78 @@ async fn a_burst_of_deliveries_is_processed_in_batches_each_exactly_once() {
     assert!(batches <= 2, "{batches} transactions for 40 deliveries");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_are_each_stored_once_and_a_repeated_id_only_once() {
+    let app = TestEngine::start().await;
+    register(
+        &app,
+        "github",
+        "acme/many",
+        "/nonexistent/many.git",
+        json!({}),
+    )
+    .await;
+    let zero = "0".repeat(40);
+    let sha = "b".repeat(40);
+    let push = github_push(
+        "acme/many",
+        "/nonexistent/many.git",
+        "refs/heads/main",
+        &zero,
+        &sha,
+        "wip [skip ci]",
+        &[],
+    );
+    // 30 different deliveries and 30 copies of one, all at once: the receivers' inserts share
+    // statements (webhook::intake), which must keep every answer right.
+    let distinct = (0..30).map(|n| {
+        let push = push.clone();
+        let app = &app;
+        async move { deliver_github(app, "push", &format!("many-{n}"), &push).await }
+    });
+    let repeated = (0..30).map(|_| {
+        let push = push.clone();
+        let app = &app;
+        async move { deliver_github(app, "push", "many-same", &push).await }
+    });
+    let (distinct, repeated) = tokio::join!(
+        futures_util::future::join_all(distinct),
+        futures_util::future::join_all(repeated)
+    );
+    let mut ids: Vec<i64> = distinct
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 202, "{body}");
+            body["delivery"].as_i64().expect("an id")
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 30, "30 rows for 30 deliveries");
+    let accepted: Vec<&Value> = repeated
+        .iter()
+        .filter(|(status, _)| *status == 202)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(accepted.len(), 1, "{repeated:?}");
+    let first = accepted[0]["delivery"].as_i64().expect("id");
+    for (status, body) in &repeated {
+        if *status != 202 {
+            assert_eq!(*status, 200, "{body}");
+            assert_eq!(body["status"], "duplicate");
+            assert_eq!(body["delivery"], first, "names the stored delivery");
+        }
+    }
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE delivery_key LIKE 'many-%'")
+            .fetch_one(app.pool())
+            .await
+            .expect("count");
+    assert_eq!(rows, 31);
+    for id in ids.iter().chain([&first]) {
+        let delivery = processed(&app, *id).await;
+        assert_eq!(delivery["status"], "ignored", "{delivery}");
+    }
+    app.stop().await;
+}

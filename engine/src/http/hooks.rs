@@ -21,6 +21,7 @@ use crate::engine::Engine;
 use crate::run::{self, RunContext, TriggerRequest};
 use crate::store::{deliveries, pipelines, repos};
 use crate::webhook::cache::KnownRepo;
+use crate::webhook::intake::Incoming;
 use crate::webhook::{self, Provider};
 
 pub fn router() -> Router<Arc<Engine>> {
@@ -98,24 +99,26 @@ async fn receive(
     let key = delivery_key(headers, names.delivery, &body);
     // A ping is answered at once: there is nothing to process, and the sender wants a 200.
     let ping = event == "ping";
-    let stored = deliveries::insert(
-        &engine.store.pool,
-        deliveries::NewDelivery {
-            provider: provider.as_str(),
-            delivery_key: &key,
-            repository: Some(repo.id),
-            pipeline: None,
-            event,
-            payload: &body,
-            status: if ping {
-                deliveries::DeliveryStatus::Ignored
-            } else {
-                deliveries::DeliveryStatus::Received
+    let stored = engine
+        .intake
+        .store(
+            &engine.store.pool,
+            Incoming {
+                provider: provider.as_str(),
+                delivery_key: key.clone(),
+                repository: repo.id,
+                event: event.to_owned(),
+                payload: body.to_vec(),
+                status: if ping {
+                    deliveries::DeliveryStatus::Ignored
+                } else {
+                    deliveries::DeliveryStatus::Received
+                },
+                summary: ping.then_some("ping: the hook works"),
             },
-            summary: ping.then_some("ping: the hook works"),
-        },
-    )
-    .await?;
+        )
+        .await
+        .map_err(ApiError::Internal)?;
     let Some(id) = stored else {
         let earlier = deliveries::find_key(&engine.store.pool, provider.as_str(), &key).await?;
         return Ok(answer(

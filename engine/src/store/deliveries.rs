@@ -67,6 +67,54 @@ pub async fn insert(db: impl PgExecutor<'_>, d: NewDelivery<'_>) -> Result<Optio
     .map(|r| r.id))
 }
 
+/// Stores deliveries in one statement (each needs a repository; all distinct by provider and
+/// delivery id), in order. For each: its id, or `None` when one with the same provider and
+/// delivery id existed (a redelivery). Wakes some engine's processor once if any is new.
+pub async fn insert_many(
+    db: impl PgExecutor<'_>,
+    batch: &[NewDelivery<'_>],
+) -> Result<Vec<Option<i64>>> {
+    let providers: Vec<&str> = batch.iter().map(|d| d.provider).collect();
+    let keys: Vec<&str> = batch.iter().map(|d| d.delivery_key).collect();
+    let repositories: Vec<i64> = batch
+        .iter()
+        .map(|d| d.repository.map_or(0, |r| r.0))
+        .collect();
+    let events: Vec<&str> = batch.iter().map(|d| d.event).collect();
+    let payloads: Vec<&[u8]> = batch.iter().map(|d| d.payload).collect();
+    let statuses: Vec<&str> = batch.iter().map(|d| d.status.as_str()).collect();
+    let summaries: Vec<&str> = batch.iter().map(|d| d.summary.unwrap_or("")).collect();
+    let rows = sqlx::query!(
+        r#"WITH input AS (
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::bytea[], $6::text[], $7::text[])
+               WITH ORDINALITY AS i(provider, delivery_key, repository_id, event, payload, status, summary, ord)
+           ), stored AS (
+             INSERT INTO deliveries (provider, delivery_key, repository_id, event, payload, status, summary, processed_at)
+             SELECT provider, delivery_key, repository_id, event, payload, status::delivery_status,
+                    NULLIF(summary, ''), CASE WHEN status = 'received' THEN NULL ELSE now() END
+             FROM input ORDER BY ord
+             ON CONFLICT (provider, delivery_key) DO NOTHING
+             RETURNING id, provider, delivery_key, status
+           ), woken AS (
+             -- In the same statement, so stored deliveries always wake some engine's processor.
+             SELECT pg_notify('gantry_deliveries', '') FROM stored WHERE status = 'received' LIMIT 1
+           )
+           SELECT s.id AS "id?", (SELECT count(*) FROM woken) AS "woken!"
+           FROM input i LEFT JOIN stored s ON s.provider = i.provider AND s.delivery_key = i.delivery_key
+           ORDER BY i.ord"#,
+        &providers as &[&str],
+        &keys as &[&str],
+        &repositories,
+        &events as &[&str],
+        &payloads as &[&[u8]],
+        &statuses as &[&str],
+        &summaries as &[&str],
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
 /// The id of the earlier delivery a redelivery repeats.
 pub async fn find_key(
     db: impl PgExecutor<'_>,

@@ -11,6 +11,7 @@ pub mod filter;
 pub mod gitea;
 pub mod github;
 pub mod gitlab;
+pub mod intake;
 pub mod process;
 pub mod signature;
 pub mod source;
