@@ -136,6 +136,15 @@ impl TestEngine {
         self.server.url()
     }
 
+    /// The first administrator's password, as the engine wrote it at its first start (for
+    /// signing in through the web UI's form).
+    pub fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("admin.password"))
+            .expect("admin.password")
+            .trim()
+            .to_owned()
+    }
+
     /// An HTTP client that sends the administrator's token with every request.
     pub fn http(&self) -> reqwest::Client {
         authorized_client(&self.token)

@@ -53,15 +53,6 @@ async fn first_revision(standin: &StandIn) {
         .await;
 }
 
-fn image_of(standin: &StandIn) -> String {
-    standin
-        .get(Kind::Deployment, "demo", "web")
-        .expect("deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned()
-}
-
 async fn history(engine: &gantry_tests::TestEngine) -> Vec<Value> {
     engine
         .http()
@@ -102,7 +93,7 @@ async fn a_deploy_rolls_out_and_a_failing_rollout_rolls_back_to_the_previous_rev
         log.contains("deployment \"web\" successfully rolled out"),
         "{log}"
     );
-    assert_eq!(image_of(&standin), "web:2");
+    assert_eq!(standin.deployment_image("demo", "web"), "web:2");
     let revisions = history(&engine).await;
     assert_eq!(revisions.len(), 2, "{revisions:#?}");
     assert_eq!(revisions[0]["change_cause"], "first install");
@@ -119,7 +110,7 @@ async fn a_deploy_rolls_out_and_a_failing_rollout_rolls_back_to_the_previous_rev
     assert!(error.contains("exceeded its progress deadline"), "{error}");
     assert!(error.contains("rolled back to revision 2"), "{error}");
     assert_eq!(
-        image_of(&standin),
+        standin.deployment_image("demo", "web"),
         "web:2",
         "the previous revision's image is back"
     );
@@ -206,7 +197,7 @@ async fn without_rollback_a_failed_rollout_stays_and_the_cli_undoes_it() {
         "{:?}",
         rollout.error
     );
-    assert_eq!(image_of(&standin), "web:broken");
+    assert_eq!(standin.deployment_image("demo", "web"), "web:broken");
 
     let gantry = |args: &[&str]| {
         let out = std::process::Command::new(gantry_tests::gantry_bin())
@@ -232,7 +223,7 @@ async fn without_rollback_a_failed_rollout_stays_and_the_cli_undoes_it() {
         stdout.trim(),
         "deployment.apps/web rolled back to revision 1"
     );
-    assert_eq!(image_of(&standin), "web:1");
+    assert_eq!(standin.deployment_image("demo", "web"), "web:1");
     let (code, _, stderr) = gantry(&["deploy", "undo", "demo/web", "--to-revision", "9"]);
     assert_eq!(code, Some(1));
     assert!(

@@ -85,7 +85,7 @@ async fn test_build_package_approve_deploy_runs_end_to_end_on_the_stand_in() {
         assert!(keys.contains(&key), "a Job for {key}: {keys:?}");
     }
     assert_eq!(
-        image_of(&standin),
+        standin.deployment_image("demo", "web"),
         "web:1",
         "nothing is rolled out before the approval"
     );
@@ -112,7 +112,11 @@ async fn test_build_package_approve_deploy_runs_end_to_end_on_the_stand_in() {
         pinned.starts_with(&format!("{}/demo/web@sha256:", registry.host)),
         "{pinned}"
     );
-    assert_eq!(image_of(&standin), pinned, "the pinned image is rolled out");
+    assert_eq!(
+        standin.deployment_image("demo", "web"),
+        pinned,
+        "the pinned image is rolled out"
+    );
     let deployment = standin
         .get(Kind::Deployment, "demo", "web")
         .expect("deployment");
@@ -125,13 +129,4 @@ async fn test_build_package_approve_deploy_runs_end_to_end_on_the_stand_in() {
     assert!(log.contains("successfully rolled out"), "{log}");
     gantry_tests::kube::validate::validate(&standin.received())
         .expect("every Job and patch passes strict validation");
-}
-
-fn image_of(standin: &StandIn) -> String {
-    standin
-        .get(Kind::Deployment, "demo", "web")
-        .expect("deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned()
 }

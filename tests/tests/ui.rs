@@ -48,13 +48,6 @@ fn run_id_of(url: &str) -> RunId {
     RunId(id)
 }
 
-fn admin_password(app: &TestEngine) -> String {
-    std::fs::read_to_string(app.data_dir.path().join("admin.password"))
-        .expect("admin.password")
-        .trim()
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_trigger_watch_the_log_live_approve_cancel_and_rerun() {
     let app = TestEngine::start().await;
@@ -72,7 +65,7 @@ async fn sign_in_trigger_watch_the_log_live_approve_cancel_and_rerun() {
         browser.url().await
     );
     browser.fill("#name", "admin").await;
-    browser.fill("#password", &admin_password(&app)).await;
+    browser.fill("#password", &app.admin_password()).await;
     browser
         .click("form[action='/login'] button[type=submit]")
         .await;
@@ -214,7 +207,7 @@ async fn a_100000_line_log_is_a_few_dozen_rows_and_searchable() {
     assert_eq!(row.status, RunStatus::Succeeded);
     let browser = Browser::start("long-log").await;
     browser
-        .sign_in(&app.url(), "admin", &admin_password(&app))
+        .sign_in(&app.url(), "admin", &app.admin_password())
         .await;
     let opened = std::time::Instant::now();
     browser.goto(&format!("{}/runs/{run}", app.url())).await;

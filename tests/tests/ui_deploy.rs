@@ -45,15 +45,6 @@ fn web_deployment() -> Value {
     })
 }
 
-fn image_of(standin: &StandIn) -> String {
-    standin
-        .get(Kind::Deployment, "demo", "web")
-        .expect("deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned()
-}
-
 /// A stand-in with `demo/web` at revision 1 (`web:1`), and an engine whose `ship` pipeline
 /// has rolled it out to revision 2 (`web:2`).
 async fn deployed() -> (StandIn, TestEngine, gantry::store::RunId) {
@@ -69,15 +60,8 @@ async fn deployed() -> (StandIn, TestEngine, gantry::store::RunId) {
     let run = engine.trigger("ship", &[]).await;
     let (row, _) = engine.wait_for_run(run.run_id, LIMIT).await;
     assert_succeeded(&row);
-    assert_eq!(image_of(&standin), "web:2");
+    assert_eq!(standin.deployment_image("demo", "web"), "web:2");
     (standin, engine, run.run_id)
-}
-
-fn admin_password(app: &TestEngine) -> String {
-    std::fs::read_to_string(app.data_dir.path().join("admin.password"))
-        .expect("admin.password")
-        .trim()
-        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +69,7 @@ async fn the_deployments_page_lists_revisions_and_rolls_back_from_the_browser() 
     let (standin, app, run) = deployed().await;
     let base = app.url();
     let browser = Browser::start("deployments").await;
-    browser.sign_in(&base, "admin", &admin_password(&app)).await;
+    browser.sign_in(&base, "admin", &app.admin_password()).await;
 
     // The pipeline page links to the deployments page.
     browser.goto(&format!("{base}/p/test/ship")).await;
@@ -148,7 +132,11 @@ async fn the_deployments_page_lists_revisions_and_rolls_back_from_the_browser() 
             LIMIT,
         )
         .await;
-    assert_eq!(image_of(&standin), "web:1", "the old template is back");
+    assert_eq!(
+        standin.deployment_image("demo", "web"),
+        "web:1",
+        "the old template is back"
+    );
     // As with kubectl, the ReplicaSet rolled back to becomes the newest revision (3).
     let deployment = standin
         .get(Kind::Deployment, "demo", "web")
@@ -234,12 +222,16 @@ async fn only_those_who_may_deploy_see_and_use_the_rollback_button() {
             .as_u16();
         if may(*role, Action::Deploy) {
             assert_eq!(status, 200, "{who}: API undo");
-            assert_eq!(image_of(&standin), "web:1");
+            assert_eq!(standin.deployment_image("demo", "web"), "web:1");
             undo_through_api().await;
-            assert_eq!(image_of(&standin), "web:2");
+            assert_eq!(standin.deployment_image("demo", "web"), "web:2");
         } else {
             assert_eq!(status, expected_refusal, "{who}: API undo");
-            assert_eq!(image_of(&standin), "web:2", "{who} changed nothing");
+            assert_eq!(
+                standin.deployment_image("demo", "web"),
+                "web:2",
+                "{who} changed nothing"
+            );
         }
 
         let signed_in = !session.cookie.is_empty();
@@ -266,7 +258,7 @@ async fn only_those_who_may_deploy_see_and_use_the_rollback_button() {
             assert_eq!(status, StatusCode::SEE_OTHER, "{who}: to the sign-in form");
         }
 
-        let before = image_of(&standin);
+        let before = standin.deployment_image("demo", "web");
         // No revision: the one before the current one (web:1; rolling back makes revisions
         // new, so its number changes from one role to the next).
         let (status, location) = session
@@ -278,10 +270,10 @@ async fn only_those_who_may_deploy_see_and_use_the_rollback_button() {
                 location.starts_with("/p/test/deployments?undone=demo/web&revision="),
                 "{who}: {location}"
             );
-            assert_eq!(image_of(&standin), "web:1");
+            assert_eq!(standin.deployment_image("demo", "web"), "web:1");
             // Back to web:2 for the next one (the newest revision with web:2).
             undo_through_api().await;
-            assert_eq!(image_of(&standin), "web:2");
+            assert_eq!(standin.deployment_image("demo", "web"), "web:2");
         } else {
             let expected = if signed_in {
                 StatusCode::FORBIDDEN
@@ -289,7 +281,11 @@ async fn only_those_who_may_deploy_see_and_use_the_rollback_button() {
                 StatusCode::UNAUTHORIZED
             };
             assert_eq!(status, expected, "{who} may not roll back");
-            assert_eq!(image_of(&standin), before, "{who} changed nothing");
+            assert_eq!(
+                standin.deployment_image("demo", "web"),
+                before,
+                "{who} changed nothing"
+            );
         }
     }
 
@@ -306,7 +302,7 @@ async fn only_those_who_may_deploy_see_and_use_the_rollback_button() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(image_of(&standin), "web:2");
+    assert_eq!(standin.deployment_image("demo", "web"), "web:2");
     // A Deployment no pipeline of the project rolls out to is not the project's to steer.
     let (status, _) = admin
         .post(
@@ -334,6 +330,6 @@ async fn only_those_who_may_deploy_see_and_use_the_rollback_button() {
     assert_eq!(page.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let text = page.text().await.expect("text");
     assert!(text.contains("`two` is not a revision number"), "{text}");
-    assert_eq!(image_of(&standin), "web:2");
+    assert_eq!(standin.deployment_image("demo", "web"), "web:2");
     app.stop().await;
 }

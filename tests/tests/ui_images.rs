@@ -33,10 +33,10 @@ async fn the_run_page_shows_the_pushed_image_by_digest_and_downloads_the_artifac
         .expect("the registry's digest")
         .to_owned();
 
-    let password = std::fs::read_to_string(app.data_dir.path().join("admin.password"))
-        .expect("admin.password");
     let browser = Browser::start("images").await;
-    browser.sign_in(&app.url(), "admin", password.trim()).await;
+    browser
+        .sign_in(&app.url(), "admin", &app.admin_password())
+        .await;
     browser
         .goto(&format!("{}/runs/{}", app.url(), run.run_id))
         .await;

@@ -45,13 +45,6 @@ fn key(k: Key) -> String {
     char::from(k).to_string()
 }
 
-fn admin_password(app: &TestEngine) -> String {
-    std::fs::read_to_string(app.data_dir.path().join("admin.password"))
-        .expect("admin.password")
-        .trim()
-        .to_owned()
-}
-
 /// Whether the focused element shows that it has focus (an outline or a box shadow).
 async fn focus_is_visible(browser: &Browser) -> bool {
     browser
@@ -87,7 +80,7 @@ async fn sign_in_trigger_approve_and_search_with_the_keyboard_alone() {
     browser.press("admin").await;
     browser.press(&key(Key::Tab)).await;
     browser.tab_to("#password", 0).await;
-    browser.press(&admin_password(&app)).await;
+    browser.press(&app.admin_password()).await;
     browser.press(&key(Key::Enter)).await;
     browser
         .wait_for(
@@ -287,7 +280,7 @@ async fn every_page_names_its_controls_and_fits_a_laptop_screen() {
     for control in unnamed_controls(&browser, &format!("{base}/login")).await {
         problems.push(format!("/login: {control}"));
     }
-    browser.sign_in(&base, "admin", &admin_password(&app)).await;
+    browser.sign_in(&base, "admin", &app.admin_password()).await;
     let pages = [
         "/".to_owned(),
         "/p/test/kbd".to_owned(),

@@ -61,19 +61,29 @@ pub async fn targets(
     let mut out = Vec::new();
     for pipeline in pipelines {
         let plan = engine.plan(pipeline.version_id).await?;
-        for stage in plan.pipeline.stages.iter().chain(&plan.pipeline.finally) {
-            if let crate::pipeline::StageKind::Deploy(deploy) = &stage.kind {
-                let target = Target {
-                    namespace: deploy.namespace.clone(),
-                    deployment: deploy.deployment.clone(),
-                    pipeline: pipeline.name.clone(),
-                    stage: stage.name.value.clone(),
-                };
-                if !out.contains(&target) {
-                    out.push(target);
-                }
+        for target in targets_of(&plan, &pipeline.name) {
+            if !out.contains(&target) {
+                out.push(target);
             }
         }
     }
     Ok(out)
+}
+
+/// The Deployments one version of pipeline `name` deploys to, a target per deploy stage.
+pub fn targets_of(plan: &crate::pipeline::Plan, name: &str) -> Vec<Target> {
+    plan.pipeline
+        .stages
+        .iter()
+        .chain(&plan.pipeline.finally)
+        .filter_map(|stage| match &stage.kind {
+            crate::pipeline::StageKind::Deploy(deploy) => Some(Target {
+                namespace: deploy.namespace.clone(),
+                deployment: deploy.deployment.clone(),
+                pipeline: name.to_owned(),
+                stage: stage.name.value.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
 }

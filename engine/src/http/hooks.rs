@@ -108,7 +108,7 @@ async fn receive(
                 delivery_key: key.clone(),
                 repository: repo.id,
                 event: event.to_owned(),
-                payload: body.to_vec(),
+                payload: body.clone(),
                 status: if ping {
                     deliveries::DeliveryStatus::Ignored
                 } else {

@@ -473,27 +473,9 @@ pub async fn run(
         })
         .collect();
     // The run's own deploy stages (this version's), in plan order, each Deployment once.
-    let mut deployments: Vec<DeploymentItem> = Vec::new();
-    for stage in plan.pipeline.stages.iter().chain(&plan.pipeline.finally) {
-        if let crate::pipeline::StageKind::Deploy(deploy) = &stage.kind {
-            let by = format!("{} / {}", run.pipeline, stage.name.value);
-            match deployments
-                .iter_mut()
-                .find(|d| d.namespace == deploy.namespace && d.name == deploy.deployment)
-            {
-                Some(known) => known.deployed_by.push(by),
-                None => deployments.push(DeploymentItem {
-                    anchor: format!("{}-{}", deploy.namespace, deploy.deployment),
-                    namespace: deploy.namespace.clone(),
-                    name: deploy.deployment.clone(),
-                    deployed_by: vec![by],
-                    revisions: Vec::new(),
-                    error: String::new(),
-                }),
-            }
-        }
-    }
-    read_revisions(&engine, &mut deployments).await;
+    // The Deployments this run's version deploys to, with their revisions now.
+    let deployments =
+        deployment_items(&engine, crate::deploy::targets_of(&plan, &run.pipeline)).await;
     let images = items
         .iter()
         .filter(|s| !s.image.is_empty())
@@ -699,26 +681,7 @@ pub async fn deployments(
     Query(query): Query<DeploymentsQuery>,
 ) -> Result<Html<String>, PageError> {
     let granted = access::require(&engine.store.pool, &who, &project, Action::Read).await?;
-    let mut targets: Vec<DeploymentItem> = Vec::new();
-    for t in crate::deploy::targets(&engine, &project).await? {
-        let by = format!("{} / {}", t.pipeline, t.stage);
-        if let Some(known) = targets
-            .iter_mut()
-            .find(|d| d.namespace == t.namespace && d.name == t.deployment)
-        {
-            known.deployed_by.push(by);
-            continue;
-        }
-        targets.push(DeploymentItem {
-            anchor: format!("{}-{}", t.namespace, t.deployment),
-            namespace: t.namespace,
-            name: t.deployment,
-            deployed_by: vec![by],
-            revisions: Vec::new(),
-            error: String::new(),
-        });
-    }
-    read_revisions(&engine, &mut targets).await;
+    let targets = deployment_items(&engine, crate::deploy::targets(&engine, &project).await?).await;
     let done = match (query.undone, query.revision) {
         (Some(target), Some(revision)) if query.unchanged == Some(true) => {
             format!("{target} already runs revision {revision}: nothing to roll back.")
@@ -745,13 +708,35 @@ pub async fn deployments(
 /// rather than hang.
 const HISTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Fills in each target's revisions (newest first) or the reason they could not be read; one
-/// Deployment that cannot be read does not hide the others.
-async fn read_revisions(engine: &Engine, targets: &mut [DeploymentItem]) {
+/// One item per Deployment (the stages rolling out to it listed together), each with its
+/// revisions (newest first) or the reason they could not be read; one Deployment that cannot
+/// be read does not hide the others.
+async fn deployment_items(
+    engine: &Engine,
+    targets: Vec<crate::deploy::Target>,
+) -> Vec<DeploymentItem> {
+    let mut items: Vec<DeploymentItem> = Vec::new();
+    for t in targets {
+        let by = format!("{} / {}", t.pipeline, t.stage);
+        match items
+            .iter_mut()
+            .find(|d| d.namespace == t.namespace && d.name == t.deployment)
+        {
+            Some(known) => known.deployed_by.push(by),
+            None => items.push(DeploymentItem {
+                anchor: format!("{}-{}", t.namespace, t.deployment),
+                namespace: t.namespace,
+                name: t.deployment,
+                deployed_by: vec![by],
+                revisions: Vec::new(),
+                error: String::new(),
+            }),
+        }
+    }
     let Some(client) = engine.kube.as_ref() else {
-        return;
+        return items;
     };
-    for target in targets {
+    for target in &mut items {
         let read = crate::deploy::history::history(client, &target.namespace, &target.name);
         match tokio::time::timeout(HISTORY_TIMEOUT, read).await {
             Ok(Ok(mut revisions)) => {
@@ -767,4 +752,5 @@ async fn read_revisions(engine: &Engine, targets: &mut [DeploymentItem]) {
             }
         }
     }
+    items
 }

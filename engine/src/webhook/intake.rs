@@ -22,7 +22,8 @@ pub struct Incoming {
     pub delivery_key: String,
     pub repository: RepoId,
     pub event: String,
-    pub payload: Vec<u8>,
+    /// The body as received (shared, not copied).
+    pub payload: bytes::Bytes,
     pub status: DeliveryStatus,
     pub summary: Option<&'static str>,
 }

@@ -230,6 +230,16 @@ impl StandIn {
         self.cluster.store.get(kind, namespace, name).ok()
     }
 
+    /// The image of the first container of Deployment `namespace/name` now (empty if none).
+    pub fn deployment_image(&self, namespace: &str, name: &str) -> String {
+        self.get(Kind::Deployment, namespace, name)
+            .unwrap_or_else(|| panic!("no deployment {namespace}/{name}"))["spec"]["template"]
+            ["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
     /// Every object clients created or patched, as stored, for schema validation.
     pub fn received(&self) -> Vec<Value> {
         self.cluster.store.received()
