@@ -1,0 +1,1 @@
+ALTER TABLE schedule_slots DROP CONSTRAINT schedule_slots_whole_minute;
