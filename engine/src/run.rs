@@ -77,8 +77,12 @@ pub struct RunContext {
     pub branch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// The commit built (for a tag, the commit it points at).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_sha: Option<String>,
+    /// An annotated tag's own object id (`commit_sha` is the commit it points at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_object: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr_number: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -455,6 +455,56 @@ fn mirrors_serve_files_directories_and_changes_without_a_work_tree() {
 }
 
 #[test]
+fn an_empty_repository_has_no_refs_and_no_branch_head() {
+    // A repository registered before anyone pushed: listing its refs finds none (libgit2
+    // hands back a NULL list, which once aborted the process in debug builds).
+    with_each_server(|served| {
+        let _bare = BareRepo::create(served.srv, "empty");
+        let url = (served.url)("empty");
+        assert_eq!(
+            MirrorCache::ls_remote(&url, None, "main").expect("ls-remote"),
+            None,
+            "{}",
+            served.kind
+        );
+    });
+}
+
+#[test]
+fn an_annotated_tag_is_fetched_by_its_object_and_peeled_to_its_commit() {
+    with_each_server(|served| {
+        let bare = BareRepo::create(served.srv, "tagged");
+        let url = (served.url)("tagged");
+        let work = bare.work_clone();
+        work.write("README.md", "release\n", 0o644);
+        let commit = work.commit("release");
+        work.push();
+        git(work.path(), &["tag", "-a", "v2.0.0", "-m", "two"]);
+        git(work.path(), &["push", "-q", "origin", "v2.0.0"]);
+        let object = git(work.path(), &["rev-parse", "v2.0.0"]).trim().to_owned();
+        assert_ne!(object, commit);
+        let (_dir, cache) = new_cache();
+        let mirror = cache
+            .fetch(&url, &object, Some("refs/tags/v2.0.0"), None, 1)
+            .unwrap_or_else(|e| panic!("{}: {e}", served.kind));
+        assert_eq!(
+            mirror.peel(&object).expect("peel"),
+            commit,
+            "{}",
+            served.kind
+        );
+        assert_eq!(
+            mirror.peel(&commit).expect("a commit peels to itself"),
+            commit
+        );
+        assert_eq!(
+            mirror.read_file(&commit, "README.md").expect("read"),
+            Some(b"release\n".to_vec())
+        );
+    });
+}
+
+#[test]
 fn concurrent_checkouts_of_one_url_share_one_fetch() {
     with_each_server(|s| {
         let repo = BareRepo::create(s.srv, "app");

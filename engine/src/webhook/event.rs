@@ -76,8 +76,13 @@ pub struct Push {
     pub git_ref: GitRef,
     /// The commit before the push (all zeros or absent for a new branch).
     pub before: Option<String>,
-    /// The commit the ref now points at.
+    /// What the ref now points at: a commit, or for an annotated tag the tag object.
     pub after: String,
+    /// For a tag, the commit the payload says it points at (GitHub and Gitea
+    /// `head_commit.id`, GitLab `checkout_sha`). An annotated tag's `after` is the tag
+    /// object, which is not a commit; older Gitea versions leave this out, and the engine
+    /// then peels the tag itself.
+    pub tag_commit: Option<String>,
     /// The head commit's message, for `[skip ci]`.
     pub head_message: Option<String>,
     /// Files added, modified or removed by the pushed commits, deduplicated, sorted.
@@ -87,6 +92,16 @@ pub struct Push {
     pub changed_files_complete: bool,
     /// Who pushed (login or username), for the run's record.
     pub sender: Option<String>,
+}
+
+impl Push {
+    /// The commit to build: a tag's commit when the payload gives it, else `after`.
+    pub fn commit(&self) -> &str {
+        match (&self.git_ref, &self.tag_commit) {
+            (GitRef::Tag(_), Some(commit)) => commit,
+            _ => &self.after,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -132,6 +132,7 @@ mod tests {
             git_ref,
             before: None,
             after: "a".repeat(40),
+            tag_commit: None,
             head_message: None,
             changed_files: vec![],
             changed_files_complete: true,

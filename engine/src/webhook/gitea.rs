@@ -145,6 +145,7 @@ fn parse_push(body: &[u8]) -> Result<(RepoRef, Event), Rejection> {
         Some(list) => lists_complete && p.total_commits.is_none_or(|total| total <= list.len()),
     };
     let push = Push {
+        tag_commit: HeadCommit::tag_commit(p.head_commit.as_ref(), &git_ref),
         git_ref,
         before: p.before,
         after: p.after,

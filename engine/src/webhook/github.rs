@@ -70,7 +70,21 @@ impl Commit {
 
 #[derive(Deserialize)]
 pub(super) struct HeadCommit {
+    pub(super) id: Option<String>,
     pub(super) message: Option<String>,
+}
+
+impl HeadCommit {
+    /// A tag push's commit: GitHub (and Gitea since 1.16) put the tagged commit in
+    /// `head_commit` while `after` names the tag object of an annotated tag.
+    pub(super) fn tag_commit(head: Option<&HeadCommit>, git_ref: &GitRef) -> Option<String> {
+        match git_ref {
+            GitRef::Tag(_) => head
+                .and_then(|c| c.id.clone())
+                .filter(|id| !is_zero_sha(id)),
+            GitRef::Branch(_) => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -206,6 +220,7 @@ fn parse_push(body: &[u8]) -> Result<(RepoRef, Event), Rejection> {
         Some(list) => lists_complete && list.len() < LISTED_COMMITS_LIMIT,
     };
     let push = Push {
+        tag_commit: HeadCommit::tag_commit(p.head_commit.as_ref(), &git_ref),
         git_ref,
         before: p.before,
         after: p.after,

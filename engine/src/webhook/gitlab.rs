@@ -182,10 +182,17 @@ fn parse_push(what: &str, body: &[u8]) -> Result<(Option<RepoRef>, Event), Rejec
         .iter()
         .find(|c| c.id.as_deref() == Some(p.after.as_str()))
         .and_then(|c| c.message.clone());
+    // A Tag Push Hook names the tag object in `after` for an annotated tag, and the commit it
+    // points at in `checkout_sha`.
+    let tag_commit = match git_ref {
+        GitRef::Tag(_) => p.checkout_sha.clone(),
+        GitRef::Branch(_) => None,
+    };
     let push = Push {
         git_ref,
         before: p.before,
         after: p.after,
+        tag_commit,
         head_message,
         changed_files,
         changed_files_complete,

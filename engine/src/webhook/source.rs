@@ -119,6 +119,12 @@ pub async fn fetch(
     .await
 }
 
+/// The commit `object` names in the mirror: itself, or an annotated tag's commit.
+pub async fn peel(mirror: SharedMirror, object: &str) -> Result<String, SourceError> {
+    let object = object.to_owned();
+    blocking(move || lock(&mirror)?.peel(&object)).await
+}
+
 /// A pipeline file found at a commit: its path and its text (or why it is not text).
 pub struct PipelineFile {
     pub path: String,

@@ -241,6 +241,18 @@ impl Mirror {
         parse_commit(commit).is_ok_and(|oid| has_commit(&self.repo, oid))
     }
 
+    /// The commit `object` names: itself for a commit, the tagged commit for an annotated tag
+    /// object (peeled through tags of tags). An error when the mirror does not hold it.
+    pub fn peel(&self, object: &str) -> Result<String, CheckoutError> {
+        let oid = parse_commit(object)?;
+        commit_of(&self.repo, oid)
+            .map(|commit| commit.to_string())
+            .ok_or_else(|| CheckoutError::NotInMirror {
+                commit: object.to_owned(),
+                url: self.url.clone(),
+            })
+    }
+
     /// The contents of the file at `path` (`/`-separated, from the repository root) in
     /// `commit`, or `None` when there is no file there (a directory is not a file).
     pub fn read_file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, CheckoutError> {
@@ -460,8 +472,16 @@ fn name_of(url: &str) -> String {
     hex::encode(Sha256::digest(url::without_credentials(url).as_bytes()))
 }
 
+/// Whether the mirror holds `oid` as a commit, or as an annotated tag whose commit it also
+/// holds (a tag push names the tag object; what is built is its commit).
 fn has_commit(repo: &Repository, oid: Oid) -> bool {
-    repo.find_commit(oid).is_ok()
+    commit_of(repo, oid).is_some()
+}
+
+/// The commit `oid` is, or that the annotated tag `oid` (or a chain of them) points at.
+fn commit_of(repo: &Repository, oid: Oid) -> Option<Oid> {
+    let object = repo.find_object(oid, None).ok()?;
+    object.peel_to_commit().ok().map(|commit| commit.id())
 }
 
 /// Blob modes git uses for files: `100644` and `100755` (not symlinks, `120000`).
