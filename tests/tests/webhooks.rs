@@ -995,3 +995,312 @@ async fn concurrent_deliveries_are_each_stored_once_and_a_repeated_id_only_once(
     }
     app.stop().await;
 }
+
+const RELEASE: &str = r#"name: release
+on:
+  push:
+    tags: ["v*"]
+stages:
+  - name: show
+    steps:
+      - cat hello.txt
+      - echo "tag=$GANTRY_TAG sha=$GANTRY_COMMIT_SHA head=$(git rev-parse HEAD)"
+"#;
+
+/// Delivers `payload` as `provider` would (its event header, delivery id and signature or
+/// token) and returns the processed delivery.
+async fn deliver_as(app: &TestEngine, provider: &str, id: &str, payload: &Value) -> Value {
+    let bytes = serde_json::to_vec(payload).expect("json");
+    let request = reqwest::Client::new()
+        .post(format!("{}/hooks/{provider}", app.url()))
+        .header("content-type", "application/json");
+    let request = match provider {
+        "github" => request
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", id)
+            .header(
+                "X-Hub-Signature-256",
+                signature::sign_github(SECRET.as_bytes(), &bytes),
+            ),
+        "gitlab" => request
+            .header("X-Gitlab-Event", "Tag Push Hook")
+            .header("X-Gitlab-Event-UUID", id)
+            .header("X-Gitlab-Token", SECRET),
+        _ => request
+            .header("X-Gitea-Event", "push")
+            .header("X-Gitea-Delivery", id)
+            .header(
+                "X-Gitea-Signature",
+                signature::sign_gitea(SECRET.as_bytes(), &bytes),
+            ),
+    };
+    let response = request.body(bytes).send().await.expect("deliver");
+    assert_eq!(response.status(), 202, "{provider} delivery {id}");
+    let answer: Value = response.json().await.expect("json");
+    processed(app, answer["delivery"].as_i64().expect("delivery id")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotated_and_lightweight_tags_start_tag_pipelines_for_every_provider() {
+    let app = TestEngine::start().await;
+    let served = tempfile::tempdir().expect("dir");
+    let bare = BareRepo::create(served.path(), "app");
+    let http = GitHttp::start(served.path());
+    let url = http.url("app");
+    let work = bare.work_clone();
+    work.write(".gantry.yaml", RELEASE, 0o644)
+        .write("hello.txt", "released content\n", 0o644);
+    let commit = work.commit("release me");
+    work.push();
+    // `git tag -a`, the way releases are cut: the ref points at a tag object, not a commit.
+    git(work.path(), &["tag", "-a", "v1.0.0", "-m", "release 1.0.0"]);
+    git(work.path(), &["tag", "v1.0.1"]);
+    git(work.path(), &["push", "-q", "origin", "--tags"]);
+    let object = git(work.path(), &["rev-parse", "v1.0.0"]).trim().to_owned();
+    assert_ne!(object, commit, "an annotated tag is an object of its own");
+    for provider in ["github", "gitlab", "gitea"] {
+        register(&app, provider, "acme/app", &url, json!({})).await;
+    }
+    let zero = "0".repeat(40);
+    let repository = json!({"full_name": "acme/app", "clone_url": url,
+                            "html_url": "https://git.example.com/acme/app"});
+    // GitHub: `after` is the tag object, `head_commit.id` the commit.
+    let github = json!({
+        "ref": "refs/tags/v1.0.0", "before": zero, "after": object, "created": true,
+        "deleted": false, "base_ref": "refs/heads/main", "commits": [],
+        "head_commit": {"id": commit, "message": "release me"},
+        "repository": repository, "sender": {"login": "dev"}
+    });
+    // GitLab's Tag Push Hook: `after` is the tag object, `checkout_sha` the commit.
+    let gitlab = json!({
+        "object_kind": "tag_push", "event_name": "tag_push", "ref": "refs/tags/v1.0.0",
+        "before": zero, "after": object, "checkout_sha": commit, "user_username": "dev",
+        "total_commits_count": 0, "commits": [],
+        "project": {"path_with_namespace": "acme/app", "git_http_url": url}
+    });
+    // Gitea since 1.16 fills in `head_commit`; before it sent none, and Gantry peels the
+    // tag object itself.
+    let gitea_new = json!({
+        "ref": "refs/tags/v1.0.0", "before": zero, "after": object, "commits": [],
+        "head_commit": {"id": commit, "message": "release me"},
+        "repository": repository, "pusher": {"login": "dev"}
+    });
+    let gitea_old = json!({
+        "ref": "refs/tags/v1.0.0", "before": zero, "after": object, "commits": [],
+        "head_commit": null, "repository": repository, "pusher": {"login": "dev"}
+    });
+    // A lightweight tag: `after` is the commit itself.
+    let lightweight = json!({
+        "ref": "refs/tags/v1.0.1", "before": zero, "after": commit, "created": true,
+        "deleted": false, "commits": [], "head_commit": {"id": commit, "message": "release me"},
+        "repository": repository, "sender": {"login": "dev"}
+    });
+    for (provider, id, payload, tag) in [
+        ("github", "t-1", &github, "v1.0.0"),
+        ("gitlab", "t-2", &gitlab, "v1.0.0"),
+        ("gitea", "t-3", &gitea_new, "v1.0.0"),
+        ("gitea", "t-4", &gitea_old, "v1.0.0"),
+        ("github", "t-5", &lightweight, "v1.0.1"),
+    ] {
+        let d = deliver_as(&app, provider, id, payload).await;
+        assert_eq!(d["status"], "triggered", "{provider} {id}: {d}");
+        let summary = d["summary"].as_str().unwrap_or_default();
+        if tag == "v1.0.0" {
+            assert!(
+                summary.contains(&format!(
+                    "annotated tag `v1.0.0` (tag object {}) points at commit {}",
+                    &object[..12],
+                    &commit[..12]
+                )),
+                "{provider} {id}: {summary}"
+            );
+        }
+        let ids = run_ids(&d);
+        assert_eq!(ids.len(), 1, "{provider} {id}: {d}");
+        let (run, stages) = app.wait_for_run(ids[0], WAIT).await;
+        assert_eq!(
+            run.status,
+            RunStatus::Succeeded,
+            "{provider} {id}: {:?} {stages:?}",
+            run.reason
+        );
+        assert_eq!(run.trigger, "tag");
+        let context = &run.context;
+        assert_eq!(context["commit_sha"], commit.as_str(), "{context}");
+        if tag == "v1.0.0" {
+            assert_eq!(context["tag_object"], object.as_str(), "both are recorded");
+        } else {
+            assert!(context.get("tag_object").is_none(), "{context}");
+        }
+        let lines = app.log_lines(ids[0], "show").await;
+        assert!(lines.contains(&"released content".to_owned()), "{lines:#?}");
+        assert!(
+            lines.contains(&format!("tag={tag} sha={commit} head={commit}")),
+            "{provider} {id}: {lines:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_only_file_is_armed_on_registration_rearmed_by_pushes_and_disarmed_when_removed()
+{
+    use chrono::{TimeDelta, Timelike, Utc};
+    use gantry::webhook::cron;
+
+    let app = TestEngine::start().await;
+    let served = tempfile::tempdir().expect("dir");
+    let bare = BareRepo::create(served.path(), "app");
+    let http = GitHttp::start(served.path());
+    let url = http.url("app");
+    let work = bare.work_clone();
+    let nightly = |cron: &str| {
+        format!(
+            "name: nightly\non:\n  schedule:\n    - cron: \"{cron}\"\nstages:\n  - name: build\n    steps:\n      - cat hello.txt\n      - echo \"event=$GANTRY_EVENT sha=$GANTRY_COMMIT_SHA\"\n"
+        )
+    };
+    work.write(".gantry/nightly.yaml", &nightly("*/5 * * * *"), 0o644)
+        .write("hello.txt", "nightly content\n", 0o644);
+    let first = work.commit("nightly build");
+    work.push();
+
+    // Registration reads the default branch and arms the schedule: no push is needed.
+    let answer: Value = app
+        .http()
+        .post(format!("{}/api/v1/projects/test/repositories", app.url()))
+        .json(
+            &json!({"provider": "github", "full_name": "acme/app", "clone_url": url,
+                      "webhook_secret": SECRET}),
+        )
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        answer["schedules"],
+        json!([".gantry/nightly.yaml (`nightly`): schedule `*/5 * * * *` armed"]),
+        "{answer}"
+    );
+    let pipeline = gantry::store::pipelines::find(app.pool(), "test", "nightly")
+        .await
+        .expect("the schedule-only pipeline is stored");
+
+    // Its next slot fires a run that builds the head of the default branch.
+    let slot = (Utc::now() + TimeDelta::minutes(10))
+        .with_second(0)
+        .and_then(|t| t.with_nanosecond(0))
+        .expect("whole minute");
+    let slot = slot - TimeDelta::minutes(i64::from(slot.minute() % 5));
+    assert_eq!(
+        cron::tick(app.engine(), slot + TimeDelta::seconds(3))
+            .await
+            .expect("tick"),
+        1
+    );
+    let fired = cron::fired(app.engine(), pipeline.id).await.expect("slots");
+    let run = fired
+        .iter()
+        .find(|f| f.1 == slot)
+        .and_then(|f| f.2)
+        .expect("the slot's run");
+    let (done, stages) = app.wait_for_run(run, WAIT).await;
+    assert_eq!(
+        done.status,
+        RunStatus::Succeeded,
+        "{:?} {stages:?}",
+        done.reason
+    );
+    assert_eq!(done.trigger, "schedule");
+    let lines = app.log_lines(run, "build").await;
+    assert!(lines.contains(&"nightly content".to_owned()), "{lines:#?}");
+    assert!(
+        lines.contains(&format!("event=schedule sha={first}")),
+        "{lines:#?}"
+    );
+
+    // A push to the default branch that changes the schedule re-arms it.
+    work.write(".gantry/nightly.yaml", &nightly("0 3 * * *"), 0o644);
+    let second = work.commit("nightly at three");
+    work.push();
+    let push = github_push(
+        "acme/app",
+        &url,
+        "refs/heads/main",
+        &first,
+        &second,
+        "nightly at three",
+        &[".gantry/nightly.yaml"],
+    );
+    let (status, answer) = deliver_github(&app, "push", "arm-1", &push).await;
+    assert_eq!(status, 202, "{answer}");
+    let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
+    let summary = d["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains(".gantry/nightly.yaml (`nightly`): schedule `0 3 * * *` armed"),
+        "{d}"
+    );
+    // A push to another branch arms nothing, whatever its files say.
+    git(work.path(), &["checkout", "-q", "-b", "feature"]);
+    work.write(".gantry/nightly.yaml", &nightly("* * * * *"), 0o644);
+    let feature = work.commit("every minute, on a branch");
+    git(work.path(), &["push", "-q", "origin", "feature"]);
+    let push = github_push(
+        "acme/app",
+        &url,
+        "refs/heads/feature",
+        &second,
+        &feature,
+        "branch",
+        &[".gantry/nightly.yaml"],
+    );
+    let (_, answer) = deliver_github(&app, "push", "arm-2", &push).await;
+    let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
+    assert!(
+        !d["summary"].as_str().unwrap_or_default().contains("armed"),
+        "{d}"
+    );
+    let three = (slot + TimeDelta::days(1))
+        .with_hour(3)
+        .and_then(|t| t.with_minute(0))
+        .expect("03:00");
+    // Only the armed `0 3 * * *` fires: not the branch's every-minute schedule.
+    assert_eq!(
+        cron::tick(app.engine(), three + TimeDelta::minutes(1))
+            .await
+            .expect("tick"),
+        1
+    );
+
+    // Removing the file from the default branch disarms it.
+    git(work.path(), &["checkout", "-q", "main"]);
+    work.remove(".gantry/nightly.yaml");
+    let third = work.commit("no more nightly");
+    work.push();
+    let push = github_push(
+        "acme/app",
+        &url,
+        "refs/heads/main",
+        &second,
+        &third,
+        "no more nightly",
+        &[".gantry/nightly.yaml"],
+    );
+    let (_, answer) = deliver_github(&app, "push", "arm-3", &push).await;
+    let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
+    let summary = d["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("`nightly`: its file is gone from `main`; schedule disarmed"),
+        "{d}"
+    );
+    assert_eq!(
+        cron::tick(
+            app.engine(),
+            three + TimeDelta::days(1) + TimeDelta::minutes(1)
+        )
+        .await
+        .expect("tick"),
+        0,
+        "a disarmed schedule fires nothing"
+    );
+}

@@ -1062,7 +1062,11 @@ fn schemas() -> Value {
         "RegisteredRepository": extended(
             &repository,
             "A registered repository, with the URL to configure as its webhook.",
-            &[("webhook_url", text())],
+            &[
+                ("webhook_url", text()),
+                ("schedules", json!({ "type": "array", "items": { "type": "string" }, "description": "The `on.schedule` of the pipeline files at the head of the default branch, armed now: a line per pipeline." })),
+                ("schedules_error", json!({ "type": "string", "description": "Why the pipeline files could not be read to arm their schedules (the registration stands; the next push to the default branch arms them)." })),
+            ],
         ),
         "RepositoryRegistration": {
             "type": "object",

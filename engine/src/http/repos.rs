@@ -14,7 +14,7 @@ use super::error::ApiError;
 use crate::access::{self, Action, Principal};
 use crate::engine::Engine;
 use crate::store::{deliveries, pipelines, repos};
-use crate::webhook::Provider;
+use crate::webhook::{Provider, arming};
 
 pub fn router() -> Router<Arc<Engine>> {
     Router::new()
@@ -122,6 +122,19 @@ async fn register(
         base.trim_end_matches('/'),
         provider.as_str()
     ));
+    // Schedule-only pipelines run on no push: arm them from the default branch now. An
+    // unreachable repository does not undo the registration; the answer says why, and the
+    // next push to the default branch arms them.
+    match arming::sync_from_head(&engine, &row).await {
+        Ok(report) => body["schedules"] = json!(report),
+        Err(e) => {
+            body["schedules"] = json!([]);
+            body["schedules_error"] = json!(format!(
+                "could not read the pipeline files of `{}` to arm their schedules: {e}",
+                row.default_branch
+            ));
+        }
+    }
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -244,8 +244,9 @@ pub struct Scheduled {
     pub repository_id: Option<crate::store::repos::RepoId>,
 }
 
-/// Every pipeline whose newest version mentions `schedule` (a cheap text prefilter; the
-/// parsed plan decides).
+/// Every pipeline whose scheduling version mentions `schedule` (a cheap text prefilter; the
+/// parsed plan decides). That version is the newest valid one for a pipeline applied through
+/// the API, and the armed one ([`arm`]) for a pipeline from a repository.
 pub async fn with_schedules(db: impl PgExecutor<'_>) -> Result<Vec<Scheduled>> {
     Ok(sqlx::query_as!(
         Scheduled,
@@ -255,7 +256,9 @@ pub async fn with_schedules(db: impl PgExecutor<'_>) -> Result<Vec<Scheduled>> {
            FROM pipelines p
            JOIN projects pr ON pr.id = p.project_id
            JOIN LATERAL (SELECT id, created_at, yaml FROM pipeline_versions
-                         WHERE pipeline_id = p.id AND valid ORDER BY version DESC LIMIT 1) v ON true
+                         WHERE pipeline_id = p.id AND valid
+                           AND (p.repository_id IS NULL OR id = p.schedule_version_id)
+                         ORDER BY version DESC LIMIT 1) v ON true
            WHERE v.yaml LIKE '%schedule%'
            ORDER BY p.id"#
     )
@@ -275,4 +278,81 @@ pub async fn repository_of(
     .fetch_optional(db)
     .await?
     .flatten())
+}
+
+/// Arms `version`'s schedules for `pipeline`, read from `file` of `repository`'s default
+/// branch. True when that changed what fires (new, or different text); re-arming the same
+/// text keeps the version armed first, so its catch-up window is not reset by every push.
+/// Another pipeline the same file used to define (before its `name:` changed) is disarmed.
+pub async fn arm(
+    tx: &mut sqlx::PgConnection,
+    pipeline: PipelineId,
+    version: VersionId,
+    repository: crate::store::repos::RepoId,
+    file: &str,
+) -> Result<bool> {
+    sqlx::query!(
+        "UPDATE pipelines SET schedule_version_id = NULL
+         WHERE repository_id = $1 AND source_file = $2 AND id <> $3
+           AND schedule_version_id IS NOT NULL",
+        repository.0,
+        file,
+        pipeline.0
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(sqlx::query_scalar!(
+        r#"UPDATE pipelines p SET schedule_version_id = $2
+           WHERE id = $1 AND (p.schedule_version_id IS NULL
+             OR (SELECT digest FROM pipeline_versions WHERE id = p.schedule_version_id)
+                IS DISTINCT FROM (SELECT digest FROM pipeline_versions WHERE id = $2))
+           RETURNING true AS "changed!""#,
+        pipeline.0,
+        version.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .is_some())
+}
+
+/// Whether a pipeline has armed schedules.
+pub async fn armed(db: impl PgExecutor<'_>, pipeline: PipelineId) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT schedule_version_id IS NOT NULL AS "armed!" FROM pipelines WHERE id = $1"#,
+        pipeline.0
+    )
+    .fetch_optional(db)
+    .await?
+    .unwrap_or(false))
+}
+
+/// Disarms a pipeline's schedules. True when they were armed.
+pub async fn disarm(db: impl PgExecutor<'_>, pipeline: PipelineId) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"UPDATE pipelines SET schedule_version_id = NULL
+           WHERE id = $1 AND schedule_version_id IS NOT NULL RETURNING true AS "was!""#,
+        pipeline.0
+    )
+    .fetch_optional(db)
+    .await?
+    .is_some())
+}
+
+/// Disarms the pipelines of `repository` whose file is not among `present` (removed from the
+/// default branch); returns their names.
+pub async fn disarm_missing(
+    db: impl PgExecutor<'_>,
+    repository: crate::store::repos::RepoId,
+    present: &[String],
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar!(
+        "UPDATE pipelines SET schedule_version_id = NULL
+         WHERE repository_id = $1 AND schedule_version_id IS NOT NULL
+           AND COALESCE(source_file, '') <> ALL($2)
+         RETURNING name",
+        repository.0,
+        present
+    )
+    .fetch_all(db)
+    .await?)
 }

@@ -3,6 +3,7 @@
 //! ([`process`]). Each provider's module only turns its payloads into events; filters, pipeline
 //! files and runs know nothing about providers.
 
+pub mod arming;
 pub mod cache;
 pub mod commit_status;
 pub mod cron;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::cache::CachedFile;
-use super::event::{Event, GitRef, Parsed, Provider};
+use super::event::{Event, GitRef, Parsed, Provider, Push};
 use super::filter::{self, Decision};
 use super::source::{self, SourceError};
 use crate::engine::Engine;
@@ -165,15 +165,17 @@ fn context_of(
                     },
                 ),
             };
+            let commit = push.commit().to_owned();
             Some((
                 RunContext {
-                    commit_sha: Some(push.after.clone()),
+                    tag_object: (commit != push.after).then(|| push.after.clone()),
+                    commit_sha: Some(commit.clone()),
                     git_ref: Some(push.git_ref.full()),
                     actor: push.sender.clone(),
                     ..ctx
                 },
                 trigger,
-                push.after.clone(),
+                commit,
             ))
         }
         Event::PullRequest(pr) => {
@@ -227,66 +229,63 @@ pub async fn handle(
         }
         Event::PullRequest(_) => {}
     }
-    let Some((context, trigger, commit)) = context_of(repo, parsed.provider, event) else {
+    let Some((mut context, trigger, mut commit)) = context_of(repo, parsed.provider, event) else {
         return Ok((DeliveryStatus::Ignored, "nothing to run".into()));
     };
-    let files = match engine
-        .webhook_cache
-        .files(repo.id.0, &commit, &repo.pipeline_files)
+    let mut lines = Vec::new();
+    if let Event::Push(
+        push @ Push {
+            git_ref: GitRef::Tag(_),
+            tag_commit: None,
+            ..
+        },
+    ) = event
     {
-        Some(files) => files,
-        None => {
-            // The token is read only when git is reached: a cached commit needs neither.
-            let auth = source::clone_auth(engine, repo).await?;
-            let mirror = source::fetch(
-                engine,
-                &repo.clone_url,
-                &commit,
-                context.git_ref.as_deref(),
-                auth,
-            )
-            .await?;
-            let found = source::pipeline_files(mirror, &commit, &repo.pipeline_files).await?;
-            let files: Arc<Vec<CachedFile>> = Arc::new(
-                found
-                    .into_iter()
-                    .map(|file| {
-                        let text = file.text.clone().unwrap_or_default();
-                        let plan = file.text.and_then(|text| {
-                            crate::pipeline::load(&file.path, &text)
-                                .map(Arc::new)
-                                .map_err(|report| report.to_string())
-                        });
-                        CachedFile {
-                            path: file.path,
-                            text,
-                            plan,
-                        }
-                    })
-                    .collect(),
-            );
-            engine.webhook_cache.keep_files(
-                repo.id.0,
-                &commit,
-                &repo.pipeline_files,
-                Arc::clone(&files),
-            );
-            files
+        // The payload does not say which commit the tag points at (older Gitea): `after`
+        // may be an annotated tag's object, which is not a commit. Peel it in the mirror.
+        let auth = source::clone_auth(engine, repo).await?;
+        let mirror = source::fetch(
+            engine,
+            &repo.clone_url,
+            &push.after,
+            context.git_ref.as_deref(),
+            auth,
+        )
+        .await?;
+        let peeled = source::peel(mirror, &push.after).await?;
+        if peeled != push.after {
+            context.tag_object = Some(push.after.clone());
+            context.commit_sha = Some(peeled.clone());
+            commit = peeled;
         }
-    };
+    }
+    if let (Some(object), Some(tag)) = (&context.tag_object, &context.tag) {
+        lines.push(format!(
+            "annotated tag `{tag}` (tag object {}) points at commit {}",
+            &object[..object.len().min(12)],
+            &commit[..commit.len().min(12)]
+        ));
+    }
+    let files = files_at(engine, repo, &commit, context.git_ref.as_deref()).await?;
+    // A push to the default branch (re)arms the schedules of the files it leaves there.
+    if let Event::Push(Push {
+        git_ref: GitRef::Branch(branch),
+        ..
+    }) = event
+        && *branch == repo.default_branch
+    {
+        lines.extend(super::arming::sync(tx, repo, &files).await?);
+    }
     let short = &commit[..commit.len().min(12)];
     if files.is_empty() {
-        return Ok((
-            DeliveryStatus::Ignored,
-            format!(
-                "no pipeline files ({}) at commit {short}",
-                repo.pipeline_files.join(", ")
-            ),
+        lines.push(format!(
+            "no pipeline files ({}) at commit {short}",
+            repo.pipeline_files.join(", ")
         ));
+        return Ok((DeliveryStatus::Ignored, lines.join("\n")));
     }
 
     let mut changed: Option<Vec<String>> = None;
-    let mut lines = Vec::new();
     let mut started = 0;
     for file in files.iter() {
         match &file.plan {
@@ -361,6 +360,48 @@ pub async fn handle(
     Ok((status, lines.join("\n")))
 }
 
+/// The pipeline files of `repo` at `commit`, each parsed (or the problems that make it
+/// invalid). A commit never changes, so they are read from git once and then kept in the cache.
+pub async fn files_at(
+    engine: &Engine,
+    repo: &RepoRow,
+    commit: &str,
+    git_ref: Option<&str>,
+) -> Result<Arc<Vec<CachedFile>>, ProcessError> {
+    if let Some(files) = engine
+        .webhook_cache
+        .files(repo.id.0, commit, &repo.pipeline_files)
+    {
+        return Ok(files);
+    }
+    // The token is read only when git is reached: a cached commit needs neither.
+    let auth = source::clone_auth(engine, repo).await?;
+    let mirror = source::fetch(engine, &repo.clone_url, commit, git_ref, auth).await?;
+    let found = source::pipeline_files(mirror, commit, &repo.pipeline_files).await?;
+    let files: Arc<Vec<CachedFile>> = Arc::new(
+        found
+            .into_iter()
+            .map(|file| {
+                let text = file.text.clone().unwrap_or_default();
+                let plan = file.text.and_then(|text| {
+                    crate::pipeline::load(&file.path, &text)
+                        .map(Arc::new)
+                        .map_err(|report| report.to_string())
+                });
+                CachedFile {
+                    path: file.path,
+                    text,
+                    plan,
+                }
+            })
+            .collect(),
+    );
+    engine
+        .webhook_cache
+        .keep_files(repo.id.0, commit, &repo.pipeline_files, Arc::clone(&files));
+    Ok(files)
+}
+
 /// The files an event changed: the payload's list when complete, otherwise from git.
 async fn changed_files(
     engine: &Engine,
@@ -372,7 +413,8 @@ async fn changed_files(
     let zero = |sha: &str| sha.bytes().all(|b| b == b'0');
     let (from, to) = match event {
         Event::Push(push) if push.changed_files_complete => return Ok(push.changed_files.clone()),
-        Event::Push(push) => (push.before.clone().filter(|b| !zero(b)), push.after.clone()),
+        // `commit`, not `after`: an annotated tag's `after` is its tag object.
+        Event::Push(push) => (push.before.clone().filter(|b| !zero(b)), commit.to_owned()),
         Event::PullRequest(pr) => (pr.base_sha.clone(), pr.head_sha.clone()),
         _ => return Ok(Vec::new()),
     };
