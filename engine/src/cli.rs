@@ -281,6 +281,10 @@ pub struct EngineArgs {
     /// A docker config.json with registry credentials for image stages.
     #[arg(long, env = "GANTRY_REGISTRY_AUTH")]
     pub registry_auth: Option<PathBuf>,
+    /// The unprivileged user local steps run as when gantry runs as root (created when
+    /// missing; default gantry-step). Without root, steps run as gantry's own user.
+    #[arg(long, env = "GANTRY_STEP_USER")]
+    pub step_user: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -406,6 +410,7 @@ impl EngineArgs {
             secret_key: self.secret_key.clone(),
             insecure_registries: self.insecure_registries.clone(),
             registry_auth: self.registry_auth.clone(),
+            step_user: self.step_user.clone(),
             ..crate::engine::Config::default()
         }
     }

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, broadcast};
 use crate::executor::Executor;
 use crate::executor::kubernetes::{KubeError, KubeExecutor, KubeSettings};
 use crate::executor::local::{LocalConfig, LocalExecutor, default_runner_path};
+use crate::executor::steps::StepPolicy;
 use crate::pipeline::Plan;
 use crate::secret::SecretKey;
 use crate::store::{self, StageRunId, Store, VersionId};
@@ -42,6 +43,9 @@ pub struct Config {
     /// Copied into every workspace before the runner starts (`gantry run` uses the current
     /// directory; with Git checkouts this is unset).
     pub source_dir: Option<PathBuf>,
+    /// The user local steps run as when the engine is root (default `gantry-step`, created
+    /// when missing); an engine that is not root runs them as itself.
+    pub step_user: Option<String>,
     /// Registries (`host[:port]`) reached over plain HTTP instead of HTTPS.
     pub insecure_registries: Vec<String>,
     /// A docker `config.json` with registry credentials for image stages (a stage's
@@ -70,6 +74,7 @@ impl Default for Config {
             lost_after_secs: 60,
             kill_grace_secs: 10,
             source_dir: None,
+            step_user: None,
             insecure_registries: Vec::new(),
             registry_auth: None,
             executor: "local".into(),
@@ -102,6 +107,8 @@ pub struct Engine {
     pub webhook_cache: crate::webhook::cache::WebhookCache,
     /// New log lines stored for a stage run (fed by LISTEN on the logs channel).
     pub logs: broadcast::Sender<StageRunId>,
+    /// Who local steps run as and what they can reach.
+    pub steps: StepPolicy,
     /// What this process measures for `/metrics` (counts come from the database).
     pub metrics: crate::http::metrics::Metrics,
     plans: Mutex<HashMap<VersionId, Arc<Plan>>>,
@@ -121,6 +128,8 @@ pub enum EngineError {
     UnknownExecutor(String),
     #[error("the `kubernetes` executor needs a cluster: give a kubeconfig or run in a cluster")]
     NoCluster,
+    #[error(transparent)]
+    Steps(#[from] crate::executor::steps::StepsError),
 }
 
 impl Engine {
@@ -145,15 +154,19 @@ impl Engine {
             Some(text) => SecretKey::from_base64(text)?,
             None => SecretKey::load_or_create(&config.data_dir.join("secret.key"))?,
         };
+        let runner_path = config
+            .runner_path
+            .clone()
+            .unwrap_or_else(default_runner_path);
+        let steps =
+            StepPolicy::prepare(&config.data_dir, config.step_user.as_deref(), &runner_path)?;
         let local = LocalExecutor::new(LocalConfig {
-            runner_path: config
-                .runner_path
-                .clone()
-                .unwrap_or_else(default_runner_path),
-            work_dir: config.data_dir.clone(),
+            runner_path,
+            work_dir: steps.data_dir.clone(),
             slots: config.local_slots,
             kill_grace: Duration::from_secs(config.kill_grace_secs),
             source_dir: config.source_dir.clone(),
+            steps: steps.clone(),
         });
         let mut executors: HashMap<&'static str, Arc<dyn Executor>> = HashMap::new();
         executors.insert(local.name(), Arc::new(local));
@@ -205,6 +218,7 @@ impl Engine {
             intake: crate::webhook::intake::Intake::default(),
             webhook_cache: crate::webhook::cache::WebhookCache::default(),
             logs,
+            steps,
             metrics: crate::http::metrics::Metrics::default(),
             plans: Mutex::default(),
             config,

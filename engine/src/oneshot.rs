@@ -49,6 +49,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(notice) = server.engine.steps.notice() {
+        eprintln!("gantry: {notice}");
+    }
     let code = drive(&server, &file, &yaml, args.params.into_iter().collect()).await;
     server.stop().await;
     code

@@ -36,6 +36,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: Config) -> Result<Server, ServerError> {
+        // Not dumpable: a process of the same user (a step, when the engine is not root)
+        // cannot read this process's memory or its environment in /proc.
+        if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+            tracing::warn!(error = %e, "could not mark the engine non-dumpable");
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await

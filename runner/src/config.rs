@@ -36,6 +36,9 @@ pub struct Config {
     pub workspace: PathBuf,
     pub give_up_after: Duration,
     pub kill_grace: Duration,
+    /// Why the engine's files could not be hidden from the steps ([`crate::isolation`]), if
+    /// it was asked for and failed: the stage then fails with this reason before any step.
+    pub isolation_error: Option<String>,
 }
 
 // By hand so the token never reaches a log line.
@@ -47,6 +50,7 @@ impl std::fmt::Debug for Config {
             .field("workspace", &self.workspace)
             .field("give_up_after", &self.give_up_after)
             .field("kill_grace", &self.kill_grace)
+            .field("isolation_error", &self.isolation_error)
             .finish()
     }
 }
@@ -106,6 +110,7 @@ impl Config {
             workspace,
             give_up_after: secs(ENV_GIVE_UP_SECS, DEFAULT_GIVE_UP)?,
             kill_grace: secs(ENV_KILL_GRACE_SECS, DEFAULT_KILL_GRACE)?,
+            isolation_error: None,
         })
     }
 }

@@ -336,6 +336,7 @@ mod tests {
             workspace: ".".into(),
             give_up_after: give_up,
             kill_grace: Duration::from_secs(1),
+            isolation_error: None,
         };
         EngineClient::new(&config).expect("client")
     }

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod exit;
 pub mod heartbeat;
 pub mod image;
+pub mod isolation;
 pub mod logs;
 pub mod process;
 pub mod stage;

@@ -68,6 +68,35 @@ fn main() -> ExitCode {
                 }
             };
         }
+        // `gantry-runner isolation-check DIR`: whether this machine lets a runner hide the
+        // engine's files from its steps (the engine asks at start-up).
+        Some("isolation-check") => {
+            return match std::env::args().nth(2) {
+                Some(dir) => match gantry_runner::isolation::check(std::path::Path::new(&dir)) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(why) => {
+                        eprintln!("{why}");
+                        ExitCode::FAILURE
+                    }
+                },
+                None => {
+                    eprintln!("gantry-runner isolation-check: give a scratch directory");
+                    RunnerExit::Usage.into()
+                }
+            };
+        }
+        // Run by the runner itself while it isolates its steps (see `isolation`).
+        Some(gantry_runner::isolation::MAP_IDS_COMMAND) => {
+            let pid = std::env::args().nth(2).and_then(|p| p.parse().ok());
+            return match pid.map(gantry_runner::isolation::map_nested) {
+                Some(Ok(())) => ExitCode::SUCCESS,
+                Some(Err(why)) => {
+                    eprintln!("gantry-runner: {why}");
+                    ExitCode::FAILURE
+                }
+                None => RunnerExit::Usage.into(),
+            };
+        }
         Some("--help" | "-h") => {
             println!("{}", usage());
             return ExitCode::SUCCESS;
@@ -80,13 +109,17 @@ fn main() -> ExitCode {
             return RunnerExit::Usage.into();
         }
     }
-    let config = match Config::from_env() {
+    let mut config = match Config::from_env() {
         Ok(config) => config,
         Err(err) => {
             eprintln!("gantry-runner: {err}");
             return RunnerExit::Usage.into();
         }
     };
+    // Namespaces first: a process with a second thread cannot enter a new user namespace.
+    if let Err(err) = gantry_runner::isolation::Isolation::from_env().apply() {
+        config.isolation_error = Some(err.to_string());
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -225,6 +225,11 @@ impl<'a> Stage<'a> {
     }
 
     async fn execute(&mut self) -> Result<StageEnd, StageError> {
+        if let Some(why) = &self.config.isolation_error {
+            let why = format!("the steps cannot be started safely: {why}");
+            self.say(&why).await?;
+            return Ok(StageEnd::with(Outcome::Failed, why));
+        }
         if let Err(err) = tokio::fs::create_dir_all(self.workspace()).await {
             let why = format!(
                 "cannot create the workspace {}: {err}",

@@ -104,6 +104,9 @@ pub async fn run_step(
         .current_dir(ctx.workspace)
         // The runner's token speaks for the whole attempt; step code has no business with it.
         .env_remove(ENV_TOKEN)
+        .env_remove(crate::isolation::ENV_HIDE)
+        .env_remove(crate::isolation::ENV_KEEP)
+        .env_remove(crate::isolation::ENV_ID_MAP)
         .envs(ctx.stage_env.iter().map(|(k, v)| (k, v)))
         .envs(step.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())

@@ -360,15 +360,16 @@ pub async fn grant(pool: &sqlx::PgPool, project: &str, user: &str, role: gantry:
         .expect("grant the role");
 }
 
-/// A temporary directory others may enter (mode 0755), for files a test shares with steps or
-/// with the embedded PostgreSQL, which runs as the `postgres` user when the tests run as root.
+/// A temporary directory others may enter and write in (mode 1777, like /tmp), for files a test
+/// shares with steps or with the embedded PostgreSQL: when the tests run as root, steps run as
+/// the engine's unprivileged step user and PostgreSQL as the `postgres` user.
 pub fn open_temp_dir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new()
         .prefix("gantry-e2e-")
         .tempdir_in("/tmp")
         .expect("temp dir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777))
         .expect("chmod the temp dir");
     dir
 }

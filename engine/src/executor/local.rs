@@ -4,6 +4,7 @@
 //! never mistaken for our runner.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,8 @@ pub struct LocalConfig {
     pub kill_grace: Duration,
     /// Files to place in every workspace (see `Config::source_dir`).
     pub source_dir: Option<PathBuf>,
+    /// Who runners run as, their environment and what they hide.
+    pub steps: super::steps::StepPolicy,
 }
 
 pub struct LocalExecutor {
@@ -215,8 +218,15 @@ impl Executor for LocalExecutor {
                 .await
                 .map_err(|e| ExecutorError::Start(e.to_string()))??;
         }
+        let steps = &self.config.steps;
+        steps
+            .hand_over(&workspace)
+            .map_err(|e| ExecutorError::Start(e.to_string()))?;
         let logs = self.config.work_dir.join("runner-logs");
         create_dir(&logs)?;
+        // The engine's alone: a runner's log may hold what its steps should not read.
+        std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| ExecutorError::Start(format!("restricting {}: {e}", logs.display())))?;
         let log_path = logs.join(format!("{}-{}.log", request.stage_run_id, request.attempt));
         let log = std::fs::File::create(&log_path)
             .map_err(|e| ExecutorError::Start(format!("creating {}: {e}", log_path.display())))?;
@@ -224,6 +234,12 @@ impl Executor for LocalExecutor {
             .try_clone()
             .map_err(|e| ExecutorError::Start(e.to_string()))?;
         let mut command = tokio::process::Command::new(&self.config.runner_path);
+        // Nothing of the engine's own environment (its database URL, its key) reaches a step:
+        // only the documented allow-list and the runner's settings.
+        command.env_clear().envs(steps.environment(&workspace));
+        if let Some(user) = &steps.user {
+            command.uid(user.uid).gid(user.gid);
+        }
         command
             .env(wire::ENV_ENGINE_URL, &request.engine_url)
             .env(wire::ENV_TOKEN, &request.token)
@@ -249,6 +265,17 @@ impl Executor for LocalExecutor {
             .ok_or_else(|| ExecutorError::Start("the runner exited at once".into()))?;
         let start = proc_stat(pid).map_or(0, |(s, _)| s);
         let handle = format!("{pid}:{start}");
+        if steps.maps_ids() {
+            // The runner waits in its new user namespace until these are written; if they
+            // cannot be, it gives up and fails the stage with the reason.
+            let steps = steps.clone();
+            let mapped = tokio::task::spawn_blocking(move || steps.map_ids(pid.unsigned_abs()))
+                .await
+                .map_err(|e| ExecutorError::Start(e.to_string()))?;
+            if let Err(why) = mapped {
+                tracing::warn!(runner = pid, error = %why, "could not map the runner's ids");
+            }
+        }
         // Reap the runner when it ends (no zombies) and remember how it ended.
         let exited = Arc::clone(&self.exited);
         let key = handle.clone();

@@ -4,6 +4,7 @@
 
 pub mod kubernetes;
 pub mod local;
+pub mod steps;
 
 use async_trait::async_trait;
 

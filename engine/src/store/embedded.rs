@@ -1,11 +1,14 @@
 //! The PostgreSQL server `gantry serve` runs for itself when no `DATABASE_URL` is given, so one
 //! machine (or one CI job) can run Gantry without setting up a database first.
 //!
-//! It owns a data directory: `pgdata/` (the cluster), `postgres.log` (the server's output) and
-//! `socket/` (its Unix socket). The server listens on that socket only, never on TCP, and trusts
-//! whoever reaches the socket; the socket directory's 0700 mode limits that to the server's own
-//! user and root. PostgreSQL refuses to run as root, so when Gantry is root the server runs as the
-//! `postgres` system user that Debian's `postgresql` package creates.
+//! It owns a data directory: `pgdata/` (the cluster), `postgres.log` (the server's output),
+//! `socket/` (its Unix socket) and `superuser.password`. The server listens on that socket only,
+//! never on TCP, and asks every client for the superuser's password (scram-sha-256), even over
+//! the socket: the socket directory's 0700 mode keeps others out, and the password keeps out
+//! processes of the same user (a pipeline step, when Gantry is not root) that reach the socket.
+//! The password is random, written once, mode 0600. PostgreSQL refuses to run as root, so when
+//! Gantry is root the server runs as the `postgres` system user that Debian's `postgresql`
+//! package creates.
 //!
 //! A server left behind by a Gantry that crashed is adopted rather than started twice. A stale
 //! `postmaster.pid` left by a server that crashed is replaced by PostgreSQL itself on start, except
@@ -36,6 +39,10 @@ const DATABASE: &str = "gantry";
 const MAX_SOCKET_PATH: usize = 107;
 /// The socket's name within its directory, for `PORT`.
 const SOCKET_FILE: &str = "/.s.PGSQL.5432";
+/// The superuser's password, in the data directory (mode 0600, the engine's own).
+const PASSWORD_FILE: &str = "superuser.password";
+/// How clients prove who they are, over the socket too.
+const AUTH_METHOD: &str = "scram-sha-256";
 /// Enough of a log to hold PostgreSQL's reason for failing, short enough to read in an error.
 const TAIL_LINES: usize = 20;
 /// How long pg_ctl waits for the server to start or stop, and we wait for a server that some
@@ -109,6 +116,8 @@ pub enum EmbeddedError {
     UnreadablePidFile(PathBuf),
     #[error("could not create the `gantry` database: {0}")]
     CreateDatabase(#[source] sqlx::Error),
+    #[error("could not set the superuser's password (the cluster trusted every local client): {0}")]
+    SetPassword(#[source] sqlx::Error),
 }
 
 /// A running PostgreSQL server owned by this process: stopped by [`EmbeddedPostgres::stop`], or
@@ -143,6 +152,7 @@ impl EmbeddedPostgres {
         }
         let run_as = server_user()?;
         let data_dir = prepare_data_dir(data_dir, run_as)?;
+        let password = superuser_password(&data_dir)?;
         let cluster = Cluster {
             bindir: bindir.to_path_buf(),
             pgdata: data_dir.join("pgdata"),
@@ -151,7 +161,7 @@ impl EmbeddedPostgres {
         };
         cluster.prepare_files()?;
         if !cluster.pgdata.join("PG_VERSION").exists() {
-            cluster.initdb().await?;
+            cluster.initdb(&data_dir, &password).await?;
         }
         let (pid_file, adopted) = match cluster.running_server().await? {
             Some(pid_file) => (pid_file, true),
@@ -167,12 +177,19 @@ impl EmbeddedPostgres {
         };
         // From here on an error drops `server`, which stops the server again.
         let server = EmbeddedPostgres {
-            url: pid_file.url(DATABASE),
+            url: pid_file.url(DATABASE, &password),
             cluster,
             postmaster_pid: pid_file.pid,
             stopped: false,
         };
-        create_database(&pid_file.url("postgres")).await?;
+        let admin_url = pid_file.url("postgres", &password);
+        if server.cluster.trusts_local_clients()? {
+            server
+                .cluster
+                .require_password(&admin_url, &password)
+                .await?;
+        }
+        create_database(&admin_url).await?;
         tracing::info!(
             data_dir = %data_dir.display(),
             url = %server.url,
@@ -437,17 +454,31 @@ impl Cluster {
             .map_err(io_error("could not hand over", &self.log))
     }
 
-    async fn initdb(&self) -> Result<(), EmbeddedError> {
+    async fn initdb(&self, data_dir: &Path, password: &str) -> Result<(), EmbeddedError> {
+        // initdb reads the password from a file, as the server's user: a copy it may read,
+        // removed again at once.
+        let pwfile = data_dir.join(".initdb-password");
+        write_private(&pwfile, password)?;
+        if let Some(run_as) = self.run_as {
+            std::os::unix::fs::lchown(&pwfile, Some(run_as.uid), Some(run_as.gid))
+                .map_err(io_error("could not hand over", &pwfile))?;
+        }
         let mut command = self.command("initdb");
-        command.arg("-D").arg(&self.pgdata).args([
-            "-U",
-            SUPERUSER,
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]);
-        let output = output_of(command).await?;
+        command
+            .arg("-D")
+            .arg(&self.pgdata)
+            .args([
+                "-U",
+                SUPERUSER,
+                &format!("--auth={AUTH_METHOD}"),
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()));
+        let output = output_of(command).await;
+        let _ = fs::remove_file(&pwfile);
+        let output = output?;
         if !output.status.success() {
             return Err(EmbeddedError::Initdb {
                 status: output.status,
@@ -455,6 +486,40 @@ impl Cluster {
             });
         }
         tracing::info!(pgdata = %self.pgdata.display(), "created PostgreSQL cluster");
+        Ok(())
+    }
+
+    /// Whether `pg_hba.conf` still lets some local client in without a password (clusters
+    /// created before Gantry asked for one).
+    fn trusts_local_clients(&self) -> Result<bool, EmbeddedError> {
+        let path = self.pgdata.join("pg_hba.conf");
+        let text = fs::read_to_string(&path).map_err(io_error("could not read", &path))?;
+        Ok(hba_rules(&text).any(|fields| fields.last() == Some(&"trust")))
+    }
+
+    /// Gives the superuser `password` and makes every rule of `pg_hba.conf` ask for it; the
+    /// running server reloads its rules (new connections need the password from then on).
+    async fn require_password(&self, admin_url: &str, password: &str) -> Result<(), EmbeddedError> {
+        let mut conn = PgConnection::connect(admin_url)
+            .await
+            .map_err(EmbeddedError::SetPassword)?;
+        // The password is hex digits made here: nothing in it needs quoting.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER ROLE {SUPERUSER} PASSWORD '{password}'"
+        )))
+        .execute(&mut conn)
+        .await
+        .map_err(EmbeddedError::SetPassword)?;
+        let path = self.pgdata.join("pg_hba.conf");
+        let text = fs::read_to_string(&path).map_err(io_error("could not read", &path))?;
+        fs::write(&path, require_password_in(&text))
+            .map_err(io_error("could not rewrite", &path))?;
+        sqlx::query("SELECT pg_reload_conf()")
+            .execute(&mut conn)
+            .await
+            .map_err(EmbeddedError::SetPassword)?;
+        let _ = conn.close().await;
+        tracing::info!(pgdata = %self.pgdata.display(), "the embedded PostgreSQL now asks for a password (scram-sha-256)");
         Ok(())
     }
 
@@ -611,7 +676,8 @@ impl PidFile {
     }
 
     /// sslmode is pinned so a PGSSLMODE in the environment cannot demand TLS from a local server.
-    fn url(&self, database: &str) -> String {
+    /// `password` is hex digits: it needs no escaping in a URL.
+    fn url(&self, database: &str, password: &str) -> String {
         let port = self.port;
         if self.socket_dir.is_empty() {
             let host = match self.listen_address.as_str() {
@@ -620,11 +686,11 @@ impl PidFile {
                 address if address.contains(':') => format!("[{address}]"),
                 address => address.to_owned(),
             };
-            format!("postgres://{SUPERUSER}@{host}:{port}/{database}?sslmode=disable")
+            format!("postgres://{SUPERUSER}:{password}@{host}:{port}/{database}?sslmode=disable")
         } else {
             let socket = encode_query_value(&self.socket_dir);
             format!(
-                "postgres://{SUPERUSER}@localhost:{port}/{database}?host={socket}&sslmode=disable"
+                "postgres://{SUPERUSER}:{password}@localhost:{port}/{database}?host={socket}&sslmode=disable"
             )
         }
     }
@@ -666,6 +732,68 @@ async fn create_database(admin_url: &str) -> Result<(), EmbeddedError> {
     // The database exists either way; a failed goodbye changes nothing.
     let _ = conn.close().await;
     Ok(())
+}
+
+/// The superuser's password: read from the data directory, or made (32 random bytes as hex)
+/// and written there, mode 0600, on first use.
+fn superuser_password(data_dir: &Path) -> Result<String, EmbeddedError> {
+    let path = data_dir.join(PASSWORD_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                .map_err(io_error("could not restrict", &path))?;
+            return Ok(text.trim().to_owned());
+        }
+        Ok(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(io_error("could not read", &path)(error)),
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let password = hex::encode(bytes);
+    write_private(&path, &password)?;
+    Ok(password)
+}
+
+/// Writes `text` to a new file only its owner may read.
+fn write_private(path: &Path, text: &str) -> Result<(), EmbeddedError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = fs::remove_file(path);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_error("could not create", path))?;
+    file.write_all(text.as_bytes())
+        .map_err(io_error("could not write", path))
+}
+
+/// The rules of a `pg_hba.conf`: each non-comment line's fields.
+fn hba_rules(text: &str) -> impl Iterator<Item = Vec<&str>> {
+    text.lines()
+        .map(|line| line.split('#').next().unwrap_or_default())
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| !fields.is_empty())
+}
+
+/// `pg_hba.conf` with every `trust` rule asking for a scram-sha-256 password instead.
+fn require_password_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let rule = line.split('#').next().unwrap_or_default();
+        let fields: Vec<&str> = rule.split_whitespace().collect();
+        if fields.last() == Some(&"trust") {
+            out.push_str(&fields[..fields.len() - 1].join(" "));
+            out.push(' ');
+            out.push_str(AUTH_METHOD);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Whether `pid` has exited but not been reaped. Only Linux says so (in /proc); elsewhere every
@@ -747,8 +875,8 @@ mod tests {
         assert_eq!(pid_file.pid, 4242);
         assert_eq!(pid_file.status, "ready");
         assert_eq!(
-            pid_file.url("gantry"),
-            "postgres://gantry@localhost:5432/gantry?host=/data/socket&sslmode=disable"
+            pid_file.url("gantry", "abc123"),
+            "postgres://gantry:abc123@localhost:5432/gantry?host=/data/socket&sslmode=disable"
         );
     }
 
@@ -756,8 +884,8 @@ mod tests {
     fn pid_file_of_a_tcp_server_gives_a_loopback_url() {
         let text = "4242\n/data/pgdata\n1732540000\n5433\n\n*\n  1234567     98304\nready   \n";
         assert_eq!(
-            PidFile::parse(text).unwrap().url("postgres"),
-            "postgres://gantry@127.0.0.1:5433/postgres?sslmode=disable"
+            PidFile::parse(text).unwrap().url("postgres", "abc123"),
+            "postgres://gantry:abc123@127.0.0.1:5433/postgres?sslmode=disable"
         );
     }
 
@@ -810,6 +938,18 @@ mod tests {
             newest_versioned_bindir(root.path()),
             Some(root.path().join("15/bin"))
         );
+    }
+
+    #[test]
+    fn trust_rules_are_made_to_ask_for_a_password() {
+        let hba = "# TYPE DATABASE USER ADDRESS METHOD\nlocal all all trust\nhost all all 127.0.0.1/32 trust # loopback\nlocal replication all peer\n";
+        let text = require_password_in(hba);
+        assert_eq!(
+            text,
+            "# TYPE DATABASE USER ADDRESS METHOD\nlocal all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nlocal replication all peer\n"
+        );
+        assert!(!hba_rules(&text).any(|f| f.last() == Some(&"trust")));
+        assert!(hba_rules(hba).any(|f| f.last() == Some(&"trust")));
     }
 
     #[test]

@@ -107,17 +107,37 @@ pub fn make_devices(root: &Path) -> io::Result<()> {
         if fs::symlink_metadata(&path).is_ok() {
             continue;
         }
-        mknod(
+        match mknod(
             &path,
             SFlag::S_IFCHR,
             Mode::from_bits_truncate(0o666),
             makedev(1, minor),
-        )
-        .map_err(io::Error::from)?;
-        // mknod honours the umask; scripts need to write to /dev/null.
-        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+        ) {
+            // mknod honours the umask; scripts need to write to /dev/null.
+            Ok(()) => {
+                fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?
+            }
+            // In a user namespace (a local runner of a root engine) no device may be made, but
+            // the host's own may be bound in, as rootless containers do.
+            Err(nix::errno::Errno::EPERM) => bind_host_device(&path, name)?,
+            Err(e) => return Err(io::Error::from(e)),
+        }
     }
     Ok(())
+}
+
+/// Binds `/dev/NAME` of this machine onto a new empty file at `path`.
+fn bind_host_device(path: &Path, name: &str) -> io::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    fs::File::create(path)?;
+    mount(
+        Some(Path::new("/dev").join(name).as_path()),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)
 }
 
 #[cfg(test)]
