@@ -33,20 +33,21 @@ pub fn screenshot_dir() -> PathBuf {
 impl Browser {
     /// Starts chromedriver and a headless Chromium session with a fresh profile.
     pub async fn start(prefix: &str) -> Browser {
-        let port = crate::serve::free_port();
         let profile = tempfile::tempdir().expect("profile dir");
-        let mut command = Command::new(CHROMEDRIVER);
-        command
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // Its own process group: dropping the browser kills chromedriver and every Chromium
-        // process it started, whatever state the test left them in.
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let driver = command
-            .spawn()
-            .expect("start chromedriver (apt-get install chromium-driver)");
+        let (driver, port) = crate::serve::on_free_port("chromedriver", |port| {
+            let mut command = Command::new(CHROMEDRIVER);
+            command
+                .arg(format!("--port={port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // Its own process group: dropping the browser kills chromedriver and every
+            // Chromium process it started, whatever state the test left them in.
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            command
+                .spawn()
+                .expect("start chromedriver (apt-get install chromium-driver)")
+        });
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

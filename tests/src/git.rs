@@ -6,12 +6,10 @@
 //! Everything here is blocking (the checkout it tests is too); call it from `spawn_blocking` or
 //! plain `#[test]`s.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::serve::free_port;
+use crate::serve::on_free_port;
 
 /// Runs `git ARGS` in `dir` with no system or user configuration (HOME is a directory of its
 /// own), a fixed identity, and local-file submodules allowed; panics with git's stderr when it
@@ -164,25 +162,28 @@ pub struct GitDaemon {
 
 impl GitDaemon {
     pub fn start(base_dir: &Path) -> GitDaemon {
-        let port = free_port();
         let base = base_dir.to_string_lossy();
-        let child = Command::new("git")
-            .arg("daemon")
-            .arg("--reuseaddr")
-            .arg("--listen=127.0.0.1")
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={base}"))
-            .arg("--export-all")
-            .arg(&*base)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("git daemon: {e} (run scripts/test, which installs git)"));
-        let mut daemon = GitDaemon { port, child };
-        wait_for_port(port, &mut daemon.child, "git daemon");
-        daemon
+        // git-daemon itself, not `git daemon`: the `git` wrapper runs it as a child of its own,
+        // which would neither be the process listening nor die when the wrapper is killed.
+        let exec_path = git(base_dir, &["--exec-path"]);
+        let program = Path::new(exec_path.trim()).join("git-daemon");
+        let (child, port) = on_free_port("git daemon", |port| {
+            Command::new(&program)
+                .arg("--listen=127.0.0.1")
+                .arg(format!("--port={port}"))
+                .arg(format!("--base-path={base}"))
+                .arg("--export-all")
+                .arg(&*base)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("git daemon: {e} (run scripts/test, which installs git)")
+                })
+        });
+        GitDaemon { port, child }
     }
 
     /// `git://127.0.0.1:PORT/NAME.git`
@@ -226,7 +227,6 @@ impl GitHttp {
 
     fn spawn(base_dir: &Path, auth: Option<(&str, &str)>, tls: Option<&Path>) -> GitHttp {
         let dir = tempfile::tempdir().expect("lighttpd dir");
-        let port = free_port();
         let exec_path = git(base_dir, &["--exec-path"]);
         let backend = Path::new(&exec_path).join("git-http-backend");
         assert!(
@@ -234,8 +234,9 @@ impl GitHttp {
             "{} is missing: git-http-backend comes with git",
             backend.display()
         );
-        let mut config = format!(
-            r#"server.modules = ("mod_auth", "mod_authn_file", "mod_alias", "mod_cgi", "mod_setenv")
+        let (child, port) = on_free_port("lighttpd", |port| {
+            let mut config = format!(
+                r#"server.modules = ("mod_auth", "mod_authn_file", "mod_alias", "mod_cgi", "mod_setenv")
 server.document-root = "{root}"
 server.bind = "127.0.0.1"
 server.port = {port}
@@ -246,51 +247,50 @@ $HTTP["url"] =~ "^/git" {{
   setenv.add-environment = ("GIT_PROJECT_ROOT" => "{base}", "GIT_HTTP_EXPORT_ALL" => "", "GIT_CONFIG_NOSYSTEM" => "1")
 }}
 "#,
-            root = dir.path().display(),
-            backend = backend.display(),
-            base = base_dir.display(),
-        );
-        if let Some(pem) = tls {
-            config.push_str(&format!(
-                "server.modules += (\"mod_openssl\")\nssl.engine = \"enable\"\nssl.pemfile = \"{}\"\n",
-                pem.display()
-            ));
-        }
-        if let Some((user, password)) = auth {
-            // mod_authn_file's "plain" backend: one `user:password` line per user.
-            let users = dir.path().join("users");
-            std::fs::write(&users, format!("{user}:{password}\n")).expect("write users");
-            config.push_str(&format!(
-                r#"auth.backend = "plain"
+                root = dir.path().display(),
+                backend = backend.display(),
+                base = base_dir.display(),
+            );
+            if let Some(pem) = tls {
+                config.push_str(&format!(
+                    "server.modules += (\"mod_openssl\")\nssl.engine = \"enable\"\nssl.pemfile = \"{}\"\n",
+                    pem.display()
+                ));
+            }
+            if let Some((user, password)) = auth {
+                // mod_authn_file's "plain" backend: one `user:password` line per user.
+                let users = dir.path().join("users");
+                std::fs::write(&users, format!("{user}:{password}\n")).expect("write users");
+                config.push_str(&format!(
+                    r#"auth.backend = "plain"
 auth.backend.plain.userfile = "{}"
 auth.require = ("/git" => ("method" => "basic", "realm" => "gantry-test", "require" => "valid-user"))
 "#,
-                users.display()
-            ));
-        }
-        let conf = dir.path().join("lighttpd.conf");
-        std::fs::write(&conf, config).expect("write lighttpd.conf");
-        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("lighttpd log");
-        let child = Command::new("lighttpd")
-            .arg("-D")
-            .arg("-f")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("lighttpd: {e} (run scripts/test, which installs lighttpd)")
-            });
+                    users.display()
+                ));
+            }
+            let conf = dir.path().join("lighttpd.conf");
+            std::fs::write(&conf, config).expect("write lighttpd.conf");
+            let log = std::fs::File::create(dir.path().join("stderr.log")).expect("lighttpd log");
+            Command::new("lighttpd")
+                .arg("-D")
+                .arg("-f")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("lighttpd: {e} (run scripts/test, which installs lighttpd)")
+                })
+        });
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let mut server = GitHttp {
+        GitHttp {
             port,
             scheme,
             child,
             dir,
-        };
-        wait_for_port(port, &mut server.child, "lighttpd");
-        server
+        }
     }
 
     /// `http://127.0.0.1:PORT/git/NAME.git`
@@ -368,22 +368,4 @@ pub fn untrusted_pem(dir: &Path) -> PathBuf {
     both.extend(std::fs::read(&key).expect("key"));
     std::fs::write(&pem, both).expect("pem");
     pem
-}
-
-/// Waits until something accepts connections on `port`, or panics (also when `child` exits).
-fn wait_for_port(port: u16, child: &mut Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited ({status}) before listening on port {port}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} is not listening on port {port} after 15 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -47,10 +47,13 @@ pub fn runner_bin() -> PathBuf {
     bin_dir().join("gantry-runner")
 }
 
-/// A database of its own for one test, dropped by nobody (the test server is throw-away).
+/// A database of its own for one test on the test server (`DATABASE_URL`), dropped when the
+/// test is done with it (connections still open are ended: the engine may still be running).
+/// `scripts/test` also drops any a killed run left behind.
 pub struct TestDb {
     pub url: String,
     pub name: String,
+    admin: String,
 }
 
 impl TestDb {
@@ -68,12 +71,54 @@ impl TestDb {
             .await
             .expect("create the test database");
         pool.close().await;
-        let url = match admin.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{name}"),
-            None => panic!("DATABASE_URL has no database name: {admin}"),
-        };
-        TestDb { url, name }
+        let url = with_database(&admin, &name)
+            .unwrap_or_else(|| panic!("DATABASE_URL has no database name: {admin}"));
+        TestDb { url, name, admin }
     }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Dropping happens inside the test's runtime, which cannot be blocked on: a thread of
+        // its own with a runtime of its own, waited for, so the database is gone when the
+        // test is.
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let pool = sqlx::PgPool::connect(&admin).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&pool)
+                .await
+                .ok()?;
+                pool.close().await;
+                Some(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("note: test database {} was not dropped", self.name);
+        }
+    }
+}
+
+/// `admin` (a `postgres://` URL) naming database `name` instead; its query (such as
+/// `?host=/socket/directory`) is kept.
+pub fn with_database(admin: &str, name: &str) -> Option<String> {
+    let (base, query) = match admin.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin, None),
+    };
+    let (server, _) = base.rsplit_once('/').filter(|(s, _)| s.contains("://"))?;
+    Some(match query {
+        Some(query) => format!("{server}/{name}?{query}"),
+        None => format!("{server}/{name}"),
+    })
 }
 
 fn rand_suffix() -> String {

@@ -5,8 +5,6 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::serve::free_port;
-
 pub struct Registry {
     /// `127.0.0.1:PORT`, the registry part of image names.
     pub host: String,
@@ -29,15 +27,7 @@ impl Registry {
 
     async fn spawn(credentials: Option<(String, String)>) -> Registry {
         let dir = tempfile::tempdir().expect("registry dir");
-        let port = free_port();
-        let host = format!("127.0.0.1:{port}");
-        let mut config = format!(
-            "version: 0.1\nlog: {{level: error, accesslog: {{disabled: true}}}}\n\
-             storage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\n\
-             http: {{addr: {host}}}\n",
-            dir.path().join("data").display()
-        );
-        if let Some((user, password)) = &credentials {
+        let htpasswd = credentials.as_ref().map(|(user, password)| {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, password])
                 .output()
@@ -45,22 +35,34 @@ impl Registry {
             assert!(out.status.success(), "htpasswd failed");
             let file = dir.path().join("htpasswd");
             std::fs::write(&file, &out.stdout).expect("write htpasswd");
-            config.push_str(&format!(
-                "auth: {{htpasswd: {{realm: gantry-test, path: {}}}}}\n",
-                file.display()
-            ));
-        }
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).expect("write registry config");
-        let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("docker-registry starts (scripts/test installs it)");
+            file
+        });
+        let (child, port) = crate::serve::on_free_port("docker-registry", |port| {
+            let mut config = format!(
+                "version: 0.1\nlog: {{level: error, accesslog: {{disabled: true}}}}\n\
+                 storage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\n\
+                 http: {{addr: 127.0.0.1:{port}}}\n",
+                dir.path().join("data").display()
+            );
+            if let Some(file) = &htpasswd {
+                config.push_str(&format!(
+                    "auth: {{htpasswd: {{realm: gantry-test, path: {}}}}}\n",
+                    file.display()
+                ));
+            }
+            let config_path = dir.path().join("config.yml");
+            std::fs::write(&config_path, config).expect("write registry config");
+            let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
+            Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config_path)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("docker-registry starts (scripts/test installs it)")
+        });
+        let host = format!("127.0.0.1:{port}");
         let registry = Registry {
             host,
             credentials,

@@ -7,10 +7,53 @@ use std::time::Duration;
 
 use crate::proc::Reaper;
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now. Only a candidate: another process may take it
+/// before the child it is meant for binds it, so start children with [`on_free_port`], which
+/// checks that the child itself got it.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()
+}
+
+/// How often [`on_free_port`] tries another port before giving up.
+const PORT_TRIES: usize = 5;
+
+/// Starts a server on a free loopback port: `start(port)` spawns it, and it counts as started
+/// once that very process listens on the port (read from `/proc`, so another program that took
+/// the port meanwhile is never mistaken for it). A child that exits first (the port was taken)
+/// is tried again on another port.
+pub fn on_free_port(what: &str, mut start: impl FnMut(u16) -> Child) -> (Child, u16) {
+    let mut exits = Vec::new();
+    for _ in 0..PORT_TRIES {
+        let port = free_port();
+        let mut child = start(port);
+        match wait_listening(&mut child, port, Duration::from_secs(30)) {
+            Ok(()) => return (child, port),
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                exits.push(format!("port {port}: {why}"));
+            }
+        }
+    }
+    panic!("{what} did not start on any of {PORT_TRIES} ports: {exits:?}");
+}
+
+/// Waits until `child` listens on `port`; the reason when it exits first or `limit` passes.
+pub fn wait_listening(child: &mut Child, port: u16, limit: Duration) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if crate::proc::listening_ports(child.id()).contains(&port) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited ({status}) before listening"));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("not listening after {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// One `gantry serve` process and the arguments to start it again with.
@@ -51,7 +94,9 @@ impl EngineProcess {
         std::fs::create_dir_all(data_dir).expect("engine data dir");
         let mut engine = EngineProcess {
             child: None,
-            port: free_port(),
+            // Chosen by the first start (it binds port 0); restarts keep it, as runners and
+            // webhooks know the engine by its address.
+            port: 0,
             engine_id: engine_id.to_owned(),
             database_url: database_url.to_owned(),
             data_dir: data_dir.to_path_buf(),
@@ -94,7 +139,7 @@ impl EngineProcess {
     async fn spawn(&mut self) {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path()).expect("engine log file");
-        let child = Command::new(crate::gantry_bin())
+        let mut child = Command::new(crate::gantry_bin())
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--database-url", &self.database_url])
@@ -114,6 +159,26 @@ impl EngineProcess {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start gantry serve");
+        if self.port == 0 {
+            // The port it bound: the one its own process listens on.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            self.port = loop {
+                if let Some(port) = crate::proc::listening_ports(child.id()).first() {
+                    break *port;
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "gantry serve exited with {status} before it listened:\n{}",
+                        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+                    );
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "gantry serve did not listen within 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+        }
         self.child = Some(child);
         self.wait_ready().await;
     }

@@ -214,8 +214,9 @@ async fn an_engine_down_longer_than_the_silence_limit_still_resumes_its_runners(
     let db = TestDb::create().await;
     let data = open_temp_dir();
     let _reaper = gantry_tests::proc::Reaper::new(data.path());
-    let config = gantry::engine::Config {
-        listen: std::net::SocketAddr::from(([127, 0, 0, 1], gantry_tests::serve::free_port())),
+    let mut config = gantry::engine::Config {
+        // Port 0 for the first start; the restart takes the port it got.
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: data.path().to_path_buf(),
         database_url: Some(db.url.clone()),
         engine_id: Some("restarting".into()),
@@ -228,6 +229,7 @@ async fn an_engine_down_longer_than_the_silence_limit_still_resumes_its_runners(
     let server = gantry::server::Server::start(config.clone())
         .await
         .expect("engine starts");
+    config.listen = server.addr;
     let engine = std::sync::Arc::clone(&server.engine);
     gantry::run::apply(&engine, "test", "test.yaml", TICKER)
         .await

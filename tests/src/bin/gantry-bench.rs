@@ -920,12 +920,11 @@ impl Db {
             .await
             .context("creating the bench database")?;
         pool.close().await;
-        let (base, _) = admin_url
-            .rsplit_once('/')
+        let url = gantry_tests::with_database(admin_url, &name)
             .context("DATABASE_URL has no database name")?;
         Ok(Db {
             admin_url: admin_url.to_owned(),
-            url: format!("{base}/{name}"),
+            url,
             name,
             dropped: false,
         })

@@ -90,25 +90,3 @@ pub fn strategic(target: &mut Value, patch: &Value) {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn containers_merge_by_name() {
-        let mut d = json!({"spec": {"template": {"spec": {"containers": [
-            {"name": "web", "image": "web:1", "ports": [{"containerPort": 80}]},
-            {"name": "proxy", "image": "envoy:1"}
-        ]}}}});
-        strategic(
-            &mut d,
-            &json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:2"}]}}}}),
-        );
-        let containers = &d["spec"]["template"]["spec"]["containers"];
-        assert_eq!(containers[0]["image"], "web:2");
-        assert_eq!(containers[0]["ports"][0]["containerPort"], 80);
-        assert_eq!(containers[1]["image"], "envoy:1");
-    }
-}

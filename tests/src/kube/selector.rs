@@ -91,22 +91,3 @@ impl Selector {
         })
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn selectors_match_as_the_api_server_does() {
-        let o = json!({"metadata": {"labels": {"app": "web", "tier": "front"}}});
-        let m = |s: &str| Selector::parse(s).expect("parses").matches(&o);
-        assert!(m("app=web"));
-        assert!(m("app==web,tier"));
-        assert!(m("tier in (front, back)"));
-        assert!(!m("tier notin (front)"));
-        assert!(m("!missing"));
-        assert!(!m("app!=web"));
-        assert!(m(""));
-    }
-}
