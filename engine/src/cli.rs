@@ -301,6 +301,10 @@ pub struct ServeArgs {
     /// The largest webhook delivery accepted, in bytes (larger ones get 413).
     #[arg(long, default_value_t = crate::webhook::DEFAULT_MAX_PAYLOAD_BYTES, env = "GANTRY_WEBHOOK_MAX_BYTES")]
     pub webhook_max_bytes: usize,
+    /// Received webhook deliveries waiting to be stored at most; past that, 503 with
+    /// Retry-After (providers deliver again).
+    #[arg(long, default_value_t = crate::webhook::intake::QUEUE_LIMIT, env = "GANTRY_WEBHOOK_QUEUE")]
+    pub webhook_queue: usize,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
@@ -545,6 +549,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     config.listen = args.listen;
     config.public_url = args.public_url;
     config.webhook_max_bytes = args.webhook_max_bytes;
+    config.webhook_queue = args.webhook_queue;
     config.engine_id = args.engine_id;
     config.executor = args.kubernetes.executor.clone();
     config.kubernetes = args.kubernetes.settings();

@@ -21,12 +21,6 @@ pub enum ImagesError {
     BadFile { path: String, why: String },
 }
 
-impl From<ImagesError> for crate::run::RunError {
-    fn from(e: ImagesError) -> Self {
-        crate::run::RunError::BadRequest(e.to_string())
-    }
-}
-
 /// Access to the registries of `images` (names as written; unparsable ones are left for the
 /// runner to report). Credentials: the stage secret's entry for a host, else the engine file's.
 pub fn registries(

@@ -5,13 +5,17 @@
 #![recursion_limit = "256"]
 
 pub mod access;
+pub mod artifact;
+pub mod attempt;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod deploy;
 pub mod engine;
 pub mod executor;
 pub mod http;
 pub mod images;
+pub mod metrics;
 pub mod oneshot;
 pub mod pipeline;
 pub mod run;

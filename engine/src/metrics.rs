@@ -1,20 +1,14 @@
-//! `GET /metrics` in the Prometheus text format (0.0.4). Counts of runs and stages come from
-//! the database, so every engine sharing it reports the same; histograms and counters are this
-//! process's own (stage attempts it saw finish, stages it started), kept in plain atomics.
+//! What `GET /metrics` shows, in the Prometheus text format (0.0.4). Counts of runs and stages
+//! come from the database, so every engine sharing it reports the same; histograms and counters
+//! are this process's own (stage attempts it saw finish, stages it started), kept in plain
+//! atomics. The HTTP route is `http`'s; this module knows nothing of HTTP.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-
-use super::error::ApiError;
-use crate::engine::Engine;
-use crate::store::{RunStatus, StageStatus, runs, stages};
+use crate::store::{RunStatus, StageStatus};
 
 /// The content type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -187,13 +181,6 @@ pub fn render(
         metrics.log_bytes.load(Ordering::Relaxed)
     );
     out
-}
-
-pub async fn metrics(State(engine): State<Arc<Engine>>) -> Result<impl IntoResponse, ApiError> {
-    let run_counts = runs::count_by_status(&engine.store.pool).await?;
-    let stage_counts = stages::count_by_status(&engine.store.pool).await?;
-    let text = render(&run_counts, &stage_counts, &engine.metrics);
-    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text))
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(notice) = server.engine.steps.notice() {
+    for notice in server.engine.executors.values().filter_map(|e| e.notice()) {
         eprintln!("gantry: {notice}");
     }
     let code = drive(&server, &file, &yaml, args.params.into_iter().collect()).await;

@@ -25,6 +25,25 @@ pub enum RunError {
     Engine(#[from] EngineError),
 }
 
+impl From<crate::images::ImagesError> for RunError {
+    fn from(e: crate::images::ImagesError) -> Self {
+        RunError::BadRequest(e.to_string())
+    }
+}
+
+impl From<crate::webhook::source::SourceError> for RunError {
+    fn from(e: crate::webhook::source::SourceError) -> Self {
+        use crate::webhook::source::SourceError;
+        match e {
+            SourceError::NoBranch { .. } | SourceError::NoTokenSecret { .. } => {
+                RunError::BadRequest(e.to_string())
+            }
+            SourceError::Store(s) => RunError::Store(s),
+            other => RunError::Conflict(other.to_string()),
+        }
+    }
+}
+
 impl From<sqlx::Error> for RunError {
     fn from(e: sqlx::Error) -> Self {
         RunError::Store(StoreError::Database(e))
@@ -213,7 +232,7 @@ pub async fn trigger(
         && let Some(repo_id) = pipelines::repository_of(&engine.store.pool, row.id).await?
     {
         let branch = context.branch.clone();
-        crate::webhook::source::at_branch_head(engine, repo_id, branch, &mut context).await?;
+        at_branch_head(engine, repo_id, branch, &mut context).await?;
     }
     let mut tx = engine.store.pool.begin().await?;
     let triggered = start(
@@ -406,7 +425,50 @@ pub async fn cancel(
     store::wake(&mut *tx).await?;
     tx.commit().await?;
     // Stop running attempts right away (their runners would also see it on the next heartbeat).
-    crate::scheduler::stop_cancelled(engine, run).await;
+    stop_cancelled(engine, run).await;
+    Ok(())
+}
+
+/// Asks the executors to stop the run's running attempts that were asked to stop.
+pub async fn stop_cancelled(engine: &Engine, run: RunId) {
+    let Ok(rows) = crate::store::stages::for_run(&engine.store.pool, run).await else {
+        return;
+    };
+    for row in rows
+        .iter()
+        .filter(|r| r.status == crate::store::StageStatus::Running && r.cancel_requested)
+    {
+        if let (Some(name), Some(handle)) = (&row.executor, &row.executor_handle)
+            && let Some(executor) = engine.executor(name)
+            && let Err(e) = executor.cancel(handle).await
+        {
+            tracing::warn!(stage = %row.key, error = %e, "cancel failed");
+        }
+    }
+}
+
+/// Points a run's context at the head of `branch` (or the repository's default branch) of a
+/// registered repository: the commit, the ref and the repository, resolved now.
+pub async fn at_branch_head(
+    engine: &Engine,
+    repo: crate::store::repos::RepoId,
+    branch: Option<String>,
+    context: &mut RunContext,
+) -> Result<(), RunError> {
+    use crate::webhook::source::{self, SourceError};
+    let repo = crate::store::repos::get(&engine.store.pool, repo).await?;
+    let branch = branch.unwrap_or_else(|| repo.default_branch.clone());
+    let head = source::branch_head(engine, &repo, &branch)
+        .await?
+        .ok_or_else(|| SourceError::NoBranch {
+            branch: branch.clone(),
+            url: repo.clone_url.clone(),
+        })?;
+    context.git_ref = Some(format!("refs/heads/{branch}"));
+    context.branch = Some(branch);
+    context.commit_sha = Some(head);
+    context.repository_id = Some(repo.id.0);
+    context.repository = Some(repo.full_name);
     Ok(())
 }
 

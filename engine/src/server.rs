@@ -9,6 +9,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::engine::{Config, Engine, EngineError};
+use crate::executor::Executors;
+use crate::executor::kubernetes::{KubeError, KubeExecutor};
+use crate::executor::local::{LocalConfig, LocalExecutor, default_runner_path};
+use crate::executor::steps::{StepPolicy, StepsError};
 use crate::store::embedded::{EmbeddedError, EmbeddedPostgres};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +21,14 @@ pub enum ServerError {
     Embedded(#[from] EmbeddedError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Steps(#[from] StepsError),
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    #[error("unknown executor `{0}` (expected `local` or `kubernetes`)")]
+    UnknownExecutor(String),
+    #[error("the `kubernetes` executor needs a cluster: give a kubeconfig or run in a cluster")]
+    NoCluster,
     #[error("creating the first administrator: {0}")]
     Bootstrap(#[from] crate::access::bootstrap::BootstrapError),
     #[error("cannot listen on {addr}: {source}")]
@@ -72,7 +84,8 @@ impl Server {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             config.engine_id = Some(format!("{}:{}", host.trim(), addr.port()));
         }
-        let engine = Engine::new(config, &url, public).await?;
+        let executors = executors(&config).await?;
+        let engine = Engine::new(config, &url, public, executors).await?;
         if let Some(first) =
             crate::access::bootstrap::ensure_admin(&engine.store.pool, &engine.config.data_dir)
                 .await?
@@ -106,7 +119,11 @@ impl Server {
             tokio::spawn({
                 let engine = Arc::clone(&engine);
                 async move {
-                    if let Err(e) = crate::http::serve(listener, engine, rx).await {
+                    let app = crate::http::router()
+                        .merge(crate::ui::router())
+                        .layer(tower_http::trace::TraceLayer::new_for_http())
+                        .with_state(engine);
+                    if let Err(e) = crate::http::serve(listener, app, rx).await {
                         tracing::error!(error = %e, "HTTP server failed");
                     }
                 }
@@ -138,4 +155,52 @@ impl Server {
             pg.stop().await;
         }
     }
+}
+
+/// The executors `config` asks for: the local one always (the embedded default, and where
+/// stages go without a cluster), and the Kubernetes one when a cluster is configured.
+pub async fn executors(config: &Config) -> Result<Executors, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StepsError::Io {
+        action: "creating",
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let runner_path = config
+        .runner_path
+        .clone()
+        .unwrap_or_else(default_runner_path);
+    let steps = StepPolicy::prepare(&config.data_dir, config.step_user.as_deref(), &runner_path)?;
+    let mut executors = Executors::default();
+    executors.add(Arc::new(LocalExecutor::new(LocalConfig {
+        runner_path,
+        work_dir: steps.data_dir.clone(),
+        slots: config.local_slots,
+        kill_grace: std::time::Duration::from_secs(config.kill_grace_secs),
+        source_dir: config.source_dir.clone(),
+        steps,
+    })));
+    if let Some(settings) = &config.kubernetes {
+        let mut settings = settings.clone();
+        settings.jobs.kill_grace_secs = config.kill_grace_secs;
+        // A cluster asked for (the Kubernetes executor, a kubeconfig) must work; one only
+        // found in the environment (running in a pod) is a convenience for deploys.
+        let required = config.executor == "kubernetes" || settings.kubeconfig.is_some();
+        match KubeExecutor::connect(settings).await {
+            Ok((executor, client)) => {
+                executors.add(Arc::new(executor));
+                executors.kube = Some(client);
+            }
+            Err(e) if !required => {
+                tracing::warn!(error = %e, "no Kubernetes cluster: deploy stages will fail");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match config.executor.as_str() {
+        "local" => {}
+        "kubernetes" if executors.kube.is_some() => {}
+        "kubernetes" => return Err(ServerError::NoCluster),
+        other => return Err(ServerError::UnknownExecutor(other.to_owned())),
+    }
+    Ok(executors)
 }

@@ -107,18 +107,16 @@ async fn two_engines_fire_each_cron_slot_once_and_catch_up_only_the_latest_misse
 /// tell), with a data directory of its own.
 async fn replica_engine(app: &TestEngine, id: &str) -> (Arc<Engine>, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("dir");
-    let engine = Engine::new(
-        Config {
-            data_dir: data.path().to_path_buf(),
-            engine_id: Some(id.into()),
-            secret_key: None,
-            ..Config::default()
-        },
-        &app.db.url,
-        "http://127.0.0.1:9".into(),
-    )
-    .await
-    .expect("replica");
+    let config = Config {
+        data_dir: data.path().to_path_buf(),
+        engine_id: Some(id.into()),
+        secret_key: None,
+        ..Config::default()
+    };
+    let executors = gantry::server::executors(&config).await.expect("executors");
+    let engine = Engine::new(config, &app.db.url, "http://127.0.0.1:9".into(), executors)
+        .await
+        .expect("replica");
     (engine, data)
 }
 

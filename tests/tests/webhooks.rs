@@ -1304,3 +1304,107 @@ async fn a_schedule_only_file_is_armed_on_registration_rearmed_by_pushes_and_dis
         "a disarmed schedule fires nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_intake_answers_503_with_retry_after_and_keeps_every_delivery_it_accepted() {
+    let app = TestEngine::start_with(|c| c.webhook_queue = 2).await;
+    register(
+        &app,
+        "github",
+        "acme/app",
+        "http://127.0.0.1:9/app.git",
+        json!({}),
+    )
+    .await;
+    // Hold the database back: while this transaction locks the deliveries table, the writers'
+    // INSERTs wait, and so does every receiver whose delivery they hold.
+    let mut lock = app.pool().begin().await.expect("begin");
+    sqlx::query("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let url = format!("{}/hooks/github", app.url());
+    let sends: Vec<_> = (0..12)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let body = serde_json::to_vec(&json!({"zen": "z", "hook_id": i,
+                    "repository": {"full_name": "acme/app", "clone_url": "http://127.0.0.1:9/app.git"}}))
+                    .expect("json");
+                let answer = reqwest::Client::new()
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("X-GitHub-Event", "watch")
+                    .header("X-GitHub-Delivery", format!("q-{i}"))
+                    .header("X-Hub-Signature-256", signature::sign_github(SECRET.as_bytes(), &body))
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("deliver");
+                let retry = answer
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let status = answer.status().as_u16();
+                (status, retry, answer.text().await.unwrap_or_default())
+            })
+        })
+        .collect();
+    // Two writers hold at most two deliveries each and two more may wait: of twelve at once,
+    // at least six are refused, and they are refused while the database is still held.
+    let mut refused = 0;
+    let mut pending = Vec::new();
+    for send in sends {
+        if send.is_finished() {
+            let (status, retry, body) = send.await.expect("task");
+            assert_eq!(status, 503, "{body}");
+            assert_eq!(retry.as_deref(), Some("5"), "Retry-After");
+            assert!(body.contains("waiting to be stored"), "{body}");
+            refused += 1;
+        } else {
+            pending.push(send);
+        }
+    }
+    // The ones not answered yet are either queued (202 once stored) or refused in a moment.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while refused < 6 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {refused} refused"
+        );
+        let mut still = Vec::new();
+        for send in pending {
+            if send.is_finished() {
+                let (status, retry, body) = send.await.expect("task");
+                assert_eq!(status, 503, "{body}");
+                assert_eq!(retry.as_deref(), Some("5"));
+                refused += 1;
+            } else {
+                still.push(send);
+            }
+        }
+        pending = still;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    lock.rollback().await.expect("release");
+    let mut accepted = 0;
+    for send in pending {
+        let (status, _, body) = send.await.expect("task");
+        match status {
+            202 => accepted += 1,
+            503 => refused += 1,
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(accepted + refused, 12);
+    assert!(accepted >= 1, "some deliveries were accepted");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+        .fetch_one(app.pool())
+        .await
+        .expect("count");
+    assert_eq!(
+        stored, accepted,
+        "every accepted delivery is stored, no refused one is"
+    );
+}

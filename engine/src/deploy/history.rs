@@ -146,7 +146,14 @@ pub struct Undone {
     pub to_revision: i64,
     /// False when the Deployment already ran that template (kubectl: "skipped rollback").
     pub changed: bool,
+    /// The revision the rollback became (the newest), once the Deployment controller took it
+    /// in; `None` when it had not within a few seconds (or nothing changed).
+    #[serde(default)]
+    pub revision: Option<i64>,
 }
+
+/// How long an undo waits for the Deployment controller to take the rolled-back template in.
+const OBSERVE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The JSON patch `kubectl rollout undo` sends: the old template, and the old change cause.
 pub fn undo_patch(deployment: &Deployment, target: &ReplicaSet) -> Value {
@@ -181,21 +188,14 @@ pub async fn undo(
     if deployment.spec.as_ref().and_then(|s| s.paused) == Some(true) {
         return Err(DeployError::Paused(format!("{namespace}/{name}")));
     }
-    let current = deployment
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(REVISION))
-        .and_then(|r| r.parse::<i64>().ok())
-        .or_else(|| sets.last().and_then(revision_of))
-        .unwrap_or(0);
     let target = if to_revision == 0 {
-        sets.iter()
-            .rev()
-            .find(|rs| revision_of(rs).is_some_and(|r| r < current))
-            .ok_or_else(|| {
-                DeployError::NoRevision(format!("no revision before {current} to roll back to"))
-            })?
+        // As kubectl: the second newest revision among the ReplicaSets (not the Deployment's
+        // annotation, which lags until the controller has seen a change).
+        let mut revised = sets.iter().filter(|rs| revision_of(rs).is_some());
+        let newest = revised.next_back().and_then(revision_of).unwrap_or(0);
+        revised.next_back().ok_or_else(|| {
+            DeployError::NoRevision(format!("no revision before {newest} to roll back to"))
+        })?
     } else {
         sets.iter()
             .find(|rs| revision_of(rs) == Some(to_revision))
@@ -215,16 +215,42 @@ pub async fn undo(
         return Ok(Undone {
             to_revision: to,
             changed: false,
+            revision: None,
         });
     }
     let patch: json_patch::Patch = serde_json::from_value(undo_patch(&deployment, target))
         .map_err(|e| DeployError::Kube(format!("building the undo patch: {e}")))?;
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
+    let patched = api
+        .patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
         .await
         .map_err(|e| DeployError::Kube(format!("patching deployment {namespace}/{name}: {e}")))?;
+    // The rolled-back template becomes the newest revision when the Deployment controller
+    // takes the change in: wait for that (by watch, bounded), so the answer can name it and
+    // whatever reads the history next — a page, another undo — sees it.
+    let generation = patched.metadata.generation.unwrap_or(0);
+    let observed = move |d: Option<&Deployment>| {
+        d.and_then(|d| d.status.as_ref())
+            .and_then(|s| s.observed_generation)
+            .is_some_and(|g| g >= generation)
+    };
+    let waited = tokio::time::timeout(
+        OBSERVE_WAIT,
+        kube::runtime::wait::await_condition(api, name, observed),
+    )
+    .await;
+    let revision = match waited {
+        Ok(Ok(Some(now))) => now
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION))
+            .and_then(|r| r.parse().ok()),
+        _ => None,
+    };
     Ok(Undone {
         to_revision: to,
         changed: true,
+        revision,
     })
 }

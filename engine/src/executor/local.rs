@@ -33,9 +33,16 @@ pub struct LocalConfig {
 
 pub struct LocalExecutor {
     config: LocalConfig,
-    /// Exit statuses of runners this process started and reaped, by handle.
-    exited: Arc<Mutex<HashMap<String, Option<i32>>>>,
+    /// Exit statuses of runners this process started and reaped, by handle, with when they
+    /// exited: kept for [`EXITED_KEEP`], long enough for housekeeping to see them.
+    exited: Arc<Mutex<HashMap<String, Exited>>>,
 }
+
+/// A reaped runner's exit status (when known) and when it exited.
+type Exited = (Option<i32>, std::time::Instant);
+
+/// How long a reaped runner's exit status is remembered.
+const EXITED_KEEP: Duration = Duration::from_secs(600);
 
 impl LocalExecutor {
     pub fn new(config: LocalConfig) -> Self {
@@ -209,6 +216,10 @@ impl Executor for LocalExecutor {
         self.config.slots
     }
 
+    fn notice(&self) -> Option<String> {
+        self.config.steps.notice()
+    }
+
     async fn start(&self, request: &StartRequest) -> Result<String, ExecutorError> {
         let workspace = self.workspace(request.stage_run_id, request.attempt);
         create_dir(&workspace)?;
@@ -285,7 +296,9 @@ impl Executor for LocalExecutor {
                 status.code().or_else(|| status.signal().map(|s| 128 + s))
             });
             if let Ok(mut map) = exited.lock() {
-                map.insert(key, code);
+                let now = std::time::Instant::now();
+                map.retain(|_, (_, at)| now.duration_since(*at) < EXITED_KEEP);
+                map.insert(key, (code, now));
             }
             let leftovers_of = workspace.clone();
             let _ = tokio::task::spawn_blocking(move || kill_leftovers(&leftovers_of)).await;
@@ -320,7 +333,12 @@ impl Executor for LocalExecutor {
     }
 
     async fn observe(&self, handle: &str) -> Result<Observation, ExecutorError> {
-        if let Some(code) = self.exited.lock().ok().and_then(|m| m.get(handle).copied()) {
+        if let Some(code) = self
+            .exited
+            .lock()
+            .ok()
+            .and_then(|m| m.get(handle).map(|(code, _)| *code))
+        {
             return Ok(Observation::Exited {
                 code,
                 detail: match code {

@@ -6,6 +6,9 @@ pub mod kubernetes;
 pub mod local;
 pub mod steps;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 /// Everything an executor needs to start one stage attempt.
@@ -100,5 +103,27 @@ pub trait Executor: Send + Sync + 'static {
     /// Whether `start` needs [`StartRequest::pod`].
     fn wants_pod(&self) -> bool {
         false
+    }
+    /// After a restart: adopts what this executor left running for attempts that still run,
+    /// and removes what belongs to none (with the database at hand to tell which).
+    async fn reconcile(&self, _pool: &sqlx::PgPool) {}
+    /// What an operator should be told at start-up about how this executor runs stages, when
+    /// it is a compromise (e.g. steps sharing the engine's user).
+    fn notice(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The executors an engine runs stages with, chosen at start-up, and the cluster deploy
+/// stages roll out to (when there is one).
+#[derive(Default)]
+pub struct Executors {
+    pub all: HashMap<&'static str, Arc<dyn Executor>>,
+    pub kube: Option<kube::Client>,
+}
+
+impl Executors {
+    pub fn add(&mut self, executor: Arc<dyn Executor>) {
+        self.all.insert(executor.name(), executor);
     }
 }

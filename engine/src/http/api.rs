@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+pub use super::error::Input;
 use super::users;
 use crate::access::{self, Action, Principal};
 use crate::engine::Engine;
@@ -61,25 +62,6 @@ pub fn router() -> Router<Arc<Engine>> {
             "/projects/{project}/deployments/{namespace}/{name}/undo",
             post(deployment_undo),
         )
-}
-
-/// A JSON request body whose rejection (malformed JSON, a missing field) is a 422 with the
-/// usual error body, like every other error.
-pub struct Input<T>(pub T);
-
-impl<T, S> axum::extract::FromRequest<S> for Input<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(Input(value)),
-            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
-        }
-    }
 }
 
 /// Loads a run and checks that `who` may do `action` in its project.
@@ -524,11 +506,9 @@ async fn download_artifact(
             sha.clone(),
         ));
     }
-    let mut response = axum::body::Body::from_stream(super::runner::artifact_chunks(
-        engine.store.pool.clone(),
-        found.id,
-    ))
-    .into_response();
+    let mut response =
+        axum::body::Body::from_stream(crate::artifact::chunks(engine.store.pool.clone(), found.id))
+            .into_response();
     for (name, value) in headers {
         if let Ok(value) = header::HeaderValue::from_str(&value) {
             response.headers_mut().insert(name, value);

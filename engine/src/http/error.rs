@@ -29,8 +29,27 @@ pub enum ApiError {
     BadPayload(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Too busy right now: 503 with `Retry-After` (seconds).
+    #[error("{message}")]
+    Busy {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<crate::webhook::intake::IntakeError> for ApiError {
+    fn from(e: crate::webhook::intake::IntakeError) -> Self {
+        use crate::webhook::intake::{IntakeError, RETRY_AFTER_SECS};
+        match e {
+            IntakeError::Busy(_) => ApiError::Busy {
+                message: e.to_string(),
+                retry_after_secs: RETRY_AFTER_SECS,
+            },
+            IntakeError::Failed(detail) => ApiError::Internal(detail),
+        }
+    }
 }
 
 impl From<crate::webhook::Rejection> for ApiError {
@@ -121,6 +140,33 @@ impl From<crate::deploy::DeployError> for ApiError {
     }
 }
 
+impl From<crate::webhook::generic::GenericError> for ApiError {
+    fn from(e: crate::webhook::generic::GenericError) -> Self {
+        use crate::webhook::generic::GenericError;
+        match e {
+            GenericError::Denied { .. } => ApiError::Unauthorized(e.to_string()),
+            GenericError::BadBody(_) => ApiError::BadPayload(e.to_string()),
+            GenericError::Store(s) => s.into(),
+            GenericError::Run(r) => r.into(),
+            GenericError::Secret(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl From<crate::attempt::AttemptError> for ApiError {
+    fn from(e: crate::attempt::AttemptError) -> Self {
+        use crate::attempt::AttemptError;
+        match e {
+            AttemptError::Stale { .. } | AttemptError::Conflict(_) | AttemptError::Failed(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            AttemptError::BadReport(m) => ApiError::BadRequest(m),
+            AttemptError::Store(s) => s.into(),
+            AttemptError::Run(r) => r.into(),
+        }
+    }
+}
+
 impl From<RunError> for ApiError {
     fn from(e: RunError) -> Self {
         match e {
@@ -147,6 +193,20 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "error": m })),
             ApiError::BadPayload(m) => (StatusCode::BAD_REQUEST, json!({ "error": m })),
             ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, json!({ "error": m })),
+            ApiError::Busy {
+                message,
+                retry_after_secs,
+            } => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(
+                        axum::http::header::RETRY_AFTER,
+                        retry_after_secs.to_string(),
+                    )],
+                    Json(json!({ "error": message })),
+                )
+                    .into_response();
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 (
@@ -159,43 +219,21 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// An error on a web UI page: the same mapping to a status as [`ApiError`], shown as an HTML
-/// page instead of JSON (a page that needs a signed-in user redirects to the sign-in form;
-/// see `ui::router`).
-#[derive(Debug)]
-pub struct PageError(pub ApiError);
+/// A JSON request body whose rejection (malformed JSON, a missing field) is a 422 with the
+/// usual error body, like every other error.
+pub struct Input<T>(pub T);
 
-impl<E: Into<ApiError>> From<E> for PageError {
-    fn from(e: E) -> Self {
-        PageError(e.into())
-    }
-}
+impl<T, S> axum::extract::FromRequest<S> for Input<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
 
-impl From<crate::ui::UiError> for ApiError {
-    fn from(e: crate::ui::UiError) -> Self {
-        ApiError::Internal(e.to_string())
-    }
-}
-
-impl IntoResponse for PageError {
-    fn into_response(self) -> Response {
-        let (status, message) = match &self.0 {
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
-            ApiError::BadRequest(m) => (StatusCode::UNPROCESSABLE_ENTITY, m.clone()),
-            ApiError::Invalid(problems) => (StatusCode::UNPROCESSABLE_ENTITY, problems.join("\n")),
-            ApiError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
-            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.clone()),
-            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
-            ApiError::BadPayload(m) => (StatusCode::BAD_REQUEST, m.clone()),
-            ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m.clone()),
-            ApiError::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error on a page");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error; see the engine's log".to_owned(),
-                )
-            }
-        };
-        crate::ui::error_page(status, &message)
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Input(value)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
     }
 }

@@ -18,8 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use crate::engine::Engine;
-use crate::run::{self, RunContext, TriggerRequest};
-use crate::store::{deliveries, pipelines, repos};
+use crate::store::{deliveries, repos};
 use crate::webhook::cache::KnownRepo;
 use crate::webhook::intake::Incoming;
 use crate::webhook::{self, Provider};
@@ -117,8 +116,7 @@ async fn receive(
                 summary: ping.then_some("ping: the hook works"),
             },
         )
-        .await
-        .map_err(ApiError::Internal)?;
+        .await?;
     let Some(id) = stored else {
         let earlier = deliveries::find_key(&engine.store.pool, provider.as_str(), &key).await?;
         return Ok(answer(
@@ -180,9 +178,9 @@ async fn known_repo(
     Ok(known)
 }
 
-/// The generic hook: a pipeline with `on.webhook.secret: NAME` is started by a POST carrying
-/// that secret's value as `Authorization: Bearer VALUE` (or `X-Gantry-Token`). The JSON body
-/// (optional) gives `params`, and `branch`, `tag`, `commit` for the run's context.
+/// The generic hook ([`webhook::generic`]): the pipeline's webhook secret as
+/// `Authorization: Bearer VALUE` (or `X-Gantry-Token`), an optional JSON body, and an optional
+/// `X-Gantry-Delivery` id.
 async fn generic(
     State(engine): State<Arc<Engine>>,
     Path((project, name)): Path<(String, String)>,
@@ -190,7 +188,7 @@ async fn generic(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_body(&engine, body).await?;
-    let given = header(&headers, &["x-gantry-token"])
+    let token = header(&headers, &["x-gantry-token"])
         .or_else(|| {
             header(&headers, &["authorization"]).and_then(|v| v.strip_prefix("Bearer "))
         })
@@ -199,104 +197,16 @@ async fn generic(
                 "missing token: send the pipeline's webhook secret as `Authorization: Bearer ...` or `X-Gantry-Token`".into(),
             )
         })?;
-    // The same answer for an unknown pipeline as for a wrong token: the hook does not reveal
-    // which pipelines exist.
-    let denied = || {
-        ApiError::Unauthorized(format!(
-            "the token is not valid for pipeline {project}/{name}"
-        ))
-    };
-    let Ok(row) = pipelines::find(&engine.store.pool, &project, &name).await else {
-        return Err(denied());
-    };
-    let plan = engine.plan(row.version_id).await?;
-    let Some(trigger) = &plan.pipeline.on.webhook else {
-        return Err(denied());
-    };
-    let project_id = pipelines::project_of(&engine.store.pool, row.id).await?;
-    let stored = crate::store::secrets::encrypted(
-        &engine.store.pool,
-        project_id,
-        std::slice::from_ref(&trigger.secret.value),
-    )
-    .await?;
-    let Some((_, nonce, cipher)) = stored.first() else {
-        return Err(denied());
-    };
-    let secret = engine
-        .secrets
-        .decrypt(nonce, cipher)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    webhook::signature::verify_gitlab(&secret, Some(given)).map_err(|_| denied())?;
-
-    #[derive(serde::Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    struct GenericBody {
-        #[serde(default)]
-        params: std::collections::BTreeMap<String, String>,
-        branch: Option<String>,
-        tag: Option<String>,
-        commit: Option<String>,
-    }
-    let input: GenericBody = if body.iter().all(u8::is_ascii_whitespace) {
-        GenericBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::BadPayload(format!(
-                "the body must be JSON like {{\"params\": {{...}}, \"branch\": \"main\"}}: {e}"
-            ))
-        })?
-    };
-    // A caller that names its deliveries gets redeliveries recognised; one that does not gets
-    // a run per request.
-    let named_key = header(&headers, &["x-gantry-delivery"]).map(|k| format!("{}:{k}", row.id));
-    if let Some(key) = &named_key
-        && let Some(earlier) = deliveries::find_key(&engine.store.pool, "generic", key).await?
-    {
-        return Ok(answer(
+    let delivery = header(&headers, &["x-gantry-delivery"]);
+    match webhook::generic::receive(&engine, &project, &name, token, delivery, &body).await? {
+        webhook::generic::Received::Duplicate(earlier) => Ok(answer(
             StatusCode::OK,
             json!({ "delivery": earlier, "status": "duplicate",
                     "summary": "this delivery id was received before; it is not processed again" }),
-        ));
+        )),
+        webhook::generic::Received::Started(triggered) => Ok(answer(
+            StatusCode::ACCEPTED,
+            json!({ "run_id": triggered.run_id, "number": triggered.number }),
+        )),
     }
-    let triggered = run::trigger(
-        &engine,
-        &project,
-        &name,
-        "webhook",
-        TriggerRequest {
-            params: input.params,
-            context: Some(RunContext {
-                event: "webhook".into(),
-                branch: input.branch,
-                tag: input.tag,
-                commit_sha: input.commit,
-                ..RunContext::default()
-            }),
-        },
-    )
-    .await?;
-    let summary = format!("run {} started", triggered.number);
-    if let Some(id) = deliveries::insert(
-        &engine.store.pool,
-        deliveries::NewDelivery {
-            provider: "generic",
-            delivery_key: &named_key
-                .unwrap_or_else(|| format!("{}:run:{}", row.id, triggered.run_id)),
-            repository: None,
-            pipeline: Some(row.id),
-            event: "webhook",
-            payload: &body,
-            status: deliveries::DeliveryStatus::Triggered,
-            summary: Some(&summary),
-        },
-    )
-    .await?
-    {
-        deliveries::link_run(&engine.store.pool, id, triggered.run_id).await?;
-    }
-    Ok(answer(
-        StatusCode::ACCEPTED,
-        json!({ "run_id": triggered.run_id, "number": triggered.number }),
-    ))
 }

@@ -5,7 +5,6 @@ pub mod auth;
 pub mod error;
 pub mod hooks;
 pub mod logs;
-pub mod metrics;
 pub mod openapi;
 pub mod repos;
 pub mod runner;
@@ -22,7 +21,9 @@ use tokio::sync::watch;
 
 use crate::engine::Engine;
 
-pub fn router(engine: Arc<Engine>) -> Router {
+/// The API, the hooks, the runner API, health and metrics. The web UI's pages are `ui`'s
+/// router, merged beside this one at start-up (`server`): neither knows the other.
+pub fn router() -> Router<Arc<Engine>> {
     Router::new()
         .nest("/api/v1", api::router().merge(repos::router()))
         .nest("/hooks", hooks::router())
@@ -30,10 +31,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .nest(gantry_runner::wire::API_PREFIX, runner::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics::metrics))
-        .merge(crate::ui::router())
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(engine)
+        .route("/metrics", get(metrics))
 }
 
 async fn ready(State(engine): State<Arc<Engine>>) -> (StatusCode, &'static str) {
@@ -46,15 +44,31 @@ async fn ready(State(engine): State<Arc<Engine>>) -> (StatusCode, &'static str) 
     }
 }
 
-/// Serves until `shutdown` turns true.
+/// Serves `app` (this module's [`router`], and the web UI's) until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
-    engine: Arc<Engine>,
+    app: Router,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine))
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
         .await
+}
+
+/// `GET /metrics`: the Prometheus exposition of [`crate::metrics`].
+async fn metrics(
+    axum::extract::State(engine): axum::extract::State<Arc<Engine>>,
+) -> Result<impl axum::response::IntoResponse, error::ApiError> {
+    let run_counts = crate::store::runs::count_by_status(&engine.store.pool).await?;
+    let stage_counts = crate::store::stages::count_by_status(&engine.store.pool).await?;
+    let text = crate::metrics::render(&run_counts, &stage_counts, &engine.metrics);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    ))
 }

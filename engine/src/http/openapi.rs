@@ -1002,7 +1002,8 @@ fn schemas() -> Value {
             "The outcome of an undo.",
             json!({
                 "to_revision": id(),
-                "changed": { "type": "boolean", "description": "False when the Deployment already ran that revision's template." }
+                "changed": { "type": "boolean", "description": "False when the Deployment already ran that revision's template." },
+                "revision": { "type": ["integer", "null"], "format": "int64", "description": "The revision the rollback became (the newest), once the Deployment controller took it in; null when it had not within 15 s, or nothing changed." }
             }),
         ),
         "ApprovalRequest": {

@@ -9,8 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::api::Input;
 use super::error::ApiError;
+use super::error::Input;
 use crate::access::{self, Action, Principal, Role, credential, password};
 use crate::engine::Engine;
 use crate::store::{access as db, pipelines};

@@ -14,7 +14,7 @@ use crate::engine::Engine;
 use crate::executor::{Observation, StartRequest};
 use crate::pipeline::condition::Facts;
 use crate::run::RunContext;
-use crate::store::{self, RunId, RunStatus, StageStatus, runs, stages};
+use crate::store::{self, RunStatus, StageStatus, runs, stages};
 use crate::token::Grant;
 use decide::{Change, StageState, decide};
 
@@ -250,7 +250,7 @@ async fn advance_next(engine: &Engine) -> Result<Option<Advanced>, crate::run::R
     }
     tx.commit().await?;
     if !decision.stop.is_empty() {
-        stop_cancelled(engine, run_id).await;
+        crate::run::stop_cancelled(engine, run_id).await;
     }
     Ok(Some(if queued {
         Advanced::Queued
@@ -331,24 +331,6 @@ async fn start_queued(engine: &Engine) -> Result<(), crate::run::RunError> {
     Ok(())
 }
 
-/// Tells executors to stop the running attempts of a run that were asked to cancel.
-pub async fn stop_cancelled(engine: &Engine, run: RunId) {
-    let Ok(rows) = stages::for_run(&engine.store.pool, run).await else {
-        return;
-    };
-    for row in rows
-        .iter()
-        .filter(|r| r.status == StageStatus::Running && r.cancel_requested)
-    {
-        if let (Some(name), Some(handle)) = (&row.executor, &row.executor_handle)
-            && let Some(executor) = engine.executor(name)
-            && let Err(e) = executor.cancel(handle).await
-        {
-            tracing::warn!(stage = %row.key, error = %e, "cancel failed");
-        }
-    }
-}
-
 async fn fail_attempt(
     engine: &Engine,
     row: &stages::StageRunRow,
@@ -398,8 +380,8 @@ async fn readopt(engine: &Arc<Engine>) {
         }
         Err(e) => tracing::warn!(error = %e, "could not list running attempts to re-adopt"),
     }
-    if let Some(kube) = &engine.kube_executor {
-        crate::executor::kubernetes::reconcile(engine, kube).await;
+    for executor in engine.executors.values() {
+        executor.reconcile(&engine.store.pool).await;
     }
     if let Err(e) = housekeeping(engine, false).await {
         tracing::warn!(error = %e, "housekeeping after restart failed");
@@ -432,8 +414,13 @@ async fn housekeeping(engine: &Engine, judge_silence: bool) -> Result<(), crate:
         match executor.observe(handle).await {
             Ok(Observation::Running) => {}
             Ok(Observation::Exited { detail, .. }) => {
-                // Give a just-finished runner's completion call time to land first.
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // A runner exits only after its completion call was answered, which is after
+                // that completion committed: read the attempt again rather than the row from
+                // before the runner was observed. Still running means it never reported.
+                let now = stages::get(&engine.store.pool, row.id).await?;
+                if now.attempt != row.attempt || now.status.is_terminal() {
+                    continue;
+                }
                 fail_attempt(
                     engine,
                     &row,

@@ -140,23 +140,59 @@ pub struct Pending {
     pub attempts: i32,
 }
 
-/// Claims up to `limit` of the oldest unprocessed deliveries, oldest first; the rows stay
-/// locked until the transaction ends, so engines sharing the database each process a delivery
-/// once. Skips locked rows rather than waiting on them (another engine is on them).
-pub async fn claim_batch(tx: &mut sqlx::PgConnection, limit: i64) -> Result<Vec<Pending>> {
-    let mut claimed = sqlx::query_as!(
+/// Up to `limit` waiting deliveries, without locking them, taking turns between repositories:
+/// the oldest of each repository first, then the second oldest of each, and so on. One
+/// repository's flood of deliveries therefore never holds back another's: a push to a quiet
+/// repository is in the next batch, however many are queued elsewhere.
+///
+/// The repositories with waiting deliveries are found by a loose index scan (one index probe
+/// per repository, not a pass over every waiting row), so a backlog of thousands costs no more
+/// to look into than a few.
+pub async fn peek(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Pending>> {
+    let mut waiting = sqlx::query_as!(
         Pending,
-        r#"UPDATE deliveries SET attempts = attempts + 1
-           WHERE id IN (SELECT id FROM deliveries WHERE status = 'received'
-                        ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $1)
-           RETURNING id, provider, repository_id AS "repository_id: RepoId", event, payload, attempts"#,
+        r#"WITH RECURSIVE repos AS (
+               (SELECT repository_id FROM deliveries WHERE status = 'received'
+                  AND repository_id IS NOT NULL ORDER BY repository_id LIMIT 1)
+               UNION ALL
+               SELECT (SELECT d.repository_id FROM deliveries d WHERE d.status = 'received'
+                         AND d.repository_id > r.repository_id ORDER BY d.repository_id LIMIT 1)
+               FROM repos r WHERE r.repository_id IS NOT NULL
+           )
+           SELECT w.id AS "id!", w.provider AS "provider!",
+                  w.repository_id AS "repository_id: RepoId", w.event AS "event!",
+                  w.payload AS "payload!", w.attempts AS "attempts!"
+           FROM repos r
+           CROSS JOIN LATERAL (
+               SELECT d.id, d.provider, d.repository_id, d.event, d.payload, d.attempts,
+                      row_number() OVER (ORDER BY d.id) AS turn
+               FROM deliveries d
+               WHERE d.status = 'received' AND d.repository_id = r.repository_id
+               ORDER BY d.id LIMIT $1) w
+           WHERE r.repository_id IS NOT NULL
+           ORDER BY w.turn, w.id
+           LIMIT $1"#,
         limit
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(db)
     .await?;
-    // UPDATE ... RETURNING has no order of its own; deliveries are processed as they came.
-    claimed.sort_by_key(|p| p.id);
-    Ok(claimed)
+    waiting.sort_by_key(|p| p.id);
+    Ok(waiting)
+}
+
+/// Claims those of `ids` that are still waiting and not locked by another engine; the rows
+/// stay locked until the transaction ends, so engines sharing the database each process a
+/// delivery once.
+pub async fn claim(tx: &mut sqlx::PgConnection, ids: &[i64]) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar!(
+        r#"UPDATE deliveries SET attempts = attempts + 1
+           WHERE id IN (SELECT id FROM deliveries WHERE id = ANY($1) AND status = 'received'
+                        FOR UPDATE SKIP LOCKED)
+           RETURNING id"#,
+        ids
+    )
+    .fetch_all(&mut *tx)
+    .await?)
 }
 
 /// Records the outcome of processed deliveries, in one statement: (id, status, summary).

@@ -10,10 +10,11 @@ use axum::extract::{Path, State};
 use axum::response::Redirect;
 use serde::Deserialize;
 
+use super::PageError;
 use crate::access::{self, Action, Principal};
 use crate::engine::Engine;
 use crate::http::api;
-use crate::http::error::{ApiError, PageError};
+use crate::http::error::ApiError;
 use crate::pipeline::ParamKind;
 use crate::run::{self, RunContext, TriggerRequest};
 use crate::store::{self, pipelines, stages};

@@ -9,10 +9,11 @@ use axum::extract::{Path, Query, State};
 use axum::response::{Html, Redirect};
 use serde::{Deserialize, Serialize};
 
+use super::PageError;
 use super::{Chrome, render, urlencode};
 use crate::access::{self, Action, Principal, Role};
 use crate::engine::Engine;
-use crate::http::error::{ApiError, PageError};
+use crate::http::error::ApiError;
 use crate::store::ProjectId;
 use crate::store::access as db;
 

@@ -5,6 +5,7 @@
 //! API; every form carries the session's CSRF token.
 
 pub mod actions;
+pub mod error;
 pub mod graph;
 pub mod members;
 pub mod pages;
@@ -20,6 +21,8 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
+
+pub use error::PageError;
 
 use crate::access::Principal;
 use crate::engine::Engine;

@@ -10,11 +10,12 @@ use axum::response::Html;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::PageError;
 use super::{Chrome, graph, render};
 use crate::access::{self, Action, Principal, Role};
 use crate::engine::Engine;
 use crate::http::api;
-use crate::http::error::{ApiError, PageError};
+use crate::http::error::ApiError;
 use crate::pipeline::ParamKind;
 use crate::store::{self, RunId, StageStatus, dashboard, pipelines, runs, stages};
 

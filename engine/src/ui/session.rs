@@ -10,11 +10,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
+use super::PageError;
 use super::{Chrome, render};
 use crate::access::{Principal, credential, password};
 use crate::engine::Engine;
 use crate::http::auth::{self, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
-use crate::http::error::PageError;
 use crate::store::access as db;
 
 /// How long a session lasts.

@@ -8,10 +8,10 @@ use axum::extract::{Path, State};
 use axum::response::{Html, Redirect};
 use serde::{Deserialize, Serialize};
 
+use super::PageError;
 use super::{Chrome, render};
 use crate::access::Principal;
 use crate::engine::Engine;
-use crate::http::error::PageError;
 use crate::http::users::{NewToken, issue_token};
 use crate::store::access as db;
 

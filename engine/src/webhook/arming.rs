@@ -9,11 +9,25 @@
 use std::sync::Arc;
 
 use super::cache::CachedFile;
-use super::process::{self, ProcessError};
 use super::source;
 use crate::engine::Engine;
+use crate::store::StoreError;
 use crate::store::pipelines;
 use crate::store::repos::RepoRow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArmingError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+}
+
+impl From<sqlx::Error> for ArmingError {
+    fn from(e: sqlx::Error) -> Self {
+        ArmingError::Store(StoreError::Database(e))
+    }
+}
 
 /// What arming found, a line per pipeline for the delivery summary or the registration answer.
 pub type Report = Vec<String>;
@@ -24,7 +38,7 @@ pub async fn sync(
     tx: &mut sqlx::PgConnection,
     repo: &RepoRow,
     files: &[CachedFile],
-) -> Result<Report, ProcessError> {
+) -> Result<Report, StoreError> {
     let mut report = Vec::new();
     let mut present = Vec::with_capacity(files.len());
     for file in files {
@@ -86,19 +100,16 @@ pub async fn sync(
 
 /// Reads the pipeline files at the head of `repo`'s default branch and arms their schedules
 /// (on registration, before any push has come).
-pub async fn sync_from_head(engine: &Engine, repo: &RepoRow) -> Result<Report, ProcessError> {
+pub async fn sync_from_head(engine: &Engine, repo: &RepoRow) -> Result<Report, ArmingError> {
     let branch = repo.default_branch.clone();
     let head = source::branch_head(engine, repo, &branch)
         .await?
-        .ok_or_else(|| {
-            ProcessError::Run(crate::run::RunError::BadRequest(format!(
-                "the default branch `{branch}` does not exist in {}",
-                repo.clone_url
-            )))
+        .ok_or_else(|| source::SourceError::NoBranch {
+            branch: branch.clone(),
+            url: repo.clone_url.clone(),
         })?;
     let git_ref = format!("refs/heads/{branch}");
-    let files: Arc<Vec<CachedFile>> =
-        process::files_at(engine, repo, &head, Some(&git_ref)).await?;
+    let files: Arc<Vec<CachedFile>> = source::files_at(engine, repo, &head, Some(&git_ref)).await?;
     let mut tx = engine.store.pool.begin().await?;
     let report = sync(&mut tx, repo, &files).await?;
     tx.commit().await?;

@@ -22,6 +22,8 @@ pub enum StatusError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Run(#[from] crate::run::RunError),
+    #[error("{0}")]
+    Source(#[from] super::source::SourceError),
     #[error("the provider answered {status}: {body}")]
     Refused { status: u16, body: String },
     #[error("cannot reach the provider: {0}")]

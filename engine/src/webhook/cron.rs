@@ -186,8 +186,7 @@ async fn context_for(
         ..RunContext::default()
     };
     if let Some(repo_id) = scheduled.repository_id {
-        super::source::at_branch_head(engine, repo_id, trigger.branch.clone(), &mut context)
-            .await?;
+        crate::run::at_branch_head(engine, repo_id, trigger.branch.clone(), &mut context).await?;
     }
     Ok(context)
 }

@@ -15,6 +15,21 @@ use crate::store::repos::RepoId;
 const MAX_BATCH: usize = 64;
 /// INSERTs in flight at once: while one commits, the next batch gathers and goes.
 const WRITERS: usize = 2;
+/// Deliveries waiting to be stored at most, by default. Past that the database is not keeping
+/// up, and a receiver answers 503 with `Retry-After` (providers redeliver) instead of queueing
+/// without bound in memory.
+pub const QUEUE_LIMIT: usize = 4096;
+/// What the 503 asks a provider to wait, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// Why a delivery was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("{0} deliveries are waiting to be stored; try again in {RETRY_AFTER_SECS} s")]
+    Busy(usize),
+    #[error("storing the delivery failed: {0}")]
+    Failed(String),
+}
 
 /// A delivery as received from a provider, to be stored.
 pub struct Incoming {
@@ -32,25 +47,43 @@ pub struct Incoming {
 type Reply = oneshot::Sender<Result<Option<i64>, String>>;
 
 /// The engine's writers, started on first use (inside the server's runtime).
-#[derive(Default)]
 pub struct Intake {
-    queue: OnceLock<mpsc::UnboundedSender<(Incoming, Reply)>>,
+    queue: OnceLock<mpsc::Sender<(Incoming, Reply)>>,
+    limit: usize,
 }
 
 impl Intake {
+    /// An intake that holds at most `limit` deliveries waiting to be stored.
+    pub fn new(limit: usize) -> Intake {
+        Intake {
+            queue: OnceLock::new(),
+            limit: limit.max(1),
+        }
+    }
+
     /// Stores `delivery` (with whatever else is waiting) and returns its id, or `None` when a
     /// delivery with the same provider and id was stored before.
-    pub async fn store(&self, pool: &PgPool, delivery: Incoming) -> Result<Option<i64>, String> {
-        let queue = self.queue.get_or_init(|| start(pool.clone()));
+    pub async fn store(
+        &self,
+        pool: &PgPool,
+        delivery: Incoming,
+    ) -> Result<Option<i64>, IntakeError> {
+        let queue = self.queue.get_or_init(|| start(pool.clone(), self.limit));
         let (reply, answer) = oneshot::channel();
-        let stopped = || "the delivery writer has stopped".to_owned();
-        queue.send((delivery, reply)).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let stopped = || IntakeError::Failed("the delivery writer has stopped".to_owned());
+        queue.try_send((delivery, reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => IntakeError::Busy(self.limit),
+            mpsc::error::TrySendError::Closed(_) => stopped(),
+        })?;
+        answer
+            .await
+            .map_err(|_| stopped())?
+            .map_err(IntakeError::Failed)
     }
 }
 
-fn start(pool: PgPool) -> mpsc::UnboundedSender<(Incoming, Reply)> {
-    let (queue, waiting) = mpsc::unbounded_channel();
+fn start(pool: PgPool, limit: usize) -> mpsc::Sender<(Incoming, Reply)> {
+    let (queue, waiting) = mpsc::channel(limit);
     let waiting = Arc::new(Mutex::new(waiting));
     for _ in 0..WRITERS {
         tokio::spawn(writer(pool.clone(), Arc::clone(&waiting)));
@@ -58,7 +91,7 @@ fn start(pool: PgPool) -> mpsc::UnboundedSender<(Incoming, Reply)> {
     queue
 }
 
-async fn writer(pool: PgPool, waiting: Arc<Mutex<mpsc::UnboundedReceiver<(Incoming, Reply)>>>) {
+async fn writer(pool: PgPool, waiting: Arc<Mutex<mpsc::Receiver<(Incoming, Reply)>>>) {
     loop {
         let batch = {
             let mut waiting = waiting.lock().await;

@@ -9,6 +9,7 @@ pub mod commit_status;
 pub mod cron;
 pub mod event;
 pub mod filter;
+pub mod generic;
 pub mod gitea;
 pub mod github;
 pub mod gitlab;

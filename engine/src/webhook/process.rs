@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::cache::CachedFile;
-use super::event::{Event, GitRef, Parsed, Provider, Push};
+use super::event::{Event, GitRef, Provider, Push};
 use super::filter::{self, Decision};
 use super::source::{self, SourceError};
 use crate::engine::Engine;
@@ -66,31 +66,45 @@ pub async fn worker(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Claims and processes a batch of deliveries, oldest first; returns how many (0: none was
-/// waiting). Everything the batch's deliveries lead to (their runs, their statuses) commits
-/// together: a crash or a database error midway leaves every one of them `received`, and the
-/// next claim processes them from the start — no delivery is half-done or done twice.
+/// Processes a batch of waiting deliveries, oldest first; returns how many (0: none was
+/// waiting, or other engines had them all).
+///
+/// Network first: the deliveries are read without a lock, and everything they need from git
+/// (the commit, its pipeline files, the files it changed) is fetched before any row is locked.
+/// Then one transaction claims those still waiting (SKIP LOCKED: another engine may be on
+/// some) and records everything they lead to — their runs, their statuses — together: a crash
+/// or a database error midway leaves every one of them `received`, and a later batch processes
+/// them from the start, so no delivery is half-done or done twice.
 pub async fn process_batch(engine: &Engine) -> Result<usize, ProcessError> {
-    let mut tx = engine.store.pool.begin().await?;
-    let batch = deliveries::claim_batch(&mut tx, BATCH).await?;
-    if batch.is_empty() {
+    let waiting = deliveries::peek(&engine.store.pool, BATCH).await?;
+    if waiting.is_empty() {
         return Ok(0);
     }
-    let mut outcomes = Vec::with_capacity(batch.len());
     let mut repositories = Vec::new();
-    for pending in &batch {
-        let (status, summary) = match process(engine, &mut tx, pending, &mut repositories).await {
-            Ok(done) => done,
-            // The delivery cannot lead anywhere (its commit cannot be fetched, a run cannot
-            // start): recorded as failed with the reason, like any outcome.
-            Err(ProcessError::Source(e)) => (DeliveryStatus::Failed, e.to_string()),
-            Err(ProcessError::Run(RunError::BadRequest(m) | RunError::Conflict(m))) => {
-                (DeliveryStatus::Failed, m)
-            }
-            // The database failed: the transaction is gone; all of the batch is retried.
-            Err(e) => return Err(e),
+    let mut prepared = Vec::with_capacity(waiting.len());
+    for pending in &waiting {
+        let ready = match prepare(engine, pending, &mut repositories).await {
+            Ok(ready) => ready,
+            Err(e) => Prepared::Done(failed(e)?),
         };
-        outcomes.push((pending.id, status, summary));
+        prepared.push((pending.id, ready));
+    }
+    let ids: Vec<i64> = waiting.iter().map(|p| p.id).collect();
+    let mut tx = engine.store.pool.begin().await?;
+    let claimed = deliveries::claim(&mut tx, &ids).await?;
+    let mut outcomes = Vec::with_capacity(claimed.len());
+    for (id, ready) in prepared {
+        if !claimed.contains(&id) {
+            continue;
+        }
+        let (status, summary) = match ready {
+            Prepared::Done(done) => done,
+            Prepared::Ready(ready) => match record(&mut tx, id, *ready).await {
+                Ok(done) => done,
+                Err(e) => failed(e)?,
+            },
+        };
+        outcomes.push((id, status, summary));
     }
     deliveries::finish_all(&mut *tx, &outcomes).await?;
     tx.commit().await?;
@@ -100,38 +114,251 @@ pub async fn process_batch(engine: &Engine) -> Result<usize, ProcessError> {
     Ok(outcomes.len())
 }
 
-async fn process(
+/// A delivery that cannot lead anywhere (its commit cannot be fetched, a run cannot start) is
+/// recorded as failed with the reason, like any outcome; a database error is returned, and
+/// the whole batch is retried.
+fn failed(e: ProcessError) -> Result<(DeliveryStatus, String), ProcessError> {
+    match e {
+        ProcessError::Source(e) => Ok((DeliveryStatus::Failed, e.to_string())),
+        ProcessError::Run(RunError::BadRequest(m) | RunError::Conflict(m)) => {
+            Ok((DeliveryStatus::Failed, m))
+        }
+        e => Err(e),
+    }
+}
+
+/// What processing a delivery needs from outside the database, gathered before any row is
+/// locked.
+enum Prepared {
+    /// Decided already: a ping, an ignored event, a payload that does not parse.
+    Done((DeliveryStatus, String)),
+    /// An event that can start runs, with what git says about it.
+    Ready(Box<Ready>),
+}
+
+struct Ready {
+    repo: RepoRow,
+    event: Event,
+    context: RunContext,
+    trigger: &'static str,
+    commit: String,
+    files: Arc<Vec<CachedFile>>,
+    /// The files the event changed, when a pipeline's `paths` filter asks.
+    changed: Option<Vec<String>>,
+    /// Summary lines so far (an annotated tag peeled).
+    lines: Vec<String>,
+}
+
+async fn prepare(
     engine: &Engine,
-    tx: &mut sqlx::PgConnection,
     pending: &Pending,
     known: &mut Vec<RepoRow>,
-) -> Result<(DeliveryStatus, String), ProcessError> {
+) -> Result<Prepared, ProcessError> {
+    let done = |status, summary: String| Ok(Prepared::Done((status, summary)));
     let Some(provider) = Provider::parse(&pending.provider) else {
-        return Ok((
+        return done(
             DeliveryStatus::Failed,
             format!("unknown provider `{}`", pending.provider),
-        ));
+        );
     };
     let parsed = match super::parse(provider, &pending.event, &pending.payload) {
         Ok(parsed) => parsed,
-        Err(rejection) => return Ok((DeliveryStatus::Failed, rejection.to_string())),
+        Err(rejection) => return done(DeliveryStatus::Failed, rejection.to_string()),
     };
     let Some(repo_id) = pending.repository_id else {
-        return Ok((
+        return done(
             DeliveryStatus::Failed,
             "the delivery names no repository".into(),
-        ));
+        );
     };
     // A batch's deliveries are mostly about the same few repositories: read each once.
     let repo = match known.iter().find(|r| r.id == repo_id) {
         Some(repo) => repo.clone(),
         None => {
-            let repo = repos::get(&mut *tx, repo_id).await?;
+            let repo = repos::get(&engine.store.pool, repo_id).await?;
             known.push(repo.clone());
             repo
         }
     };
-    handle(engine, tx, pending.id, &repo, &parsed).await
+    let event = parsed.event;
+    match &event {
+        Event::Ping => return done(DeliveryStatus::Ignored, "ping: the hook works".into()),
+        Event::Ignored { reason } => return done(DeliveryStatus::Ignored, reason.clone()),
+        Event::Push(push) => {
+            if let Some(message) = &push.head_message
+                && filter::skip_ci(message)
+            {
+                return done(
+                    DeliveryStatus::Ignored,
+                    "the head commit asks to skip CI ([skip ci])".into(),
+                );
+            }
+        }
+        Event::PullRequest(_) => {}
+    }
+    let Some((mut context, trigger, mut commit)) = context_of(&repo, parsed.provider, &event)
+    else {
+        return done(DeliveryStatus::Ignored, "nothing to run".into());
+    };
+    let mut lines = Vec::new();
+    if let Event::Push(
+        push @ Push {
+            git_ref: GitRef::Tag(_),
+            tag_commit: None,
+            ..
+        },
+    ) = &event
+    {
+        // The payload does not say which commit the tag points at (older Gitea): `after`
+        // may be an annotated tag's object, which is not a commit. Peel it in the mirror.
+        let auth = source::clone_auth(engine, &repo).await?;
+        let mirror = source::fetch(
+            engine,
+            &repo.clone_url,
+            &push.after,
+            context.git_ref.as_deref(),
+            auth,
+        )
+        .await?;
+        let peeled = source::peel(mirror, &push.after).await?;
+        if peeled != push.after {
+            context.tag_object = Some(push.after.clone());
+            context.commit_sha = Some(peeled.clone());
+            commit = peeled;
+        }
+    }
+    if let (Some(object), Some(tag)) = (&context.tag_object, &context.tag) {
+        lines.push(format!(
+            "annotated tag `{tag}` (tag object {}) points at commit {}",
+            &object[..object.len().min(12)],
+            &commit[..commit.len().min(12)]
+        ));
+    }
+    let files = source::files_at(engine, &repo, &commit, context.git_ref.as_deref()).await?;
+    let wants_changes = files.iter().any(|file| {
+        file.plan
+            .as_ref()
+            .is_ok_and(|plan| filter::needs_changed_files(&plan.pipeline, &event))
+    });
+    let changed = if wants_changes {
+        Some(changed_files(engine, &repo, &commit, &context, &event).await?)
+    } else {
+        None
+    };
+    Ok(Prepared::Ready(Box::new(Ready {
+        repo,
+        event,
+        context,
+        trigger,
+        commit,
+        files,
+        changed,
+        lines,
+    })))
+}
+
+/// Records what one prepared event leads to, inside the batch's transaction: schedules armed
+/// by a push to the default branch, runs started (or failed runs for broken files), and the
+/// delivery's summary.
+async fn record(
+    tx: &mut sqlx::PgConnection,
+    delivery: i64,
+    ready: Ready,
+) -> Result<(DeliveryStatus, String), ProcessError> {
+    let Ready {
+        repo,
+        event,
+        context,
+        trigger,
+        commit,
+        files,
+        changed,
+        mut lines,
+    } = ready;
+    // A push to the default branch (re)arms the schedules of the files it leaves there.
+    if let Event::Push(Push {
+        git_ref: GitRef::Branch(branch),
+        ..
+    }) = &event
+        && *branch == repo.default_branch
+    {
+        lines.extend(super::arming::sync(tx, &repo, &files).await?);
+    }
+    let short = &commit[..commit.len().min(12)];
+    if files.is_empty() {
+        lines.push(format!(
+            "no pipeline files ({}) at commit {short}",
+            repo.pipeline_files.join(", ")
+        ));
+        return Ok((DeliveryStatus::Ignored, lines.join("\n")));
+    }
+    let changed_refs: Vec<&str> = changed
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let mut started = 0;
+    for file in files.iter() {
+        match &file.plan {
+            Err(problems) => {
+                let run = failed_run(
+                    tx, &repo, &file.path, &file.text, trigger, &context, problems,
+                )
+                .await?;
+                deliveries::link_run(&mut *tx, delivery, run.0).await?;
+                lines.push(format!("{}: invalid, run {} failed", file.path, run.1));
+                started += 1;
+            }
+            Ok(plan) => match filter::decide(&plan.pipeline, &event, &changed_refs) {
+                Decision::Skip(why) => {
+                    lines.push(format!(
+                        "{} (`{}`): {why}",
+                        file.path, plan.pipeline.name.value
+                    ));
+                }
+                Decision::Run => {
+                    let name = plan.pipeline.name.value.clone();
+                    let pipeline =
+                        pipelines::ensure_pipeline(&mut *tx, repo.project_id, &name).await?;
+                    let (version, _, _) =
+                        pipelines::add_version(&mut *tx, pipeline, &file.text).await?;
+                    pipelines::link_repository(&mut *tx, pipeline, repo.id, &file.path).await?;
+                    let params = match run::resolve_params(&plan.pipeline, &BTreeMap::new()) {
+                        Ok(params) => params,
+                        Err(e) => {
+                            lines.push(format!("{} (`{name}`): cannot start: {e}", file.path));
+                            continue;
+                        }
+                    };
+                    let triggered = run::start(
+                        &mut *tx,
+                        NewRunOf {
+                            pipeline,
+                            version,
+                            plan,
+                            trigger,
+                            params: &params,
+                            context: &context,
+                        },
+                    )
+                    .await?;
+                    deliveries::link_run(&mut *tx, delivery, triggered.run_id).await?;
+                    lines.push(format!(
+                        "{} (`{name}`): run {} started",
+                        file.path, triggered.number
+                    ));
+                    started += 1;
+                }
+            },
+        }
+    }
+    let status = if started > 0 {
+        DeliveryStatus::Triggered
+    } else {
+        DeliveryStatus::Ignored
+    };
+    Ok((status, lines.join("\n")))
 }
 
 /// The run context and the trigger name of an event that can start runs.
@@ -203,203 +430,6 @@ fn context_of(
         }
         Event::Ping | Event::Ignored { .. } => None,
     }
-}
-
-/// Decides and starts what one parsed event leads to, inside the delivery's transaction.
-pub async fn handle(
-    engine: &Engine,
-    tx: &mut sqlx::PgConnection,
-    delivery: i64,
-    repo: &RepoRow,
-    parsed: &Parsed,
-) -> Result<(DeliveryStatus, String), ProcessError> {
-    let event = &parsed.event;
-    match event {
-        Event::Ping => return Ok((DeliveryStatus::Ignored, "ping: the hook works".into())),
-        Event::Ignored { reason } => return Ok((DeliveryStatus::Ignored, reason.clone())),
-        Event::Push(push) => {
-            if let Some(message) = &push.head_message
-                && filter::skip_ci(message)
-            {
-                return Ok((
-                    DeliveryStatus::Ignored,
-                    "the head commit asks to skip CI ([skip ci])".into(),
-                ));
-            }
-        }
-        Event::PullRequest(_) => {}
-    }
-    let Some((mut context, trigger, mut commit)) = context_of(repo, parsed.provider, event) else {
-        return Ok((DeliveryStatus::Ignored, "nothing to run".into()));
-    };
-    let mut lines = Vec::new();
-    if let Event::Push(
-        push @ Push {
-            git_ref: GitRef::Tag(_),
-            tag_commit: None,
-            ..
-        },
-    ) = event
-    {
-        // The payload does not say which commit the tag points at (older Gitea): `after`
-        // may be an annotated tag's object, which is not a commit. Peel it in the mirror.
-        let auth = source::clone_auth(engine, repo).await?;
-        let mirror = source::fetch(
-            engine,
-            &repo.clone_url,
-            &push.after,
-            context.git_ref.as_deref(),
-            auth,
-        )
-        .await?;
-        let peeled = source::peel(mirror, &push.after).await?;
-        if peeled != push.after {
-            context.tag_object = Some(push.after.clone());
-            context.commit_sha = Some(peeled.clone());
-            commit = peeled;
-        }
-    }
-    if let (Some(object), Some(tag)) = (&context.tag_object, &context.tag) {
-        lines.push(format!(
-            "annotated tag `{tag}` (tag object {}) points at commit {}",
-            &object[..object.len().min(12)],
-            &commit[..commit.len().min(12)]
-        ));
-    }
-    let files = files_at(engine, repo, &commit, context.git_ref.as_deref()).await?;
-    // A push to the default branch (re)arms the schedules of the files it leaves there.
-    if let Event::Push(Push {
-        git_ref: GitRef::Branch(branch),
-        ..
-    }) = event
-        && *branch == repo.default_branch
-    {
-        lines.extend(super::arming::sync(tx, repo, &files).await?);
-    }
-    let short = &commit[..commit.len().min(12)];
-    if files.is_empty() {
-        lines.push(format!(
-            "no pipeline files ({}) at commit {short}",
-            repo.pipeline_files.join(", ")
-        ));
-        return Ok((DeliveryStatus::Ignored, lines.join("\n")));
-    }
-
-    let mut changed: Option<Vec<String>> = None;
-    let mut started = 0;
-    for file in files.iter() {
-        match &file.plan {
-            Err(problems) => {
-                let run = failed_run(
-                    tx, repo, &file.path, &file.text, trigger, &context, problems,
-                )
-                .await?;
-                deliveries::link_run(&mut *tx, delivery, run.0).await?;
-                lines.push(format!("{}: invalid, run {} failed", file.path, run.1));
-                started += 1;
-            }
-            Ok(plan) => {
-                if changed.is_none() && filter::needs_changed_files(&plan.pipeline, event) {
-                    changed = Some(changed_files(engine, repo, &commit, &context, event).await?);
-                }
-                let changed_refs: Vec<&str> = changed
-                    .as_deref()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(String::as_str)
-                    .collect();
-                match filter::decide(&plan.pipeline, event, &changed_refs) {
-                    Decision::Skip(why) => {
-                        lines.push(format!(
-                            "{} (`{}`): {why}",
-                            file.path, plan.pipeline.name.value
-                        ));
-                    }
-                    Decision::Run => {
-                        let name = plan.pipeline.name.value.clone();
-                        let pipeline =
-                            pipelines::ensure_pipeline(&mut *tx, repo.project_id, &name).await?;
-                        let (version, _, _) =
-                            pipelines::add_version(&mut *tx, pipeline, &file.text).await?;
-                        pipelines::link_repository(&mut *tx, pipeline, repo.id, &file.path).await?;
-                        let params = match run::resolve_params(&plan.pipeline, &BTreeMap::new()) {
-                            Ok(params) => params,
-                            Err(e) => {
-                                lines.push(format!("{} (`{name}`): cannot start: {e}", file.path));
-                                continue;
-                            }
-                        };
-                        let triggered = run::start(
-                            &mut *tx,
-                            NewRunOf {
-                                pipeline,
-                                version,
-                                plan,
-                                trigger,
-                                params: &params,
-                                context: &context,
-                            },
-                        )
-                        .await?;
-                        deliveries::link_run(&mut *tx, delivery, triggered.run_id).await?;
-                        lines.push(format!(
-                            "{} (`{name}`): run {} started",
-                            file.path, triggered.number
-                        ));
-                        started += 1;
-                    }
-                }
-            }
-        }
-    }
-    let status = if started > 0 {
-        DeliveryStatus::Triggered
-    } else {
-        DeliveryStatus::Ignored
-    };
-    Ok((status, lines.join("\n")))
-}
-
-/// The pipeline files of `repo` at `commit`, each parsed (or the problems that make it
-/// invalid). A commit never changes, so they are read from git once and then kept in the cache.
-pub async fn files_at(
-    engine: &Engine,
-    repo: &RepoRow,
-    commit: &str,
-    git_ref: Option<&str>,
-) -> Result<Arc<Vec<CachedFile>>, ProcessError> {
-    if let Some(files) = engine
-        .webhook_cache
-        .files(repo.id.0, commit, &repo.pipeline_files)
-    {
-        return Ok(files);
-    }
-    // The token is read only when git is reached: a cached commit needs neither.
-    let auth = source::clone_auth(engine, repo).await?;
-    let mirror = source::fetch(engine, &repo.clone_url, commit, git_ref, auth).await?;
-    let found = source::pipeline_files(mirror, commit, &repo.pipeline_files).await?;
-    let files: Arc<Vec<CachedFile>> = Arc::new(
-        found
-            .into_iter()
-            .map(|file| {
-                let text = file.text.clone().unwrap_or_default();
-                let plan = file.text.and_then(|text| {
-                    crate::pipeline::load(&file.path, &text)
-                        .map(Arc::new)
-                        .map_err(|report| report.to_string())
-                });
-                CachedFile {
-                    path: file.path,
-                    text,
-                    plan,
-                }
-            })
-            .collect(),
-    );
-    engine
-        .webhook_cache
-        .keep_files(repo.id.0, commit, &repo.pipeline_files, Arc::clone(&files));
-    Ok(files)
 }
 
 /// The files an event changed: the payload's list when complete, otherwise from git.

@@ -8,9 +8,9 @@ use gantry_runner::checkout::{CheckoutError, Mirror, MirrorCache};
 
 use gantry_runner::wire::GitAuth;
 
+use super::cache::CachedFile;
 use crate::engine::Engine;
-use crate::run::RunError;
-use crate::store::{self, repos::RepoRow};
+use crate::store::{self, StoreError, repos::RepoRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -18,16 +18,22 @@ pub enum SourceError {
     Git(#[from] CheckoutError),
     #[error("reading the repository's token secret: {0}")]
     Token(String),
+    #[error(
+        "repository `{repository}` names token secret `{secret}`, which does not exist in project `{project}`"
+    )]
+    NoTokenSecret {
+        repository: String,
+        secret: String,
+        project: String,
+    },
+    #[error("branch `{branch}` does not exist in {url}")]
+    NoBranch { branch: String, url: String },
     #[error("git work stopped unexpectedly: {0}")]
     Join(String),
     #[error("pipeline file pattern `{pattern}`: {why}")]
     Pattern { pattern: String, why: String },
-}
-
-impl From<SourceError> for RunError {
-    fn from(e: SourceError) -> Self {
-        RunError::Conflict(e.to_string())
-    }
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A fetched mirror, shared by the steps of one delivery's processing (libgit2 handles are
@@ -56,7 +62,7 @@ fn token_user(provider: &str) -> &'static str {
 }
 
 /// The repository's access token (a project secret named by the registration), if it has one.
-pub async fn token(engine: &Engine, repo: &RepoRow) -> Result<Option<String>, RunError> {
+pub async fn token(engine: &Engine, repo: &RepoRow) -> Result<Option<String>, SourceError> {
     let Some(name) = &repo.token_secret else {
         return Ok(None);
     };
@@ -67,20 +73,21 @@ pub async fn token(engine: &Engine, repo: &RepoRow) -> Result<Option<String>, Ru
     )
     .await?;
     let Some((_, nonce, cipher)) = stored.first() else {
-        return Err(RunError::BadRequest(format!(
-            "repository `{}` names token secret `{name}`, which does not exist in project `{}`",
-            repo.full_name, repo.project
-        )));
+        return Err(SourceError::NoTokenSecret {
+            repository: repo.full_name.clone(),
+            secret: name.clone(),
+            project: repo.project.clone(),
+        });
     };
     let value = engine
         .secrets
         .decrypt(nonce, cipher)
-        .map_err(|e| RunError::Conflict(e.to_string()))?;
+        .map_err(|e| SourceError::Token(e.to_string()))?;
     Ok(Some(String::from_utf8_lossy(&value).into_owned()))
 }
 
 /// Credentials for cloning over http(s), from the repository's token.
-pub async fn clone_auth(engine: &Engine, repo: &RepoRow) -> Result<Option<GitAuth>, RunError> {
+pub async fn clone_auth(engine: &Engine, repo: &RepoRow) -> Result<Option<GitAuth>, SourceError> {
     Ok(token(engine, repo).await?.map(|password| GitAuth {
         username: token_user(&repo.provider).to_owned(),
         password,
@@ -201,32 +208,53 @@ pub async fn branch_head(
     engine: &Engine,
     repo: &RepoRow,
     branch: &str,
-) -> Result<Option<String>, RunError> {
+) -> Result<Option<String>, SourceError> {
     let auth = clone_auth(engine, repo).await?;
     let (url, refname) = (repo.clone_url.clone(), format!("refs/heads/{branch}"));
-    Ok(blocking(move || MirrorCache::ls_remote(&url, auth.as_ref(), &refname)).await?)
+    blocking(move || MirrorCache::ls_remote(&url, auth.as_ref(), &refname)).await
 }
 
-/// Points a run's context at the head of `branch` (or the repository's default branch) of a
-/// registered repository: the commit, the ref and the repository, resolved now.
-pub async fn at_branch_head(
+/// The pipeline files of `repo` at `commit`, each parsed (or the problems that make it
+/// invalid). A commit never changes, so they are read from git once and then kept in the cache.
+pub async fn files_at(
     engine: &Engine,
-    repo: store::repos::RepoId,
-    branch: Option<String>,
-    context: &mut crate::run::RunContext,
-) -> Result<(), RunError> {
-    let repo = store::repos::get(&engine.store.pool, repo).await?;
-    let branch = branch.unwrap_or_else(|| repo.default_branch.clone());
-    let head = branch_head(engine, &repo, &branch).await?.ok_or_else(|| {
-        RunError::BadRequest(format!(
-            "branch `{branch}` does not exist in {}",
-            repo.clone_url
-        ))
-    })?;
-    context.git_ref = Some(format!("refs/heads/{branch}"));
-    context.branch = Some(branch);
-    context.commit_sha = Some(head);
-    context.repository_id = Some(repo.id.0);
-    context.repository = Some(repo.full_name);
-    Ok(())
+    repo: &RepoRow,
+    commit: &str,
+    git_ref: Option<&str>,
+) -> Result<std::sync::Arc<Vec<CachedFile>>, SourceError> {
+    if let Some(files) = engine
+        .webhook_cache
+        .files(repo.id.0, commit, &repo.pipeline_files)
+    {
+        return Ok(files);
+    }
+    // The token is read only when git is reached: a cached commit needs neither.
+    let auth = clone_auth(engine, repo).await?;
+    let mirror = fetch(engine, &repo.clone_url, commit, git_ref, auth).await?;
+    let found = pipeline_files(mirror, commit, &repo.pipeline_files).await?;
+    let files: std::sync::Arc<Vec<CachedFile>> = std::sync::Arc::new(
+        found
+            .into_iter()
+            .map(|file| {
+                let text = file.text.clone().unwrap_or_default();
+                let plan = file.text.and_then(|text| {
+                    crate::pipeline::load(&file.path, &text)
+                        .map(std::sync::Arc::new)
+                        .map_err(|report| report.to_string())
+                });
+                CachedFile {
+                    path: file.path,
+                    text,
+                    plan,
+                }
+            })
+            .collect(),
+    );
+    engine.webhook_cache.keep_files(
+        repo.id.0,
+        commit,
+        &repo.pipeline_files,
+        std::sync::Arc::clone(&files),
+    );
+    Ok(files)
 }

@@ -261,6 +261,10 @@ impl Executor for KubeExecutor {
         true
     }
 
+    async fn reconcile(&self, pool: &sqlx::PgPool) {
+        reconcile(pool, self).await;
+    }
+
     async fn start(&self, request: &StartRequest) -> Result<String, ExecutorError> {
         let pod = request.pod.clone().unwrap_or_default();
         let job = job::job_for(request, &pod, &self.settings.jobs);
@@ -320,7 +324,7 @@ impl Executor for KubeExecutor {
 /// deleted, and so are Jobs still active for an attempt that no longer runs (cancelled or
 /// ended while no engine watched); finished ones stay for their logs until their TTL. Jobs of
 /// running attempts are left to run: their runners reconnect and the attempts finish.
-pub async fn reconcile(engine: &crate::engine::Engine, executor: &KubeExecutor) {
+pub async fn reconcile(pool: &sqlx::PgPool, executor: &KubeExecutor) {
     let jobs = match executor.list_jobs().await {
         Ok(jobs) => jobs,
         Err(e) => {
@@ -332,7 +336,7 @@ pub async fn reconcile(engine: &crate::engine::Engine, executor: &KubeExecutor) 
         return;
     }
     let ids: Vec<i64> = jobs.iter().filter_map(|j| j.stage_run_id).collect();
-    let states = match crate::store::stages::attempt_states(&engine.store.pool, &ids).await {
+    let states = match crate::store::stages::attempt_states(pool, &ids).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read stage attempts to reconcile Jobs");
