@@ -109,6 +109,7 @@ pub async fn append_logs(
         first_seq,
         lines,
         batch,
+        engine.config.log_cap_bytes,
     )
     .await?;
     tx.commit().await?;
@@ -271,6 +272,7 @@ async fn append_tail(
         tail.first_seq,
         lines,
         &tail.lines,
+        engine.config.log_cap_bytes,
     )
     .await?
     {

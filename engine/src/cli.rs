@@ -188,13 +188,17 @@ pub struct TriggerArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct RunsArgs {
-    /// Only runs of this pipeline (of --project).
+    /// Only runs of this pipeline (of --project, `default` unless given).
     pub pipeline: Option<String>,
     /// How many runs.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
     pub limit: u32,
+    /// Only this project's runs (without it and without a pipeline: every project you may
+    /// read).
+    #[arg(long, env = "GANTRY_PROJECT")]
+    pub project: Option<String>,
     #[command(flatten)]
-    pub project: ProjectArgs,
+    pub server: ServerArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -264,6 +268,14 @@ pub struct EngineArgs {
     /// Stage attempts run at once by the local executor.
     #[arg(long, default_value_t = 8)]
     pub slots: usize,
+    /// Runs of one project running at once (across engines sharing the database); more wait,
+    /// queued, so one project's flood cannot take every slot.
+    #[arg(long, default_value_t = crate::config::DEFAULT_PROJECT_RUNS, env = "GANTRY_PROJECT_RUNS")]
+    pub project_runs: usize,
+    /// Log kept per stage attempt, in MiB: past it one line says the log was truncated, later
+    /// lines are not kept, and the stage goes on (judged by its exit code).
+    #[arg(long, default_value_t = crate::config::DEFAULT_LOG_CAP_MB, env = "GANTRY_LOG_CAP_MB")]
+    pub log_cap_mb: u64,
     /// The gantry-runner binary (default: next to this program, else on PATH).
     #[arg(long, env = "GANTRY_RUNNER")]
     pub runner: Option<PathBuf>,
@@ -305,6 +317,9 @@ pub struct ServeArgs {
     /// Retry-After (providers deliver again).
     #[arg(long, default_value_t = crate::webhook::intake::QUEUE_LIMIT, env = "GANTRY_WEBHOOK_QUEUE")]
     pub webhook_queue: usize,
+    /// Days a webhook delivery's payload is kept (the delivery, its summary and runs stay).
+    #[arg(long, default_value_t = 30, env = "GANTRY_DELIVERY_PAYLOAD_DAYS")]
+    pub delivery_payload_days: u32,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
@@ -410,6 +425,8 @@ impl EngineArgs {
             data_dir: self.data_dir.clone().unwrap_or_else(default_data_dir),
             database_url: self.database_url.clone(),
             local_slots: self.slots.max(1),
+            project_runs: self.project_runs.max(1),
+            log_cap_bytes: self.log_cap_mb.max(1).saturating_mul(1024 * 1024),
             runner_path: self.runner.clone(),
             secret_key: self.secret_key.clone(),
             insecure_registries: self.insecure_registries.clone(),
@@ -550,6 +567,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     config.public_url = args.public_url;
     config.webhook_max_bytes = args.webhook_max_bytes;
     config.webhook_queue = args.webhook_queue;
+    config.delivery_payload_days = args.delivery_payload_days;
     config.engine_id = args.engine_id;
     config.executor = args.kubernetes.executor.clone();
     config.kubernetes = args.kubernetes.settings();

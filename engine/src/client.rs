@@ -332,18 +332,29 @@ impl Client {
     }
 
     /// Newest first; of one pipeline of `project`, or of every pipeline.
+    /// Recent runs: of one pipeline (of `project`, `default` unless given), of one project, or
+    /// of every project the caller may read.
     pub async fn runs(
         &self,
-        project: &str,
+        project: Option<&str>,
         pipeline: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Run>, ClientError> {
-        let request = match pipeline {
-            Some(name) => self.request(
+        let request = match (pipeline, project) {
+            (Some(name), project) => self.request(
                 Method::GET,
-                &["projects", project, "pipelines", name, "runs"],
+                &[
+                    "projects",
+                    project.unwrap_or("default"),
+                    "pipelines",
+                    name,
+                    "runs",
+                ],
             ),
-            None => self.request(Method::GET, &["runs"]),
+            (None, Some(project)) => self
+                .request(Method::GET, &["runs"])
+                .query(&[("project", project)]),
+            (None, None) => self.request(Method::GET, &["runs"]),
         };
         self.json(request.query(&[("limit", limit)])).await
     }

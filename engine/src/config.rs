@@ -6,6 +6,12 @@ use std::path::PathBuf;
 
 use crate::executor::kubernetes::KubeSettings;
 
+/// Log kept per stage attempt, by default (MiB).
+pub const DEFAULT_LOG_CAP_MB: u64 = 1024;
+
+/// Runs of one project running at once, by default.
+pub const DEFAULT_PROJECT_RUNS: usize = 50;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Where the HTTP server listens.
@@ -20,6 +26,9 @@ pub struct Config {
     /// the stage attempts it started.
     pub engine_id: Option<String>,
     pub local_slots: usize,
+    /// Runs of one project running at once at most, across the engines sharing the database;
+    /// more wait, queued, until one ends.
+    pub project_runs: usize,
     pub runner_path: Option<PathBuf>,
     /// Base64 AES-256 key for secrets; default: a key file in `data_dir`.
     pub secret_key: Option<String>,
@@ -44,6 +53,10 @@ pub struct Config {
     pub webhook_max_bytes: usize,
     /// Received deliveries waiting to be stored at most; past that, receivers answer 503.
     pub webhook_queue: usize,
+    /// Days a webhook delivery's payload is kept; the delivery and its summary stay.
+    pub delivery_payload_days: u32,
+    /// Log bytes kept per stage attempt; past it one line says so, and the rest is not kept.
+    pub log_cap_bytes: u64,
     /// A Kubernetes cluster to run stages in (executor `kubernetes`) and deploy to.
     pub kubernetes: Option<KubeSettings>,
 }
@@ -57,6 +70,7 @@ impl Default for Config {
             database_url: None,
             engine_id: None,
             local_slots: 8,
+            project_runs: DEFAULT_PROJECT_RUNS,
             runner_path: None,
             secret_key: None,
             heartbeat_secs: 5,
@@ -69,6 +83,8 @@ impl Default for Config {
             executor: "local".into(),
             webhook_max_bytes: crate::webhook::DEFAULT_MAX_PAYLOAD_BYTES,
             webhook_queue: crate::webhook::intake::QUEUE_LIMIT,
+            delivery_payload_days: 30,
+            log_cap_bytes: DEFAULT_LOG_CAP_MB * 1024 * 1024,
             kubernetes: None,
         }
     }

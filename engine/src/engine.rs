@@ -40,6 +40,11 @@ pub struct Engine {
     pub logs: broadcast::Sender<StageRunId>,
     /// What this process measures for `/metrics` (counts come from the database).
     pub metrics: crate::metrics::Metrics,
+    /// Failed sign-ins, per user and per address: who must wait before trying again.
+    pub logins: crate::access::throttle::LoginThrottle,
+    /// The pipeline whose run this process's scheduler advanced last: the next turn goes to
+    /// the pipeline after it (`runs::lock_next_dirty`).
+    pub advanced_last: std::sync::atomic::AtomicI64,
     plans: Mutex<HashMap<VersionId, Arc<Plan>>>,
 }
 
@@ -96,6 +101,8 @@ impl Engine {
             webhook_cache: crate::webhook::cache::WebhookCache::default(),
             logs,
             metrics: crate::metrics::Metrics::default(),
+            advanced_last: std::sync::atomic::AtomicI64::new(0),
+            logins: crate::access::throttle::LoginThrottle::default(),
             plans: Mutex::default(),
             config,
         }))

@@ -25,6 +25,17 @@ pub enum RunError {
     Engine(#[from] EngineError),
 }
 
+impl RunError {
+    /// Whether the database could not be reached (rather than refusing what was asked).
+    pub fn is_database(&self) -> bool {
+        matches!(
+            self,
+            RunError::Store(StoreError::Database(_))
+                | RunError::Engine(crate::engine::EngineError::Store(StoreError::Database(_)))
+        )
+    }
+}
+
 impl From<crate::images::ImagesError> for RunError {
     fn from(e: crate::images::ImagesError) -> Self {
         RunError::BadRequest(e.to_string())

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -38,12 +40,15 @@ pub enum ServerError {
     },
 }
 
+/// How long stopping may take (SIGTERM to exit), whatever is in flight.
+pub const STOP_WITHIN: Duration = Duration::from_secs(10);
+
 pub struct Server {
     pub engine: Arc<Engine>,
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    embedded: Option<EmbeddedPostgres>,
+    embedded: Arc<tokio::sync::Mutex<Option<EmbeddedPostgres>>>,
 }
 
 impl Server {
@@ -66,14 +71,17 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
+        let embedded_dir = config.data_dir.join("postgres");
         let (embedded, url) = match &config.database_url {
             Some(url) => (None, url.clone()),
             None => {
-                let pg = EmbeddedPostgres::start(&config.data_dir.join("postgres")).await?;
+                let pg = EmbeddedPostgres::start(&embedded_dir).await?;
                 let url = pg.url().to_owned();
                 (Some(pg), url)
             }
         };
+        let watched = embedded.is_some();
+        let embedded = Arc::new(tokio::sync::Mutex::new(embedded));
         let public = config
             .public_url
             .clone()
@@ -98,6 +106,13 @@ impl Server {
             );
         }
         let (shutdown, rx) = watch::channel(false);
+        let watching = watched.then(|| {
+            tokio::spawn(watch_embedded(
+                Arc::clone(&embedded),
+                embedded_dir.clone(),
+                rx.clone(),
+            ))
+        });
         // Several delivery processors: deliveries of different pipelines do not wait for each
         // other (SKIP LOCKED hands each to one of them).
         let mut tasks: Vec<_> = (0..crate::webhook::process::WORKERS)
@@ -112,6 +127,10 @@ impl Server {
             tokio::spawn(crate::scheduler::listen(Arc::clone(&engine), rx.clone())),
             tokio::spawn(crate::scheduler::run(Arc::clone(&engine), rx.clone())),
             tokio::spawn(crate::webhook::cron::run(Arc::clone(&engine), rx.clone())),
+            tokio::spawn(crate::webhook::retention::run(
+                Arc::clone(&engine),
+                rx.clone(),
+            )),
             tokio::spawn(crate::webhook::commit_status::run(
                 Arc::clone(&engine),
                 rx.clone(),
@@ -129,6 +148,8 @@ impl Server {
                 }
             }),
         ]);
+
+        tasks.extend(watching);
         tracing::info!(addr = %addr, engine = %engine.id, "gantry engine started");
         Ok(Server {
             engine,
@@ -143,16 +164,57 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
-    /// Stops serving and scheduling. Running stages are left to their runners: a restarted
-    /// engine picks them up again.
+    /// Stops serving and scheduling, within [`STOP_WITHIN`]: what has not finished by then
+    /// (a provider's API that hangs, a git fetch, a client holding a log stream open) is
+    /// dropped, and left to the next engine — a commit status is leased, a delivery stays
+    /// `received`, a stage's runner carries on. Running stages are left to their runners: a
+    /// restarted engine picks them up again.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        let aborts: Vec<_> = self.tasks.iter().map(JoinHandle::abort_handle).collect();
+        let all = futures_util::future::join_all(self.tasks);
+        if tokio::time::timeout(STOP_WITHIN, all).await.is_err() {
+            tracing::warn!(
+                within_secs = STOP_WITHIN.as_secs(),
+                "some work did not stop in time and was dropped; another engine takes it up"
+            );
+            for abort in aborts {
+                abort.abort();
+            }
         }
-        self.engine.store.pool.close().await;
-        if let Some(pg) = self.embedded {
+        // Connections may still be held by what was dropped: closing waits only so long.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.engine.store.pool.close()).await;
+        if let Some(pg) = self.embedded.lock().await.take() {
             pg.stop().await;
+        }
+    }
+}
+
+/// How often the engine checks that its embedded PostgreSQL is still there.
+const EMBEDDED_CHECK: Duration = Duration::from_secs(2);
+
+/// Starts the embedded PostgreSQL again when it dies (killed, or the OOM killer's choice): the
+/// engine's connections come back by themselves once it is up, on the same socket.
+async fn watch_embedded(
+    server: Arc<tokio::sync::Mutex<Option<EmbeddedPostgres>>>,
+    dir: std::path::PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EMBEDDED_CHECK) => {}
+            _ = shutdown.changed() => return,
+        }
+        let mut current = server.lock().await;
+        if current.as_ref().is_none_or(EmbeddedPostgres::is_running) {
+            continue;
+        }
+        tracing::warn!(data_dir = %dir.display(), "the embedded PostgreSQL stopped; starting it again");
+        match EmbeddedPostgres::start(&dir).await {
+            Ok(started) => *current = Some(started),
+            Err(e) => {
+                tracing::error!(error = %e, "the embedded PostgreSQL does not start again; retrying")
+            }
         }
     }
 }

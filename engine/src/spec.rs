@@ -250,6 +250,15 @@ pub async fn build(engine: &Engine, row: &stages::StageRunRow) -> Result<StageSp
         })
         .collect();
 
+    // Every engine seen lately (this one first): a runner whose engine is gone carries on with
+    // another. A Kubernetes Job reaches engines through the cluster's URL; the list is for runners
+    // that see the engines' own addresses.
+    let mut engines = vec![engine.url.clone()];
+    for url in crate::store::engines::live(&engine.store.pool, ENGINE_SEEN_WITHIN_SECS).await? {
+        if !engines.contains(&url) {
+            engines.push(url);
+        }
+    }
     Ok(StageSpec {
         stage_run_id: row.id.0,
         attempt: row.attempt,
@@ -264,8 +273,12 @@ pub async fn build(engine: &Engine, row: &stages::StageRunRow) -> Result<StageSp
         logged_lines: u64::try_from(row.log_lines).unwrap_or(0),
         image,
         checkout,
+        engines,
     })
 }
+
+/// An engine not seen for this long is not offered to runners.
+const ENGINE_SEEN_WITHIN_SECS: f64 = 30.0;
 
 /// The commit to check out for a run from a repository, with the repository's clone token
 /// (withheld from fork pull requests like every secret, unless the pipeline opts in).

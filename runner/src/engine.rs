@@ -73,7 +73,12 @@ pub enum LogReply {
 
 pub struct EngineClient {
     http: reqwest::Client,
-    base: String,
+    /// The engines this runner may call (its own first, then the replicas its spec names),
+    /// each as `http://host:port/api/runner/v1`.
+    bases: std::sync::RwLock<Vec<String>>,
+    /// Which of `bases` calls go to: a call that has to be retried moves on to the next, so a
+    /// runner whose engine is gone carries on with a replica (a token works on any).
+    current: std::sync::atomic::AtomicUsize,
     auth: HeaderValue,
     give_up_after: Duration,
 }
@@ -92,10 +97,46 @@ impl EngineClient {
         auth.set_sensitive(true);
         Ok(EngineClient {
             http,
-            base: format!("{}{API_PREFIX}", config.engine_url),
+            bases: std::sync::RwLock::new(vec![format!("{}{API_PREFIX}", config.engine_url)]),
+            current: std::sync::atomic::AtomicUsize::new(0),
             auth,
             give_up_after: config.give_up_after,
         })
+    }
+
+    /// Adds the engines a spec names (`http://host:port`) to those this runner may call.
+    pub fn add_engines(&self, engines: &[String]) {
+        let Ok(mut bases) = self.bases.write() else {
+            return;
+        };
+        for engine in engines {
+            let base = format!("{}{API_PREFIX}", engine.trim_end_matches('/'));
+            if !bases.contains(&base) {
+                bases.push(base);
+            }
+        }
+    }
+
+    /// The engine calls go to now.
+    fn base(&self) -> String {
+        let bases = self
+            .bases
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = self.current.load(std::sync::atomic::Ordering::Relaxed) % bases.len().max(1);
+        bases.get(at).cloned().unwrap_or_default()
+    }
+
+    /// Moves on to the next engine, when there is more than one.
+    fn next_engine(&self) {
+        let count = self.bases.read().map(|b| b.len()).unwrap_or(1);
+        if count > 1 {
+            let at = self
+                .current
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            eprintln!("gantry-runner: trying engine {} of {count}", at % count + 1);
+        }
     }
 
     /// Runs `attempt` until it is done, fatal, or the retry budget is spent.
@@ -116,6 +157,7 @@ impl EngineClient {
                 }
                 Attempt::Fatal(err) => return Err(err),
                 Attempt::Retry(why) => {
+                    self.next_engine();
                     let backoff = backoff.get_or_insert_with(|| {
                         eprintln!(
                             "gantry-runner: {call} failed ({why}); retrying for up to {} s",
@@ -143,7 +185,7 @@ impl EngineClient {
     /// A request to `path` (below the API prefix) carrying the runner's token.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
-            .request(method, format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base()))
             .header(AUTHORIZATION, self.auth.clone())
     }
 

@@ -104,6 +104,7 @@ async fn run_attempt(config: &Config, started: Instant) -> Result<Outcome, Stage
             });
         }
     };
+    client.add_engines(&spec.engines);
     let masker = Arc::new(Masker::new(&spec.mask)?);
     let queue = Arc::new(LogQueue::new(spec.logged_lines, DEFAULT_CAPACITY));
 

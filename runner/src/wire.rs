@@ -62,6 +62,10 @@ pub struct StageSpec {
     /// Source to check out into the workspace before anything else (runs from a repository).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkout: Option<Checkout>,
+    /// Engines sharing the database, as `http://host:port` like the runner's own: when its own
+    /// engine cannot be reached, the runner carries on with these (its token works on any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engines: Vec<String>,
 }
 
 /// One commit of one repository, to be checked out into the workspace.

@@ -113,7 +113,11 @@ impl WorkClone {
     }
 
     pub fn symlink(&self, path: &str, target: &str) -> &WorkClone {
-        std::os::unix::fs::symlink(target, self.path().join(path)).expect("make a symlink");
+        let link = self.path().join(path);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::os::unix::fs::symlink(target, link).expect("make a symlink");
         self
     }
 

@@ -151,6 +151,13 @@ impl TestEngine {
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestEngine {
         let db = TestDb::create().await;
         let data_dir = tempfile::tempdir().expect("temp dir");
+        // As an engine's data directory usually is: others may pass through (the embedded
+        // PostgreSQL's user, the step user), not look in.
+        std::fs::set_permissions(
+            data_dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .expect("chmod the data directory");
         let mut config = Config {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.path().to_path_buf(),

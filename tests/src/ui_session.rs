@@ -32,6 +32,49 @@ impl Session {
         }
     }
 
+    /// One try at the sign-in form: its status and `Retry-After` (a refusal is no panic).
+    pub async fn try_sign_in(
+        base: &str,
+        user: &str,
+        password: &str,
+    ) -> (StatusCode, Option<String>) {
+        let session = Session::anonymous(base).await;
+        let form = session
+            .http
+            .get(format!("{base}/login"))
+            .send()
+            .await
+            .expect("GET /login");
+        let login_cookie = form
+            .headers()
+            .get(SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .expect("the login form sets its CSRF cookie")
+            .to_owned();
+        let html = form.text().await.expect("HTML");
+        let csrf = value_after(&html, r#"name="csrf" value=""#).expect("csrf field");
+        let answer = session
+            .http
+            .post(format!("{base}/login"))
+            .header(COOKIE, &login_cookie)
+            .form(&[
+                ("name", user),
+                ("password", password),
+                ("csrf", csrf),
+                ("next", "/"),
+            ])
+            .send()
+            .await
+            .expect("POST /login");
+        let retry = answer
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (answer.status(), retry)
+    }
+
     pub async fn sign_in(base: &str, user: &str, password: &str) -> Session {
         let mut session = Session::anonymous(base).await;
         let form = session

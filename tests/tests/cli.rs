@@ -211,6 +211,41 @@ async fn trigger_then_logs_follow_prints_every_line_and_exits_when_the_stage_end
     let unknown = gantry(&url, &["runs", "nope", "--project", "test"], None).await;
     assert_eq!(unknown.code, 1, "{unknown:?}");
     assert_eq!(unknown.stderr, "gantry: pipeline test/nope not found\n");
+    // `--project` without a pipeline lists that project's runs only.
+    gantry::run::apply(
+        app.engine(),
+        "other",
+        "other.yaml",
+        "name: elsewhere\nstages:\n  - name: a\n    steps:\n      - \"true\"\n",
+    )
+    .await
+    .expect("apply in another project");
+    gantry::run::trigger(
+        app.engine(),
+        "other",
+        "elsewhere",
+        "manual",
+        Default::default(),
+    )
+    .await
+    .expect("trigger in another project");
+    let all = gantry(&url, &["runs"], None).await;
+    assert!(
+        all.stdout.contains(" counting ") && all.stdout.contains(" elsewhere "),
+        "{all:?}"
+    );
+    let of_test = gantry(&url, &["runs", "--project", "test"], None).await;
+    assert_eq!(of_test.code, 0, "{of_test:?}");
+    assert!(of_test.stdout.contains(" counting "), "{of_test:?}");
+    assert!(
+        !of_test.stdout.contains(" elsewhere "),
+        "another project's run: {of_test:?}"
+    );
+    let of_other = gantry(&url, &["runs", "--project", "other"], None).await;
+    assert!(
+        of_other.stdout.contains(" elsewhere ") && !of_other.stdout.contains(" counting "),
+        "{of_other:?}"
+    );
 
     let status = gantry(&url, &["status", &run.to_string()], None).await;
     assert_eq!(status.code, 0, "{status:?}");

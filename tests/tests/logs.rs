@@ -249,3 +249,56 @@ stages:
     assert_eq!(ciphertexts, 0, "the secret is stored encrypted");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_past_its_cap_is_cut_with_a_notice_and_the_stage_judged_by_its_exit_code() {
+    const CAP: u64 = 64 * 1024;
+    let app = TestEngine::start_with(|c| c.log_cap_bytes = CAP).await;
+    // About 600 KB of lines, then a step whose line is past the cap, then the verdict.
+    let pipeline = |code: u8| {
+        format!(
+            "name: loud{code}\nstages:\n  - name: count\n    steps:\n      - name: flood\n        run: seq 100000 160000\n      - name: last\n        run: echo the end; exit {code}\n"
+        )
+    };
+    for (code, expected) in [
+        (0, gantry::store::RunStatus::Succeeded),
+        (3, gantry::store::RunStatus::Failed),
+    ] {
+        let name = app.apply(&pipeline(code)).await;
+        let run = app.trigger(&name, &[]).await;
+        let (row, stages) = app.wait_for_run(run.run_id, WAIT).await;
+        assert_eq!(row.status, expected, "{:?} {stages:?}", row.reason);
+        if code != 0 {
+            let reason = row.reason.unwrap_or_default();
+            assert!(
+                reason.contains("exited with 3"),
+                "judged by the exit code: {reason}"
+            );
+        }
+        let lines = app.log_lines(run.run_id, "count").await;
+        let notice = format!(
+            "log truncated at {CAP} bytes (the stage's log cap): later lines are not kept; the stage goes on"
+        );
+        assert_eq!(
+            lines.last(),
+            Some(&notice),
+            "{:?}",
+            &lines[lines.len().saturating_sub(3)..]
+        );
+        assert!(
+            !lines.contains(&"the end".to_owned()),
+            "nothing past the cap is kept"
+        );
+        let kept: usize = lines.iter().map(|l| l.len() + 1).sum();
+        assert!(
+            kept < 2 * usize::try_from(CAP).unwrap_or(usize::MAX),
+            "{kept} bytes kept"
+        );
+        // The lines kept are the first ones, in order.
+        assert_eq!(lines.get(1).map(String::as_str), Some("100000"));
+        // Every line was counted, stored or not.
+        let stage = app.stage(run.run_id, "count").await;
+        assert!(stage.log_lines > 60_000, "{}", stage.log_lines);
+    }
+    app.stop().await;
+}

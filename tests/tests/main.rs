@@ -6,6 +6,7 @@ mod access;
 mod api_docs;
 mod approvals;
 mod artifacts;
+mod auth;
 mod cancel;
 mod cli;
 mod concurrency;

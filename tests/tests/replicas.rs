@@ -128,3 +128,123 @@ stages:
     drop(e1);
     drop(e2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_whose_engine_dies_carries_on_with_another_replica() {
+    let db = TestDb::create().await;
+    let dir = open_temp_dir();
+    let gate = dir.path().join("open");
+    let mut engines = [
+        EngineProcess::start(&db.url, &dir.path().join("e1"), "e1", 4).await,
+        EngineProcess::start(&db.url, &dir.path().join("e2"), "e2", 4).await,
+    ];
+    let http = engines[0].http();
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    // Both engines have recorded where runners reach them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM engines")
+            .fetch_one(&pool)
+            .await
+            .expect("engines");
+        if seen == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{seen} engines seen"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let yaml = format!(
+        "name: survivor\nstages:\n  - name: wait\n    steps:\n      - echo before\n      - while [ ! -e {} ]; do sleep 0.05; done\n      - echo after\n",
+        gate.display()
+    );
+    let applied = http
+        .post(format!(
+            "{}/api/v1/projects/test/pipelines",
+            engines[0].url()
+        ))
+        .body(yaml)
+        .send()
+        .await
+        .expect("apply");
+    assert_eq!(applied.status(), reqwest::StatusCode::CREATED);
+    let answer: serde_json::Value = http
+        .post(format!(
+            "{}/api/v1/projects/test/pipelines/survivor/runs",
+            engines[0].url()
+        ))
+        .send()
+        .await
+        .expect("trigger")
+        .json()
+        .await
+        .expect("json");
+    let run = answer["run_id"].as_i64().expect("run id");
+    // The engine that started the stage, once its runner is at the gate.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let claimed_by: String = loop {
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT claimed_by, log_lines FROM stage_runs WHERE run_id = $1 AND status = 'running'",
+        )
+        .bind(run)
+        .fetch_optional(&pool)
+        .await
+        .expect("stage");
+        if let Some((by, lines)) = row
+            && lines >= 1
+        {
+            break by;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stage never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // That engine dies and stays down; its runner lives on, and must finish with the other.
+    let dead = engines
+        .iter()
+        .position(|e| e.engine_id == claimed_by)
+        .expect("one of ours");
+    engines[dead].kill9();
+    std::fs::write(&gate, "").expect("open the gate");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let (status, attempt): (String, i32) = loop {
+        let row: (String, i32) = sqlx::query_as(
+            "SELECT s.status::text, s.attempt FROM stage_runs s WHERE s.run_id = $1",
+        )
+        .bind(run)
+        .fetch_one(&pool)
+        .await
+        .expect("stage");
+        if row.0 != "running" {
+            break row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stage is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (status.as_str(), attempt),
+        ("succeeded", 1),
+        "finished by its first runner"
+    );
+    let lines: Vec<String> = sqlx::query_scalar(
+        "SELECT data FROM log_chunks c JOIN stage_runs s ON s.id = c.stage_run_id
+         WHERE s.run_id = $1 ORDER BY c.first_seq",
+    )
+    .bind(run)
+    .fetch_all(&pool)
+    .await
+    .expect("log");
+    let text = lines.concat();
+    assert!(
+        text.contains(" before") && text.contains(" after"),
+        "{text}"
+    );
+    pool.close().await;
+}

@@ -27,6 +27,7 @@ stages:
       - run: |
           echo "start $GREETING"
           printf '\033[32mgreen text\033[0m\n'
+          printf '\033]0;a window title\007\033]8;;https://example.com\033\\a link\033]8;;\033\\ and \033[2Kmore\n'
           while [ ! -e "$GATE" ]; do sleep 0.05; done
           echo "after the gate"
   - name: deploy
@@ -106,6 +107,21 @@ async fn sign_in_trigger_watch_the_log_live_approve_cancel_and_rerun() {
         )
         .await;
     assert_eq!(green, json!("green text"), "ANSI green became a class");
+    // Other escape sequences (a window title, an OSC 8 link, erasing) are dropped: the link's
+    // text stays, none of the sequences' own characters show.
+    let rows = browser
+        .js(
+            "return [...document.querySelectorAll('#log-rows .row .tx')].map(r => r.textContent);",
+            vec![],
+        )
+        .await;
+    let rows: Vec<String> = serde_json::from_value(rows).expect("rows");
+    assert!(rows.contains(&"a link and more".to_owned()), "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|r| !r.contains('\u{1b}') && !r.contains("]8;;") && !r.contains("window title")),
+        "{rows:?}"
+    );
     browser
         .wait_for(
             "the graph showing build running",

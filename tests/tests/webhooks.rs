@@ -724,9 +724,16 @@ async fn commit_statuses_are_reported_pending_then_final_to_the_providers_api() 
     let daemon = GitDaemon::start(served.path());
     let url = daemon.url("app");
     let work = bare.work_clone();
+    // The stage waits until the test has seen the pending status: a run that ended before its
+    // pending status went out is reported as ended, which this test is not about.
+    let gates = gantry_tests::open_temp_dir();
+    let gate = gates.path().join("pending-seen");
     work.write(
         ".gantry.yaml",
-        "name: build\non:\n  push: {}\nstages:\n  - name: a\n    steps:\n      - sleep 1\n",
+        &format!(
+            "name: build\non:\n  push: {{}}\nstages:\n  - name: a\n    steps:\n      - while [ ! -e {} ]; do sleep 0.05; done\n",
+            gate.display()
+        ),
         0o644,
     );
     let commit = work.commit("c");
@@ -760,6 +767,8 @@ async fn commit_statuses_are_reported_pending_then_final_to_the_providers_api() 
     let (_, answer) = deliver_github(&app, "push", "s-1", &push).await;
     let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
     let ids = run_ids(&d);
+    until_state(&recorded, ids[0].0, "pending").await;
+    std::fs::write(&gate, "").expect("gate");
     let (run, _) = app.wait_for_run(ids[0], WAIT).await;
     assert_eq!(run.status, RunStatus::Succeeded);
     let calls = until_final_success(&recorded, run.id.0).await;
@@ -778,6 +787,7 @@ async fn commit_statuses_are_reported_pending_then_final_to_the_providers_api() 
         );
     }
     // A run started by hand builds the branch head and reports its status too.
+    std::fs::remove_file(&gate).expect("close the gate");
     let manual: Value = app
         .http()
         .post(format!(
@@ -792,6 +802,8 @@ async fn commit_statuses_are_reported_pending_then_final_to_the_providers_api() 
         .await
         .expect("json");
     let manual = manual["run_id"].as_i64().expect("run id");
+    until_state(&recorded, manual, "pending").await;
+    std::fs::write(&gate, "").expect("gate");
     let (run, _) = app.wait_for_run(RunId(manual), WAIT).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
     let calls = until_final_success(&recorded, manual).await;
@@ -813,6 +825,22 @@ fn states_of(calls: &[(String, String, Value)], run: i64) -> Vec<&str> {
         .filter(|c| c.2["target_url"].as_str().unwrap_or("").ends_with(&link))
         .filter_map(|c| c.2["state"].as_str())
         .collect()
+}
+
+/// Waits until `state` has been reported for `run`.
+async fn until_state(recorded: &Recorded, run: i64, state: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let calls = recorded.lock().expect("lock").clone();
+        if states_of(&calls, run).contains(&state) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {state} status for run {run}: {calls:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until the last state reported for `run` is success; returns every call so far.
@@ -1407,4 +1435,509 @@ async fn a_full_intake_answers_503_with_retry_after_and_keeps_every_delivery_it_
         stored, accepted,
         "every accepted delivery is stored, no refused one is"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_encoded_github_delivery_is_taken_like_json_and_its_signature_checked_as_sent() {
+    let app = TestEngine::start().await;
+    let served = tempfile::tempdir().expect("dir");
+    let bare = BareRepo::create(served.path(), "app");
+    let http = GitHttp::start(served.path());
+    let url = http.url("app");
+    let work = bare.work_clone();
+    work.write(".gantry.yaml", PIPELINE, 0o644)
+        .write("hello.txt", "sent as a form\n", 0o644)
+        .write("tool.sh", "#!/bin/sh\necho tool ran\n", 0o755);
+    let commit = work.commit("form");
+    work.push();
+    register(&app, "github", "acme/app", &url, json!({})).await;
+    let push = github_push(
+        "acme/app",
+        &url,
+        "refs/heads/main",
+        &"0".repeat(40),
+        &commit,
+        "form",
+        &["hello.txt"],
+    );
+    // What GitHub sends with "Content type: application/x-www-form-urlencoded", its default.
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &push.to_string())
+        .finish();
+    let send = |body: String, signature: String| {
+        reqwest::Client::new()
+            .post(format!("{}/hooks/github", app.url()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", "form-1")
+            .header("X-Hub-Signature-256", signature)
+            .body(body)
+            .send()
+    };
+    // Signed over the JSON instead of the form as sent: refused.
+    let wrong = signature::sign_github(SECRET.as_bytes(), push.to_string().as_bytes());
+    let refused = send(form.clone(), wrong).await.expect("send");
+    assert_eq!(refused.status(), 401);
+    let signed = signature::sign_github(SECRET.as_bytes(), form.as_bytes());
+    let answer = send(form.clone(), signed).await.expect("send");
+    assert_eq!(answer.status(), 202);
+    let answer: Value = answer.json().await.expect("json");
+    let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
+    assert_eq!(d["status"], "triggered", "{d}");
+    let ids = run_ids(&d);
+    let (run, stages) = app.wait_for_run(ids[0], WAIT).await;
+    assert_eq!(
+        run.status,
+        RunStatus::Succeeded,
+        "{:?} {stages:?}",
+        run.reason
+    );
+    let lines = app.log_lines(ids[0], "show").await;
+    assert!(lines.contains(&"sent as a form".to_owned()), "{lines:#?}");
+    // A form without the payload field says what is missing.
+    let empty = "zen=hello".to_owned();
+    let signed = signature::sign_github(SECRET.as_bytes(), empty.as_bytes());
+    let answer = send(empty, signed).await.expect("send");
+    assert_eq!(answer.status(), 400);
+    let text = answer.text().await.unwrap_or_default();
+    assert!(text.contains("`payload` field"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_status_api_holds_back_no_other_repository_and_no_shutdown() {
+    use std::sync::Arc;
+    // One provider API for both repositories: `/repos/slow/...` never answers until released;
+    // `/repos/fast/...` answers at once. Both record what they received.
+    let recorded: Recorded = Arc::default();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (seen, hold) = (Arc::clone(&recorded), Arc::clone(&release));
+    let api = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (seen, hold) = (Arc::clone(&seen), Arc::clone(&hold));
+        async move {
+            let path = req.uri().path().to_owned();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                .await
+                .unwrap_or_default();
+            let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            seen.lock()
+                .expect("lock")
+                .push((path.clone(), String::new(), json));
+            if path.starts_with("/repos/slow/") {
+                hold.notified().await;
+            }
+            (axum::http::StatusCode::CREATED, "{}")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api_url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, api).await });
+
+    let app = TestEngine::start().await;
+    app.http()
+        .put(format!(
+            "{}/api/v1/projects/test/secrets/gh-token",
+            app.url()
+        ))
+        .body("ghp_token_value")
+        .send()
+        .await
+        .expect("secret");
+    let served = tempfile::tempdir().expect("dir");
+    let http = GitHttp::start(served.path());
+    let mut commits = Vec::new();
+    for name in ["slow", "fast"] {
+        let bare = BareRepo::create(served.path(), name);
+        let work = bare.work_clone();
+        work.write(
+            ".gantry.yaml",
+            &format!("name: {name}\non:\n  push: {{}}\nstages:\n  - name: a\n    steps:\n      - \"true\"\n"),
+            0o644,
+        );
+        let commit = work.commit(name);
+        work.push();
+        let url = http.url(name);
+        register(
+            &app,
+            "github",
+            &format!("{name}/app"),
+            &url,
+            json!({"token_secret": "gh-token", "api_url": api_url}),
+        )
+        .await;
+        commits.push((name, url, commit));
+    }
+    // The slow repository's push first: its pending status hangs in the provider's API.
+    let mut runs = Vec::new();
+    for (name, url, commit) in &commits {
+        let push = github_push(
+            &format!("{name}/app"),
+            url,
+            "refs/heads/main",
+            &"0".repeat(40),
+            commit,
+            "c",
+            &[],
+        );
+        let (_, answer) = deliver_github(&app, "push", &format!("h-{name}"), &push).await;
+        let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
+        runs.push(run_ids(&d)[0]);
+        if *name == "slow" {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while !recorded
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|c| c.0.starts_with("/repos/slow/"))
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no call reached the slow API"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let (slow, fast) = (runs[0], runs[1]);
+    let (run, _) = app.wait_for_run(fast, WAIT).await;
+    assert_eq!(run.status, RunStatus::Succeeded);
+    // The fast repository's statuses, pending then success, arrive while the slow one's first
+    // call still hangs.
+    let calls = until_final_success(&recorded, fast.0).await;
+    let states = states_of(&calls, fast.0);
+    assert_eq!(states.last(), Some(&"success"), "{calls:?}");
+    assert!(
+        !states
+            .iter()
+            .skip_while(|s| **s != "success")
+            .any(|s| *s == "pending"),
+        "no pending after the final state: {states:?}"
+    );
+    let slow_calls: Vec<_> = calls
+        .iter()
+        .filter(|c| c.0.starts_with("/repos/slow/"))
+        .collect();
+    assert_eq!(
+        slow_calls.len(),
+        1,
+        "the slow API got one call, still hanging: {slow_calls:?}"
+    );
+    // Its run ended meanwhile: what the slow repository gets next is its final state, never a
+    // pending posted after it.
+    let (run, _) = app.wait_for_run(slow, WAIT).await;
+    assert_eq!(run.status, RunStatus::Succeeded);
+
+    // Stopping the engine does not wait on the hanging call.
+    let started = std::time::Instant::now();
+    app.stop().await;
+    let took = started.elapsed();
+    assert!(
+        took < gantry::server::STOP_WITHIN + Duration::from_secs(5),
+        "stopping took {took:?} with a status call hanging"
+    );
+    release.notify_waiters();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_projects_flood_holds_back_no_other_project() {
+    use gantry::store::deliveries::{self, DeliveryStatus, NewDelivery};
+    use std::sync::Arc;
+    const FLOOD: usize = 1000;
+    // A provider API recording every status it is sent.
+    let recorded: Recorded = Arc::default();
+    let seen = Arc::clone(&recorded);
+    let api = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let path = req.uri().path().to_owned();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                .await
+                .unwrap_or_default();
+            let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            seen.lock().expect("lock").push((path, String::new(), json));
+            (axum::http::StatusCode::CREATED, "{}")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api_url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, api).await });
+
+    // At most two runs of a project run at once.
+    let app = TestEngine::start_with(|c| c.project_runs = 2).await;
+    let gates = gantry_tests::open_temp_dir();
+    let gate = gates.path().join("never");
+    let served = tempfile::tempdir().expect("dir");
+    let http = GitHttp::start(served.path());
+    let mut repos = Vec::new();
+    for (project, name, step) in [
+        (
+            "a",
+            "flood",
+            format!("while [ ! -e {} ]; do sleep 0.2; done", gate.display()),
+        ),
+        ("b", "quiet", "echo quiet ran".to_owned()),
+    ] {
+        let bare = BareRepo::create(served.path(), name);
+        let work = bare.work_clone();
+        work.write(
+            ".gantry.yaml",
+            &format!("name: {name}\non:\n  push: {{}}\nstages:\n  - name: a\n    steps:\n      - {step}\n"),
+            0o644,
+        );
+        let commit = work.commit(name);
+        work.push();
+        let url = http.url(name);
+        for (path, body) in [
+            (
+                format!("projects/{project}/repositories"),
+                Some(
+                    json!({"provider": "github", "full_name": format!("{name}/app"), "clone_url": url,
+                            "webhook_secret": SECRET, "token_secret": "gh-token", "api_url": api_url}),
+                ),
+            ),
+            (format!("projects/{project}/secrets/gh-token"), None),
+        ] {
+            let request = app.http().request(
+                if body.is_some() {
+                    reqwest::Method::POST
+                } else {
+                    reqwest::Method::PUT
+                },
+                format!("{}/api/v1/{path}", app.url()),
+            );
+            let request = match body {
+                Some(body) => request.json(&body),
+                None => request.body("ghp_token_value"),
+            };
+            let answer = request.send().await.expect("setup");
+            assert!(answer.status().is_success(), "{path}: {}", answer.status());
+        }
+        let row = gantry::store::repos::list(
+            app.pool(),
+            gantry::store::pipelines::project_id(app.pool(), project)
+                .await
+                .expect("project"),
+        )
+        .await
+        .expect("repos")
+        .into_iter()
+        .next()
+        .expect("registered");
+        let push = github_push(
+            &format!("{name}/app"),
+            &url,
+            "refs/heads/main",
+            &"0".repeat(40),
+            &commit,
+            name,
+            &[],
+        );
+        repos.push((row.id, serde_json::to_vec(&push).expect("json")));
+    }
+    // A thousand pushes to project a's repository queued, then one to project b's: stored in
+    // one statement, as the intake stores a burst, b's last.
+    let keys: Vec<String> = (0..=FLOOD).map(|i| format!("flood-{i}")).collect();
+    let batch: Vec<NewDelivery<'_>> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let (repository, payload) = if i < FLOOD { &repos[0] } else { &repos[1] };
+            NewDelivery {
+                provider: "github",
+                delivery_key: key,
+                repository: Some(*repository),
+                pipeline: None,
+                event: "push",
+                payload,
+                status: DeliveryStatus::Received,
+                summary: None,
+            }
+        })
+        .collect();
+    let ids = deliveries::insert_many(app.pool(), &batch)
+        .await
+        .expect("store");
+    let quiet = ids.last().copied().flatten().expect("b's delivery");
+    let d = processed(&app, quiet).await;
+    assert_eq!(d["status"], "triggered", "{d}");
+    let quiet_run = run_ids(&d)[0];
+    // b's delivery went in the first batches: most of a's thousand, stored before it, were
+    // processed after it.
+    let before: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM deliveries WHERE delivery_key LIKE 'flood-%' AND delivery_key <> $1
+           AND processed_at IS NOT NULL
+           AND processed_at < (SELECT processed_at FROM deliveries WHERE id = $2)",
+    )
+    .bind(format!("flood-{FLOOD}"))
+    .bind(quiet)
+    .fetch_one(app.pool())
+    .await
+    .expect("count");
+    assert!(
+        before < 200,
+        "{before} of project a's deliveries were processed before project b's"
+    );
+    // Its run ran, though project a has a thousand runs waiting, and its statuses went out.
+    let (run, stages) = app.wait_for_run(quiet_run, WAIT).await;
+    assert_eq!(
+        run.status,
+        RunStatus::Succeeded,
+        "{:?} {stages:?}",
+        run.reason
+    );
+    assert!(
+        app.log_lines(quiet_run, "a")
+            .await
+            .contains(&"quiet ran".to_owned())
+    );
+    let calls = until_final_success(&recorded, quiet_run.0).await;
+    assert!(calls.iter().any(|c| c.0.starts_with("/repos/quiet/app/")));
+    // Project a never ran more than two runs at once.
+    let by_status: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT r.status::text, count(*) FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+         WHERE p.name = 'flood' GROUP BY r.status ORDER BY 1",
+    )
+    .fetch_all(app.pool())
+    .await
+    .expect("runs");
+    let running = by_status
+        .iter()
+        .find(|s| s.0 == "running")
+        .map_or(0, |s| s.1);
+    assert!(running <= 2, "{by_status:?}");
+    let ended = by_status
+        .iter()
+        .filter(|s| !matches!(s.0.as_str(), "running" | "queued"))
+        .map(|s| s.1)
+        .sum::<i64>();
+    assert_eq!(ended, 0, "no flood run could end: {by_status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_delivery_payloads_are_pruned_and_their_deliveries_kept() {
+    use gantry::store::deliveries::{self, DeliveryStatus, NewDelivery};
+    let app = TestEngine::start().await;
+    register(
+        &app,
+        "github",
+        "acme/app",
+        "http://127.0.0.1:9/app.git",
+        json!({}),
+    )
+    .await;
+    let repo = gantry::store::repos::list(
+        app.pool(),
+        gantry::store::pipelines::project_id(app.pool(), "test")
+            .await
+            .expect("project"),
+    )
+    .await
+    .expect("repos")[0]
+        .id;
+    let payload = br#"{"zen":"kept for a while"}"#;
+    let new = |key: &'static str, status| NewDelivery {
+        provider: "github",
+        delivery_key: key,
+        repository: Some(repo),
+        pipeline: None,
+        event: "watch",
+        payload,
+        status,
+        summary: Some("done before"),
+    };
+    let ids = deliveries::insert_many(
+        app.pool(),
+        &[
+            new("old", DeliveryStatus::Ignored),
+            new("recent", DeliveryStatus::Ignored),
+        ],
+    )
+    .await
+    .expect("store");
+    let ids: Vec<i64> = ids.into_iter().map(|id| id.expect("stored")).collect();
+    sqlx::query("UPDATE deliveries SET received_at = now() - interval '31 days' WHERE id = $1")
+        .bind(ids[0])
+        .execute(app.pool())
+        .await
+        .expect("age it");
+    let pruned = gantry::webhook::retention::prune(
+        app.pool(),
+        chrono::Utc::now() - chrono::TimeDelta::days(30),
+    )
+    .await
+    .expect("prune");
+    assert_eq!(pruned, 1, "only the old delivery");
+    let rows: Vec<(i64, Vec<u8>, Option<String>, bool)> = sqlx::query_as(
+        "SELECT id, payload, summary, payload_pruned_at IS NOT NULL FROM deliveries WHERE id = ANY($1) ORDER BY id",
+    )
+    .bind(&ids)
+    .fetch_all(app.pool())
+    .await
+    .expect("rows");
+    assert_eq!(rows[0].1, b"".to_vec(), "the old payload is emptied");
+    assert_eq!(
+        rows[0].2.as_deref(),
+        Some("done before"),
+        "its summary stays"
+    );
+    assert!(rows[0].3);
+    assert_eq!(rows[1].1, payload.to_vec(), "a recent payload stays");
+    assert!(!rows[1].3);
+    // The API still shows the pruned delivery.
+    let shown: Value = app
+        .http()
+        .get(format!("{}/api/v1/deliveries/{}", app.url(), ids[0]))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(shown["summary"], "done before", "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_file_that_is_a_symbolic_link_is_refused_with_the_reason() {
+    let app = TestEngine::start().await;
+    let served = tempfile::tempdir().expect("dir");
+    let bare = BareRepo::create(served.path(), "app");
+    let http = GitHttp::start(served.path());
+    let url = http.url("app");
+    let work = bare.work_clone();
+    work.write(
+        "ci/real.yaml",
+        "name: real\non:\n  push: {}\nstages:\n  - name: a\n    steps:\n      - \"true\"\n",
+        0o644,
+    )
+    .symlink(".gantry/linked.yaml", "../ci/real.yaml")
+    .symlink(".gantry.yaml", "ci/real.yaml");
+    let commit = work.commit("links");
+    work.push();
+    register(&app, "github", "acme/app", &url, json!({})).await;
+    let push = github_push(
+        "acme/app",
+        &url,
+        "refs/heads/main",
+        &"0".repeat(40),
+        &commit,
+        "links",
+        &[],
+    );
+    let (_, answer) = deliver_github(&app, "push", "link-1", &push).await;
+    let d = processed(&app, answer["delivery"].as_i64().expect("id")).await;
+    let summary = d["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains(".gantry.yaml: invalid"), "{d}");
+    assert!(summary.contains(".gantry/linked.yaml: invalid"), "{d}");
+    for id in run_ids(&d) {
+        let (run, _) = app.wait_for_run(id, WAIT).await;
+        assert_eq!(run.status, RunStatus::Failed);
+        let reason = run.reason.unwrap_or_default();
+        assert!(
+            reason.contains("is a symbolic link: pipeline files must be regular files"),
+            "{reason}"
+        );
+    }
 }

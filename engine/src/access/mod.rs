@@ -7,6 +7,7 @@
 pub mod bootstrap;
 pub mod credential;
 pub mod password;
+pub mod throttle;
 
 use sqlx::PgPool;
 

@@ -116,9 +116,13 @@ pub async fn trigger(args: TriggerArgs) -> ExitCode {
 }
 
 pub async fn runs(args: RunsArgs) -> ExitCode {
-    with_client(&args.project.server, |client| async move {
+    with_client(&args.server, |client| async move {
         let runs = client
-            .runs(&args.project.project, args.pipeline.as_deref(), args.limit)
+            .runs(
+                args.project.as_deref(),
+                args.pipeline.as_deref(),
+                args.limit,
+            )
             .await?;
         if runs.is_empty() {
             eprintln!("no runs");

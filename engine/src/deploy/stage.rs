@@ -38,7 +38,8 @@ impl StageLog<'_> {
         let first = self.written + 1;
         let stored = async {
             let mut tx = self.engine.store.pool.begin().await?;
-            store::logs::append(&mut tx, self.id, self.attempt, first, 1, &body).await?;
+            let cap = self.engine.config.log_cap_bytes;
+            store::logs::append(&mut tx, self.id, self.attempt, first, 1, &body, cap).await?;
             tx.commit().await?;
             Ok::<_, store::StoreError>(())
         }

@@ -214,6 +214,26 @@ struct Page {
     before: Option<i64>,
     limit: Option<i64>,
     pipeline: Option<i64>,
+    /// Only this project's runs (`GET /runs`).
+    project: Option<String>,
+}
+
+impl Page {
+    /// The page size asked for (default 50): 1 to 500, anything else is refused.
+    fn limit(&self) -> Result<i64, ApiError> {
+        page_limit(self.limit)
+    }
+}
+
+/// A page size: 1 to 500, 50 when not given.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(50),
+        Some(n @ 1..=500) => Ok(n),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "limit is {other}; give 1 to 500"
+        ))),
+    }
 }
 
 async fn pipeline_runs(
@@ -228,7 +248,7 @@ async fn pipeline_runs(
         &engine.store.pool,
         Some(pipeline.id),
         page.before.map(RunId),
-        page.limit.unwrap_or(50).clamp(1, 500),
+        page.limit()?,
         None,
     )
     .await?;
@@ -240,13 +260,22 @@ async fn list_runs(
     who: Principal,
     Query(page): Query<Page>,
 ) -> Result<Json<Vec<runs::RunRow>>, ApiError> {
-    let visible = access::readable_projects(&engine.store.pool, &who).await?;
+    let limit = page.limit()?;
+    let visible = match &page.project {
+        // One project: the caller must be able to read it (an unreadable one is refused, not
+        // shown as empty).
+        Some(project) => {
+            access::require(&engine.store.pool, &who, project, Action::Read).await?;
+            Some(vec![project.clone()])
+        }
+        None => access::readable_projects(&engine.store.pool, &who).await?,
+    };
     Ok(Json(
         runs::list(
             &engine.store.pool,
             page.pipeline.map(PipelineId),
             page.before.map(RunId),
-            page.limit.unwrap_or(50).clamp(1, 500),
+            limit,
             visible.as_deref(),
         )
         .await?,
@@ -541,6 +570,9 @@ async fn list_secrets(
 }
 
 /// Body: the secret's value. Secrets are write-only: no route returns a value.
+/// The shortest secret value accepted.
+pub const MIN_SECRET_CHARS: usize = 4;
+
 async fn put_secret(
     State(engine): State<Arc<Engine>>,
     who: Principal,
@@ -551,6 +583,14 @@ async fn put_secret(
     if !crate::pipeline::decode::is_valid_name(&name) {
         return Err(ApiError::BadRequest(format!(
             "secret name `{name}` is not valid"
+        )));
+    }
+    // A value this short cannot be masked in logs without hiding every such run of letters of
+    // every log (and an empty one is a mistake, not a secret).
+    if value.chars().count() < MIN_SECRET_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "secret `{name}` has {} characters; a secret needs at least {MIN_SECRET_CHARS}, or it could not be masked in logs",
+            value.chars().count()
         )));
     }
     let project = pipelines::ensure_project(&engine.store.pool, &project).await?;

@@ -89,10 +89,13 @@ async fn receive(
             provider.as_str()
         ))
     })?;
-    let body = read_body(engine, body).await?;
+    let raw = read_body(engine, body).await?;
+    let content_type = header(headers, &["content-type"]);
+    let body = webhook::json_of(content_type, &raw)?;
     let named = webhook::repository(provider, &body)?;
     let known = known_repo(engine, provider, &named).await?;
-    webhook::verify(provider, &known.secret, headers, &body)?;
+    // The signature covers the body as it was sent (the form, for a form-encoded delivery).
+    webhook::verify(provider, &known.secret, headers, &raw)?;
     let repo = &known.row;
 
     let key = delivery_key(headers, names.delivery, &body);

@@ -42,26 +42,32 @@ pub fn each_line<'a>(chunk: &'a logs::Chunk, after: i64, mut f: impl FnMut(LineV
     }
 }
 
-/// The plain-text log of one attempt: the lines' text only, streamed chunk by chunk.
+/// Chunks read per round trip: a page of a few chunks (each at most a runner's batch) bounds
+/// the memory a reader holds and how long it holds a database connection, however long the
+/// log is.
+const PAGE: i64 = 8;
+
+/// The plain-text log of one attempt: the lines' text only, streamed a page of chunks at a
+/// time. A read that fails ends the body with an error, never as if the log ended there.
 pub fn plain(engine: Arc<Engine>, id: StageRunId, attempt: i32) -> Body {
     let stream = futures_util::stream::unfold(Some(0i64), move |after| {
         let engine = Arc::clone(&engine);
         async move {
             let after = after?;
-            // One chunk per round trip keeps memory at one chunk however long the log is.
-            let chunk = logs::chunks_after(&engine.store.pool, id, attempt, after)
-                .next()
-                .await;
-            match chunk {
-                None => None,
-                Some(Err(e)) => Some((Err(std::io::Error::other(e)), None)),
-                Some(Ok(chunk)) => {
-                    let mut text = String::with_capacity(chunk.data.len());
-                    each_line(&chunk, after, |line| {
-                        text.push_str(line.text);
-                        text.push('\n');
-                    });
-                    Some((Ok(text), Some(chunk.last_seq)))
+            match logs::chunks_page(&engine.store.pool, id, attempt, after, PAGE).await {
+                Err(e) => Some((Err(std::io::Error::other(e)), None)),
+                Ok(page) if page.is_empty() => None,
+                Ok(page) => {
+                    let mut text = String::with_capacity(page.iter().map(|c| c.data.len()).sum());
+                    let mut last = after;
+                    for chunk in &page {
+                        each_line(chunk, last, |line| {
+                            text.push_str(line.text);
+                            text.push('\n');
+                        });
+                        last = chunk.last_seq;
+                    }
+                    Some((Ok(text), Some(last)))
                 }
             }
         }
@@ -92,18 +98,25 @@ pub fn follow(
                 let finished = attempt_ended(&engine, id, attempt).await;
                 let mut events = Vec::new();
                 let mut last = after;
-                let mut chunks = logs::chunks_after(&engine.store.pool, id, attempt, after);
-                while let Some(Ok(chunk)) = chunks.next().await {
-                    each_line(&chunk, last, |line| {
-                        let data = serde_json::to_string(&line).unwrap_or_default();
-                        events.push(Event::default().id(line.n.to_string()).data(data));
-                    });
-                    last = chunk.last_seq;
-                    if events.len() >= 5_000 {
+                // Pages of chunks until a batch of events is ready: a query per page, never
+                // one left open over the rest of a long log.
+                while events.len() < 5_000 {
+                    let Ok(page) =
+                        logs::chunks_page(&engine.store.pool, id, attempt, last, PAGE).await
+                    else {
+                        break;
+                    };
+                    if page.is_empty() {
                         break;
                     }
+                    for chunk in &page {
+                        each_line(chunk, last, |line| {
+                            let data = serde_json::to_string(&line).unwrap_or_default();
+                            events.push(Event::default().id(line.n.to_string()).data(data));
+                        });
+                        last = chunk.last_seq;
+                    }
                 }
-                drop(chunks);
                 if !events.is_empty() {
                     let batch = futures_util::stream::iter(events.into_iter().map(Ok));
                     return Some((batch.boxed(), (engine, rx, last, false)));

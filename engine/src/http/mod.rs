@@ -34,13 +34,15 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/metrics", get(metrics))
 }
 
+/// How long `/readyz` waits for the database: a load balancer asks often and must learn soon
+/// that the database is gone (the pool alone would wait its whole acquire timeout).
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn ready(State(engine): State<Arc<Engine>>) -> (StatusCode, &'static str) {
-    match sqlx::query_scalar!("SELECT 1 AS one")
-        .fetch_one(&engine.store.pool)
-        .await
-    {
-        Ok(_) => (StatusCode::OK, "ready"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
+    let check = sqlx::query_scalar!("SELECT 1 AS one").fetch_one(&engine.store.pool);
+    match tokio::time::timeout(READY_WITHIN, check).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready"),
+        Ok(Err(_)) | Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
     }
 }
 
@@ -50,11 +52,15 @@ pub async fn serve(
     app: Router,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await
+    // With each connection's address: sign-in throttling counts failures per client address.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    })
+    .await
 }
 
 /// `GET /metrics`: the Prometheus exposition of [`crate::metrics`].

@@ -278,15 +278,15 @@ fn operation(method: &str, path: &str) -> Option<Value> {
             ),
             json!({
                 "required": true,
-                "description": "The secret's value, as is.",
-                "content": { "text/plain": { "schema": { "type": "string" } } }
+                "description": "The secret's value, as is: at least 4 characters (a shorter value could not be masked in logs).",
+                "content": { "text/plain": { "schema": { "type": "string", "minLength": 4 } } }
             }),
         ),
         ("get", "/runs") => op(
             "runs",
             "listRuns",
-            "Runs of every pipeline, newest first.",
-            &["before", "limit", "pipeline_id"],
+            "Runs of every pipeline the caller may read (or of one project), newest first.",
+            &["before", "limit", "pipeline_id", "project_filter"],
             with_errors(
                 json!({ "200": json_response("The runs.", array_of("Run")) }),
                 &[],
@@ -727,6 +727,7 @@ fn parameters() -> Value {
         "before": query("before", "Only runs with a smaller id (to page backwards).", json!({ "type": "integer", "format": "int64" })),
         "limit": query("limit", "How many runs (1-500, default 50).", json!({ "type": "integer", "minimum": 1, "maximum": 500, "default": 50 })),
         "pipeline_id": query("pipeline", "Only runs of the pipeline with this id.", json!({ "type": "integer", "format": "int64" })),
+        "project_filter": query("project", "Only runs of this project (the caller must be able to read it).", json!({ "type": "string" })),
         "attempt": query("attempt", "Which attempt (default: the current one).", json!({ "type": "integer", "minimum": 1 })),
         "after": query("after", "Start after this line number (`Last-Event-ID` wins if both are given).", json!({ "type": "integer", "minimum": 0 })),
         "last_event_id": {
@@ -1107,7 +1108,7 @@ fn schemas() -> Value {
             "type": "object",
             "properties": {
                 "name": text(),
-                "expires_in_days": { "type": "integer", "minimum": 1, "description": "Default: never." }
+                "expires_in_days": { "type": "integer", "minimum": 1, "maximum": 3650, "description": "Days until the token expires, 1 to 3650 (ten years). Default: never." }
             },
             "required": ["name"]
         }

@@ -166,7 +166,7 @@ async fn list_deliveries(
 ) -> Result<Json<Vec<deliveries::DeliveryRow>>, ApiError> {
     access::require(&engine.store.pool, &who, &project, Action::Read).await?;
     let project = pipelines::project_id(&engine.store.pool, &project).await?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let limit = super::api::page_limit(q.limit)?;
     Ok(Json(
         deliveries::list(&engine.store.pool, project, limit).await?,
     ))

@@ -204,7 +204,8 @@ pub async fn set_password(
     }
     let user = db::user_by_name(&engine.store.pool, &name).await?.user;
     let hash = password::hash_blocking(new_password).await?;
-    db::set_password(&engine.store.pool, user.id, &hash).await?;
+    let ended = db::set_password(&engine.store.pool, user.id, &hash).await?;
+    tracing::info!(user = %user.name, sessions_ended = ended, "password changed");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -222,6 +223,9 @@ pub struct NewToken {
     /// Days until it expires (default: never).
     pub expires_in_days: Option<u32>,
 }
+
+/// The longest a token may be given to live, in days (ten years).
+pub const MAX_TOKEN_DAYS: u32 = 3650;
 
 /// A token as created: the only time its value is shown.
 #[derive(Serialize)]
@@ -253,9 +257,19 @@ pub async fn issue_token(
             "a token needs a name of 1 to 100 characters".into(),
         ));
     }
-    let expires = new
-        .expires_in_days
-        .map(|d| chrono::Utc::now() + chrono::TimeDelta::days(i64::from(d)));
+    // Ten years at most: `TimeDelta::days` panics past its range, and a token for longer than
+    // anyone keeps a key is one that should not expire at all (leave the field out).
+    let expires = match new.expires_in_days {
+        None => None,
+        Some(days @ 1..=MAX_TOKEN_DAYS) => {
+            Some(chrono::Utc::now() + chrono::TimeDelta::days(i64::from(days)))
+        }
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "expires_in_days is {other}; give 1 to {MAX_TOKEN_DAYS} days, or leave it out for a token that does not expire"
+            )));
+        }
+    };
     let token = credential::new_token();
     let row = db::create_token(
         &engine.store.pool,

@@ -14,7 +14,7 @@ use crate::engine::Engine;
 use crate::executor::{Observation, StartRequest};
 use crate::pipeline::condition::Facts;
 use crate::run::RunContext;
-use crate::store::{self, RunStatus, StageStatus, runs, stages};
+use crate::store::{self, PipelineId, RunStatus, StageStatus, runs, stages};
 use crate::token::Grant;
 use decide::{Change, StageState, decide};
 
@@ -25,22 +25,29 @@ const HOUSEKEEPING: Duration = Duration::from_secs(2);
 
 /// Runs until `shutdown` turns true.
 pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
-    let started = tokio::time::Instant::now();
+    // Since when this engine has reached the database without a break. Runners cannot call in
+    // while the engine is down or cannot reach its database (their heartbeats fail and are
+    // retried), so a runner's silence only counts over time the engine was connected: after a
+    // restart, or after a database outage longer than `lost_after_secs`, every running attempt
+    // would otherwise be failed at once, although its runner is alive and about to call in.
+    let mut connected_since = tokio::time::Instant::now();
     readopt(&engine).await;
     let mut last_housekeeping = tokio::time::Instant::now();
     loop {
         if let Err(e) = tick(&engine).await {
+            if e.is_database() {
+                connected_since = tokio::time::Instant::now();
+            }
             tracing::warn!(error = %e, "scheduler tick failed; retrying");
         }
         if last_housekeeping.elapsed() >= HOUSEKEEPING {
             last_housekeeping = tokio::time::Instant::now();
-            // Runners cannot call in while their engine is down, so silence only counts once
-            // this engine has been up for the whole silence limit: after a restart that took
-            // longer than `lost_after_secs`, every re-adopted attempt would otherwise be failed
-            // at once, although its runner is alive and about to reconnect.
             let judge_silence =
-                started.elapsed() >= Duration::from_secs(engine.config.lost_after_secs);
+                connected_since.elapsed() >= Duration::from_secs(engine.config.lost_after_secs);
             if let Err(e) = housekeeping(&engine, judge_silence).await {
+                if e.is_database() {
+                    connected_since = tokio::time::Instant::now();
+                }
                 tracing::warn!(error = %e, "scheduler housekeeping failed; retrying");
             }
         }
@@ -129,9 +136,17 @@ pub fn facts_for(run: &runs::RunRow, plan: &crate::pipeline::Plan, index: usize)
 /// Advances one dirty run, if any; `None` when no run was dirty.
 async fn advance_next(engine: &Engine) -> Result<Option<Advanced>, crate::run::RunError> {
     let mut tx = engine.store.pool.begin().await?;
-    let Some(run_id) = runs::lock_next_dirty(&mut tx).await? else {
+    let after = PipelineId(
+        engine
+            .advanced_last
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let Some((run_id, pipeline)) = runs::lock_next_dirty(&mut tx, after).await? else {
         return Ok(None);
     };
+    engine
+        .advanced_last
+        .store(pipeline.0, std::sync::atomic::Ordering::Relaxed);
     let run = runs::get(&mut *tx, run_id).await?;
     if run.status.is_terminal() {
         tx.commit().await?;
@@ -141,6 +156,16 @@ async fn advance_next(engine: &Engine) -> Result<Option<Advanced>, crate::run::R
     if run.status == RunStatus::Queued
         && !run.cancel_requested
         && runs::blocking_in_group(&mut *tx, run_id).await?.is_some()
+    {
+        tx.commit().await?;
+        return Ok(Some(Advanced::Other));
+    }
+    // The project-level guard: a project runs at most so many runs at once, so one project's
+    // flood cannot take every slot; the others wait, queued, until one of its runs ends.
+    if run.status == RunStatus::Queued
+        && !run.cancel_requested
+        && runs::running_in_project(&mut tx, run_id).await?
+            >= i64::try_from(engine.config.project_runs).unwrap_or(i64::MAX)
     {
         tx.commit().await?;
         return Ok(Some(Advanced::Other));
@@ -229,6 +254,7 @@ async fn advance_next(engine: &Engine) -> Result<Option<Advanced>, crate::run::R
         store::events::record(&mut *tx, run_id, None, "run", &message).await?;
         if status.is_terminal() {
             runs::wake_group(&mut *tx, run_id).await?;
+            runs::wake_waiting_in_project(&mut *tx, run_id).await?;
             tracing::info!(
                 run.id = run_id.0,
                 status = status.as_str(),
@@ -390,6 +416,9 @@ async fn readopt(engine: &Arc<Engine>) {
 
 /// `judge_silence`: whether attempts whose runner stopped calling in may be failed yet.
 async fn housekeeping(engine: &Engine, judge_silence: bool) -> Result<(), crate::run::RunError> {
+    // Alive, and where runners reach this engine: a runner whose engine is gone carries on
+    // with another one of those recently seen (`spec::build` lists them).
+    store::engines::seen(&engine.store.pool, &engine.id, &engine.url).await?;
     // Runners of this engine that ended without completing their attempt.
     for row in stages::running_claimed_by(&engine.store.pool, &engine.id).await? {
         let (Some(name), Some(handle)) = (&row.executor, &row.executor_handle) else {

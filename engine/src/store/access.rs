@@ -131,15 +131,24 @@ pub async fn user_by_name(db: impl PgExecutor<'_>, name: &str) -> Result<Credent
     })
 }
 
-pub async fn set_password(db: impl PgExecutor<'_>, user: UserId, hash: &str) -> Result<()> {
+/// Sets a user's password and ends every web session of theirs: whoever signed in with the old
+/// password (perhaps the reason it was changed) is signed out. API tokens are credentials of
+/// their own and stay valid until revoked (docs/access.md).
+pub async fn set_password(db: &sqlx::PgPool, user: UserId, hash: &str) -> Result<u64> {
+    let mut tx = db.begin().await?;
     sqlx::query!(
         "UPDATE users SET password_hash = $2 WHERE id = $1",
         user.0,
         hash
     )
-    .execute(db)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    let ended = sqlx::query!("DELETE FROM sessions WHERE user_id = $1", user.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(ended)
 }
 
 /// The user an unexpired API token belongs to, with the token's id.

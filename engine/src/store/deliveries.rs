@@ -339,3 +339,25 @@ async fn with_runs(db: &sqlx::PgPool, bare: Vec<Bare>) -> Result<Vec<DeliveryRow
         })
         .collect())
 }
+
+/// Empties the payloads of up to `limit` processed deliveries received before `before`;
+/// returns how many. The rows are locked only for this one statement (SKIP LOCKED: a row in
+/// use elsewhere is left for the next round).
+pub async fn prune_payloads(
+    db: impl PgExecutor<'_>,
+    before: chrono::DateTime<chrono::Utc>,
+    limit: i64,
+) -> Result<u64> {
+    let done = sqlx::query!(
+        "UPDATE deliveries SET payload = ''::bytea, payload_pruned_at = now()
+         WHERE id IN (SELECT id FROM deliveries
+                      WHERE payload_pruned_at IS NULL AND received_at < $1
+                        AND status <> 'received'
+                      ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        before,
+        limit
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -215,12 +215,17 @@ impl EmbeddedPostgres {
         self.report_stop(result);
     }
 
+    /// Whether the server is still running (it may have been killed, or stopped by hand).
+    pub fn is_running(&self) -> bool {
+        self.still_running()
+    }
+
     /// Whether our server still holds the data directory: not if it stopped, nor if it died and
     /// another took its place, nor if it died unreaped (pg_ctl would wait for a zombie to exit).
     fn still_running(&self) -> bool {
         matches!(
             self.cluster.read_pid_file(),
-            Ok(Some(pid_file)) if pid_file.pid == self.postmaster_pid && !is_zombie(pid_file.pid)
+            Ok(Some(pid_file)) if pid_file.pid == self.postmaster_pid && is_alive(pid_file.pid)
         )
     }
 
@@ -794,6 +799,15 @@ fn require_password_in(text: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Whether `pid` is a live process: it exists (a killed postmaster leaves its pid file behind)
+/// and is not an unreaped zombie. Where there is no /proc, every process counts as alive.
+fn is_alive(pid: i32) -> bool {
+    if !Path::new("/proc/self").exists() {
+        return true;
+    }
+    Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)
 }
 
 /// Whether `pid` has exited but not been reaped. Only Linux says so (in /proc); elsewhere every

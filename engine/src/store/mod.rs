@@ -7,6 +7,7 @@ pub mod artifacts;
 pub mod dashboard;
 pub mod deliveries;
 pub mod embedded;
+pub mod engines;
 pub mod events;
 pub mod logs;
 pub mod pipelines;

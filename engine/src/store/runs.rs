@@ -153,17 +153,80 @@ pub async fn list(
 
 /// Locks the next run that may move on (skipping runs other schedulers hold) and clears its
 /// dirty flag; the caller advances it in the same transaction.
-pub async fn lock_next_dirty(tx: &mut sqlx::PgConnection) -> Result<Option<RunId>> {
+/// Locks the next run to advance, taking turns between pipelines: the oldest dirty run of the
+/// first pipeline after `after` (the one served last), wrapping round. A flood of runs in one
+/// pipeline is thus advanced one run per turn, and another pipeline's run waits for one turn,
+/// not for the flood. Returns the run and its pipeline.
+pub async fn lock_next_dirty(
+    tx: &mut sqlx::PgConnection,
+    after: PipelineId,
+) -> Result<Option<(RunId, PipelineId)>> {
     // SKIP LOCKED: several engine processes share the database; a run another one is
     // advancing right now is simply left to it.
-    let id = sqlx::query_scalar!(
+    let next = sqlx::query!(
         r#"UPDATE runs SET dirty = false
-           WHERE id = (SELECT id FROM runs WHERE dirty ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-           RETURNING id AS "id: RunId""#
+           WHERE id = (SELECT id FROM runs WHERE dirty AND pipeline_id > $1
+                       ORDER BY pipeline_id, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+           RETURNING id AS "id: RunId", pipeline_id AS "pipeline_id: PipelineId""#,
+        after.0
     )
     .fetch_optional(&mut *tx)
     .await?;
-    Ok(id)
+    if let Some(row) = next {
+        return Ok(Some((row.id, row.pipeline_id)));
+    }
+    let first = sqlx::query!(
+        r#"UPDATE runs SET dirty = false
+           WHERE id = (SELECT id FROM runs WHERE dirty
+                       ORDER BY pipeline_id, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+           RETURNING id AS "id: RunId", pipeline_id AS "pipeline_id: PipelineId""#
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(first.map(|row| (row.id, row.pipeline_id)))
+}
+
+/// How many runs of `run`'s project are running, for the project-level guard. The count is
+/// taken under a lock on the project held until the transaction ends, so two engines starting
+/// runs of one project at once count each other's.
+pub async fn running_in_project(tx: &mut sqlx::PgConnection, run: RunId) -> Result<i64> {
+    let project = sqlx::query_scalar!(
+        "SELECT p.project_id FROM runs r JOIN pipelines p ON p.id = r.pipeline_id WHERE r.id = $1",
+        run.0
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    // Advisory lock class 1: a project's starting runs.
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(1, $1::int4)",
+        i32::try_from(project).unwrap_or(i32::MAX)
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+           WHERE p.project_id = $1 AND r.status = 'running'"#,
+        project
+    )
+    .fetch_one(&mut *tx)
+    .await?)
+}
+
+/// When a run ends, the oldest runs of its project that wait to start may be able to: they
+/// are advanced again (those still held back by something else wait on).
+pub async fn wake_waiting_in_project(db: impl PgExecutor<'_>, ended: RunId) -> Result<()> {
+    sqlx::query!(
+        "UPDATE runs SET dirty = true WHERE id IN (
+             SELECT r.id FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+             WHERE p.project_id = (SELECT p2.project_id FROM runs e
+                                   JOIN pipelines p2 ON p2.id = e.pipeline_id WHERE e.id = $1)
+               AND r.status = 'queued' AND NOT r.dirty AND r.id <> $1
+             ORDER BY r.id LIMIT 8)",
+        ended.0
+    )
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 pub async fn mark_dirty(db: impl PgExecutor<'_>, id: RunId) -> Result<()> {
@@ -307,33 +370,82 @@ pub struct StatusDue {
     pub repository_id: i64,
 }
 
-/// Runs about a repository's commit (started by a webhook, a schedule or by hand) whose
-/// reported commit status lags behind their state.
+/// Leases, for `lease_secs`, the oldest run whose commit status lags behind its state for each
+/// repository not in `busy` (at most `limit` repositories): one report per repository at a
+/// time, every repository in turn, so one repository's backlog or hanging API holds back no
+/// other. Runs about a repository's commit (started by a webhook, a schedule or by hand) only.
 /// `state_of` in SQL mirrors `commit_status::state_for`: pending while queued or running.
-pub async fn statuses_due(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<StatusDue>> {
+pub async fn lease_statuses_due(
+    db: impl PgExecutor<'_>,
+    busy: &[i64],
+    limit: i64,
+    lease_secs: f64,
+) -> Result<Vec<StatusDue>> {
     Ok(sqlx::query_as!(
         StatusDue,
-        r#"SELECT r.id AS "id: RunId", p.name AS pipeline, r.number, r.status AS "status: RunStatus",
-                  r.reason, r.context, r.status_reported AS reported, r.status_attempts AS attempts,
-                  p.repository_id AS "repository_id!"
-           FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
-           WHERE (r.context ? 'repository_id') AND p.repository_id IS NOT NULL
-             AND r.status_reported IS DISTINCT FROM 'final'
-             AND r.status_reported IS DISTINCT FROM
-                 (CASE WHEN r.status IN ('queued', 'running') THEN 'pending' ELSE 'final' END)
-             AND (r.status_next_at IS NULL OR r.status_next_at <= now())
-             AND r.status_attempts < 8
-           ORDER BY r.id LIMIT $1"#,
-        limit
+        r#"WITH due AS (
+               SELECT DISTINCT ON (p.repository_id) r.id
+               FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+               WHERE (r.context ? 'repository_id') AND p.repository_id IS NOT NULL
+                 AND r.status_reported IS DISTINCT FROM 'final'
+                 AND r.status_reported IS DISTINCT FROM
+                     (CASE WHEN r.status IN ('queued', 'running') THEN 'pending' ELSE 'final' END)
+                 AND (r.status_next_at IS NULL OR r.status_next_at <= now())
+                 AND r.status_attempts < 8
+                 AND (r.status_lease_until IS NULL OR r.status_lease_until < now())
+                 AND p.repository_id <> ALL($1)
+               ORDER BY p.repository_id, r.id
+               LIMIT $2)
+           UPDATE runs r SET status_lease_until = now() + make_interval(secs => $3)
+           FROM pipelines p
+           WHERE r.id IN (SELECT id FROM due) AND p.id = r.pipeline_id
+             AND (r.status_lease_until IS NULL OR r.status_lease_until < now())
+           RETURNING r.id AS "id: RunId", p.name AS pipeline, r.number,
+                     r.status AS "status: RunStatus", r.reason, r.context,
+                     r.status_reported AS reported, r.status_attempts AS attempts,
+                     p.repository_id AS "repository_id!""#,
+        busy,
+        limit,
+        lease_secs
     )
     .fetch_all(db)
     .await?)
 }
 
+/// The run's status now (a report computes what to post at the moment it posts, not when the
+/// run was picked, so a run that ended meanwhile is never reported as pending).
+pub async fn status_now(db: impl PgExecutor<'_>, id: RunId) -> Result<(RunStatus, Option<String>)> {
+    let row = sqlx::query!(
+        r#"SELECT status AS "status: RunStatus", reason FROM runs WHERE id = $1"#,
+        id.0
+    )
+    .fetch_one(db)
+    .await?;
+    Ok((row.status, row.reason))
+}
+
+/// Whether a newer run of the same pipeline about the same commit has had a status reported:
+/// this run's (older) state must then not be posted over it.
+pub async fn superseded_status(db: impl PgExecutor<'_>, id: RunId) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+               SELECT 1 FROM runs r JOIN runs n ON n.pipeline_id = r.pipeline_id
+                 AND n.context->>'commit_sha' = r.context->>'commit_sha'
+               WHERE r.id = $1 AND n.id > r.id AND n.status_reported IS NOT NULL
+           ) AS "superseded!""#,
+        id.0
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// Records a report (ending the lease). A `final` report is never replaced by `pending`.
 pub async fn status_reported(db: impl PgExecutor<'_>, id: RunId, reported: &str) -> Result<()> {
     sqlx::query!(
-        "UPDATE runs SET status_reported = $2, status_attempts = 0, status_next_at = NULL,
-                         status_error = NULL WHERE id = $1",
+        "UPDATE runs SET status_reported = CASE WHEN status_reported = 'final' THEN 'final' ELSE $2 END,
+                         status_attempts = 0, status_next_at = NULL, status_error = NULL,
+                         status_lease_until = NULL
+         WHERE id = $1",
         id.0,
         reported
     )
@@ -351,7 +463,8 @@ pub async fn status_failed(
 ) -> Result<()> {
     sqlx::query!(
         "UPDATE runs SET status_attempts = status_attempts + 1, status_error = $2,
-                         status_next_at = now() + make_interval(secs => $3) WHERE id = $1",
+                         status_next_at = now() + make_interval(secs => $3),
+                         status_lease_until = NULL WHERE id = $1",
         id.0,
         error,
         retry_secs

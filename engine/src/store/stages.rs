@@ -108,29 +108,39 @@ pub struct Claimed {
     pub started_at: Option<DateTime<Utc>>,
 }
 
-/// Takes up to `limit` queued stages for this engine, oldest first, and marks them running
-/// with a new attempt number.
 /// Claims queued stages for `engine`'s `executor`, as many as its `slots` leave free after the
-/// attempts it is already running.
+/// attempts it is already running, projects taking turns, and marks them running with a new
+/// attempt number.
 pub async fn claim_queued(
     db: impl PgExecutor<'_>,
     engine: &str,
     executor: &str,
     slots: i64,
 ) -> Result<Vec<Claimed>> {
-    // FOR UPDATE SKIP LOCKED: with several engines on one database, each queued stage is
-    // taken by exactly one of them, and none waits on rows another is claiming. The free slots
-    // are counted in the same statement, which saves the scheduler a round trip per stage.
+    // Projects take turns: the oldest queued stage of each project first, then the second
+    // oldest of each, and so on, so one project's many queued stages never keep another's
+    // waiting for all of them. FOR UPDATE SKIP LOCKED: with several engines on one database,
+    // each queued stage is taken by exactly one of them, and none waits on rows another is
+    // claiming. The free slots are counted in the same statement, which saves the scheduler a
+    // round trip per stage.
     let rows = sqlx::query_as!(
         Claimed,
         r#"UPDATE stage_runs SET status = 'running', attempt = attempt + 1, claimed_by = $1,
                executor = $2, executor_handle = NULL, started_at = now(), heartbeat_at = now(),
-               finished_at = NULL, log_lines = 0, cancel_requested = false
-           WHERE id IN (SELECT id FROM stage_runs WHERE status = 'queued' AND NOT runs_in_engine
-                        ORDER BY queued_at, id
-                        LIMIT GREATEST(0, $3 - (SELECT count(*) FROM stage_runs
-                                                WHERE status = 'running' AND claimed_by = $1
-                                                  AND executor = $2))
+               finished_at = NULL, log_lines = 0, log_bytes = 0, cancel_requested = false
+           WHERE id IN (SELECT id FROM stage_runs WHERE id IN (
+                            SELECT id FROM (
+                                SELECT q.id, q.queued_at, row_number() OVER (
+                                           PARTITION BY p.project_id ORDER BY q.queued_at, q.id) AS turn
+                                FROM stage_runs q
+                                JOIN runs r ON r.id = q.run_id
+                                JOIN pipelines p ON p.id = r.pipeline_id
+                                WHERE q.status = 'queued' AND NOT q.runs_in_engine) waiting
+                            ORDER BY turn, queued_at, id
+                            LIMIT GREATEST(0, $3 - (SELECT count(*) FROM stage_runs
+                                                    WHERE status = 'running' AND claimed_by = $1
+                                                      AND executor = $2)))
+                        AND status = 'queued'
                         FOR UPDATE SKIP LOCKED)
            RETURNING id AS "id: StageRunId", run_id AS "run_id: RunId", key, attempt, timeout_secs,
                      queued_at, started_at"#,
@@ -155,7 +165,7 @@ pub async fn claim_queued_in_engine(
         Claimed,
         r#"UPDATE stage_runs SET status = 'running', attempt = attempt + 1, claimed_by = $1,
                executor = $2, executor_handle = NULL, started_at = now(), heartbeat_at = now(),
-               finished_at = NULL, log_lines = 0, cancel_requested = false
+               finished_at = NULL, log_lines = 0, log_bytes = 0, cancel_requested = false
            WHERE id IN (SELECT id FROM stage_runs WHERE status = 'queued' AND runs_in_engine
                         ORDER BY queued_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
            RETURNING id AS "id: StageRunId", run_id AS "run_id: RunId", key, attempt, timeout_secs,

@@ -98,9 +98,11 @@ fn decoy_hash() -> &'static str {
 
 pub async fn login(
     State(engine): State<Arc<Engine>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, PageError> {
+    let address = peer.map(|axum::Extension(info)| info.0.ip());
     let next = safe_next(form.next.as_deref());
     let pool = &engine.store.pool;
     let cookie_csrf = auth::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
@@ -114,6 +116,26 @@ pub async fn login(
             Some("The form expired; please sign in again.".into()),
         );
     }
+    // Refused before the password is checked: guessing is slowed, not only answered slowly.
+    let now = std::time::Instant::now();
+    if let Some(wait) = engine.logins.wait(&form.name, address, now) {
+        let seconds = wait.as_secs().max(1);
+        tracing::warn!(user = %form.name, address = ?address, wait_secs = seconds, "sign-in refused: too many failed attempts");
+        let mut page = login_form(
+            &engine,
+            &headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            next,
+            form.name,
+            Some(format!(
+                "Too many failed sign-ins; try again in {seconds} s."
+            )),
+        )?;
+        if let Ok(value) = seconds.to_string().parse() {
+            page.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return Ok(page);
+    }
     let found = match db::user_by_name(pool, &form.name).await {
         Ok(c) => Some(c),
         Err(crate::store::StoreError::NotFound(_)) => None,
@@ -125,6 +147,7 @@ pub async fn login(
         .unwrap_or_else(|| decoy_hash().to_owned());
     let matches = password::verify_blocking(form.password, stored).await;
     let Some(user) = found.filter(|c| matches && c.password_hash.is_some()) else {
+        engine.logins.failed(&form.name, address, now);
         return login_form(
             &engine,
             &headers,
@@ -134,6 +157,7 @@ pub async fn login(
             Some("Wrong user name or password.".into()),
         );
     };
+    engine.logins.succeeded(&form.name);
     // Housekeeping where sessions are made: expired ones go when someone signs in.
     db::delete_expired_sessions(pool).await?;
     let value = credential::random();

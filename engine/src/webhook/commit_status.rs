@@ -64,9 +64,22 @@ pub fn api_base(repo: &RepoRow) -> Option<String> {
     })
 }
 
+/// Reports in flight at once, across repositories (one at a time per repository).
+const IN_FLIGHT: usize = 8;
+/// How long a run's report is leased to the engine reporting it: longer than a report's
+/// timeout, so no other engine posts for the same run meanwhile.
+const LEASE_SECS: f64 = 60.0;
+/// A provider's API call gives up after this.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Reports commit statuses until shutdown: each repository's reports one after the other
+/// (so a commit's states arrive in order), different repositories' at once, at most
+/// [`IN_FLIGHT`] together. A repository whose API hangs holds back only its own reports. At
+/// shutdown the reports in flight are dropped: their leases run out and any engine sends them
+/// again.
 pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
+        .timeout(CALL_TIMEOUT)
         .user_agent(concat!("gantry/", env!("CARGO_PKG_VERSION")))
         .build()
     {
@@ -76,45 +89,93 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
     };
+    let mut in_flight: tokio::task::JoinSet<i64> = tokio::task::JoinSet::new();
+    let mut busy: std::collections::HashSet<i64> = std::collections::HashSet::new();
     loop {
-        if let Err(e) = report_due(&engine, &client).await {
-            tracing::warn!(error = %e, "reporting commit statuses failed");
+        if let Err(e) = start_due(&engine, &client, &mut busy, &mut in_flight).await {
+            tracing::warn!(error = %e, "reading commit statuses to report failed");
         }
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
-            _ = shutdown.changed() => return,
+            Some(done) = in_flight.join_next() => {
+                if let Ok(repository) = done {
+                    busy.remove(&repository);
+                }
+            }
+            _ = shutdown.changed() => {
+                in_flight.abort_all();
+                return;
+            }
+        }
+        while let Some(done) = in_flight.try_join_next() {
+            if let Ok(repository) = done {
+                busy.remove(&repository);
+            }
         }
     }
 }
 
-/// Reports every run whose status lags. Returns how many reports were sent.
-pub async fn report_due(engine: &Engine, client: &reqwest::Client) -> Result<usize, StatusError> {
-    let due = runs::statuses_due(&engine.store.pool, 50).await?;
-    let mut sent = 0;
-    let mut repos_seen: Vec<RepoRow> = Vec::new();
+/// Leases the next due report of each repository with none in flight and starts them.
+async fn start_due(
+    engine: &Arc<Engine>,
+    client: &reqwest::Client,
+    busy: &mut std::collections::HashSet<i64>,
+    in_flight: &mut tokio::task::JoinSet<i64>,
+) -> Result<usize, StatusError> {
+    let free = IN_FLIGHT.saturating_sub(in_flight.len());
+    if free == 0 {
+        return Ok(0);
+    }
+    let skip: Vec<i64> = busy.iter().copied().collect();
+    let due = runs::lease_statuses_due(
+        &engine.store.pool,
+        &skip,
+        i64::try_from(free).unwrap_or(1),
+        LEASE_SECS,
+    )
+    .await?;
+    let started = due.len();
     for run in due {
-        let repo = match repos_seen.iter().find(|r| r.id.0 == run.repository_id) {
-            Some(r) => r.clone(),
-            None => {
-                let r = repos::get(&engine.store.pool, RepoId(run.repository_id)).await?;
-                repos_seen.push(r.clone());
-                r
+        let repository = run.repository_id;
+        busy.insert(repository);
+        let (engine, client) = (Arc::clone(engine), client.clone());
+        in_flight.spawn(async move {
+            if let Err(e) = report_one(&engine, &client, run).await {
+                tracing::warn!(error = %e, "recording a commit status report failed");
             }
-        };
-        let (ours, _) = state_for(&repo.provider, run.status);
-        match report(engine, client, &repo, &run).await {
-            Ok(()) => {
-                runs::status_reported(&engine.store.pool, run.id, ours).await?;
-                sent += 1;
-            }
-            Err(e) => {
-                let delay = 2f64.powi(run.attempts.min(10)) * 2.0;
-                tracing::warn!(run.id = run.id.0, error = %e, retry_secs = delay, "commit status not reported");
-                runs::status_failed(&engine.store.pool, run.id, &e.to_string(), delay).await?;
-            }
+            repository
+        });
+    }
+    Ok(started)
+}
+
+/// Sends one run's status as it is now, and records the outcome.
+async fn report_one(
+    engine: &Engine,
+    client: &reqwest::Client,
+    mut run: StatusDue,
+) -> Result<(), StatusError> {
+    let pool = &engine.store.pool;
+    let repo = repos::get(pool, RepoId(run.repository_id)).await?;
+    // What to post is decided now, not when the run was picked: a run that ended since is
+    // reported as ended, never as pending after its end.
+    (run.status, run.reason) = runs::status_now(pool, run.id).await?;
+    let (ours, _) = state_for(&repo.provider, run.status);
+    // A newer run of the pipeline about the same commit has reported: posting this older
+    // run's state would overwrite the newer one's under the same context.
+    if runs::superseded_status(pool, run.id).await? {
+        runs::status_reported(pool, run.id, "final").await?;
+        return Ok(());
+    }
+    match report(engine, client, &repo, &run).await {
+        Ok(()) => runs::status_reported(pool, run.id, ours).await?,
+        Err(e) => {
+            let delay = 2f64.powi(run.attempts.min(10)) * 2.0;
+            tracing::warn!(run.id = run.id.0, error = %e, retry_secs = delay, "commit status not reported");
+            runs::status_failed(pool, run.id, &e.to_string(), delay).await?;
         }
     }
-    Ok(sent)
+    Ok(())
 }
 
 async fn report(

@@ -15,6 +15,7 @@ pub mod github;
 pub mod gitlab;
 pub mod intake;
 pub mod process;
+pub mod retention;
 pub mod signature;
 pub mod source;
 
@@ -23,6 +24,29 @@ pub use event::{Event, GitRef, Parsed, Provider, PullRequest, Push, Rejection, R
 /// The largest delivery body accepted by default (GitHub caps payloads at 25 MB, but a push
 /// that large is a pathological one; the limit is configurable).
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 5 * 1024 * 1024;
+
+/// The JSON of a delivery. GitHub's webhook form offers `application/x-www-form-urlencoded`
+/// (its default) besides `application/json`: the JSON is then the form's `payload` field. The
+/// signature is over the body as sent, so it is checked against `body`, not against this.
+pub fn json_of(content_type: Option<&str>, body: &bytes::Bytes) -> Result<bytes::Bytes, Rejection> {
+    let form = content_type.is_some_and(|t| {
+        t.split(';').next().is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+    });
+    if !form {
+        return Ok(body.clone());
+    }
+    form_urlencoded::parse(body)
+        .find(|(name, _)| name == "payload")
+        .map(|(_, json)| bytes::Bytes::from(json.into_owned()))
+        .ok_or_else(|| {
+            Rejection::BadPayload(
+                "a form-encoded delivery carries its JSON in the `payload` field, and this one has none (or choose the content type application/json)".into(),
+            )
+        })
+}
 
 /// Parses a delivery of `provider` with the given event header value.
 pub fn parse(provider: Provider, event: &str, body: &[u8]) -> Result<Parsed, Rejection> {

@@ -163,6 +163,9 @@ pub async fn pipeline_files(
     blocking(move || {
         let mirror = lock(&mirror)?;
         let mut found: Vec<(String, Vec<u8>)> = Vec::new();
+        // A symbolic link is not followed (it could point anywhere, outside the repository
+        // included), but it is not ignored in silence either: it becomes a file with a problem.
+        let mut links: Vec<String> = Vec::new();
         for (path, glob) in &wanted {
             match glob {
                 Some(glob) => {
@@ -171,24 +174,38 @@ pub async fn pipeline_files(
                             found.push((format!("{path}/{file}"), bytes));
                         }
                     }
+                    for link in mirror.symlinks_in(&commit, path)? {
+                        if glob.is_match(&link) {
+                            links.push(format!("{path}/{link}"));
+                        }
+                    }
                 }
                 None => {
                     if let Some(bytes) = mirror.read_file(&commit, path)? {
                         found.push((path.clone(), bytes));
+                    } else if mirror.is_symlink(&commit, path)? {
+                        links.push(path.clone());
                     }
                 }
             }
         }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
-        found.dedup_by(|a, b| a.0 == b.0);
-        Ok(found
+        let mut files: Vec<PipelineFile> = found
             .into_iter()
             .map(|(path, bytes)| PipelineFile {
                 text: String::from_utf8(bytes)
                     .map_err(|_| format!("{path}: the file is not UTF-8 text")),
                 path,
             })
-            .collect())
+            .chain(links.into_iter().map(|path| PipelineFile {
+                text: Err(format!(
+                    "{path} is a symbolic link: pipeline files must be regular files (a link is not followed, as it could point outside the repository)"
+                )),
+                path,
+            }))
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        files.dedup_by(|a, b| a.path == b.path);
+        Ok(files)
     })
     .await
 }

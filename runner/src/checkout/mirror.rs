@@ -272,6 +272,43 @@ impl Mirror {
         Ok(Some(blob.content().to_vec()))
     }
 
+    /// Whether `path` in `commit` is a symbolic link (which [`Mirror::read_file`] does not
+    /// follow: a link could point anywhere, outside the repository included).
+    pub fn is_symlink(&self, commit: &str, path: &str) -> Result<bool, CheckoutError> {
+        let tree = self.tree(commit)?;
+        match tree.get_path(Path::new(path.trim_start_matches('/'))) {
+            Ok(entry) => Ok(entry.filemode() == SYMLINK_MODE),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(false),
+            Err(e) => Err(cache_error(&self.path, &e)),
+        }
+    }
+
+    /// The names of the symbolic links directly in `dir` of `commit`, sorted.
+    pub fn symlinks_in(&self, commit: &str, dir: &str) -> Result<Vec<String>, CheckoutError> {
+        let root = self.tree(commit)?;
+        let dir = dir.trim_matches('/');
+        let tree = if dir.is_empty() || dir == "." {
+            root
+        } else {
+            let entry = match root.get_path(Path::new(dir)) {
+                Ok(entry) => entry,
+                Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(cache_error(&self.path, &e)),
+            };
+            match self.repo.find_tree(entry.id()) {
+                Ok(tree) => tree,
+                Err(_) => return Ok(Vec::new()),
+            }
+        };
+        let mut links: Vec<String> = tree
+            .iter()
+            .filter(|e| e.filemode() == SYMLINK_MODE)
+            .filter_map(|e| e.name().map(str::to_owned))
+            .collect();
+        links.sort();
+        Ok(links)
+    }
+
     /// The regular files directly in `dir` (`""` for the root) of `commit`, with their
     /// contents, sorted by name; empty when there is no such directory. Symlinks and
     /// subdirectories are left out.
@@ -483,6 +520,9 @@ fn commit_of(repo: &Repository, oid: Oid) -> Option<Oid> {
     let object = repo.find_object(oid, None).ok()?;
     object.peel_to_commit().ok().map(|commit| commit.id())
 }
+
+/// The mode git gives a symbolic link.
+const SYMLINK_MODE: i32 = 0o120000;
 
 /// Blob modes git uses for files: `100644` and `100755` (not symlinks, `120000`).
 fn is_regular(mode: i32) -> bool {

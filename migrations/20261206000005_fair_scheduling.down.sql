@@ -1,0 +1,2 @@
+DROP INDEX runs_running;
+DROP INDEX runs_dirty_by_pipeline;

@@ -1,0 +1,2 @@
+DROP INDEX deliveries_payload_kept;
+ALTER TABLE deliveries DROP COLUMN payload_pruned_at;
