@@ -75,10 +75,15 @@
 
   // ---- ANSI colours ---------------------------------------------------------------------
   // SGR codes become classes (f0-f15 foreground, g0-g7 background, b bold, i italic, u
-  // underline); every other escape sequence is dropped. Text goes in via textContent only.
-  const ESC = /\x1b\[([0-9;?]*)([A-Za-z])/g;
-  const plain = (text) => text.replace(ESC, '');
-  function ansi(text, into, needle) {
+  // underline); every other escape sequence is dropped: other CSI sequences (cursor moves,
+  // erasing), OSC strings (a window title, an OSC 8 link, of which the text stays), and the
+  // short escapes (character sets, keypad modes). Text goes in via textContent only.
+  const ESC = /\x1b\[([0-?]*)[ -\/]*([@-~])/g;
+  const OTHER = /\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[()*+#][0-9A-Za-z]|\x1b[=>78cDEHMNOZ\\]/g;
+  const clean = (text) => text.replace(OTHER, '');
+  const plain = (text) => clean(text).replace(ESC, '');
+  function ansi(raw, into, needle) {
+    const text = clean(raw);
     let state = { f: null, g: null, b: false, i: false, u: false };
     let last = 0;
     const emit = (chunk) => {
