@@ -59,6 +59,9 @@ pub async fn current(engine: &Engine, grant: &Grant) -> Result<stages::StageRunR
 /// be done by any runner: the attempt fails with the reason, where the user sees it, instead
 /// of later as "the runner ended without reporting".
 pub async fn spec(engine: &Engine, grant: &Grant) -> Result<wire::StageSpec, AttemptError> {
+    // Contact first: from then on the engine writes no more notes into the log (a pod's
+    // waiting), so the line count the spec gives the runner to number on from is final.
+    stages::contacted(&engine.store.pool, grant.stage_run, grant.attempt).await?;
     let row = current(engine, grant).await?;
     match crate::spec::build(engine, &row).await {
         Ok(spec) => Ok(spec),
@@ -310,7 +313,7 @@ async fn stopped_from_outside(
                 };
                 return Some((status, reason));
             }
-            Ok(Observation::Running) if looks > 1 => {
+            Ok(Observation::Running | Observation::Waiting { .. }) if looks > 1 => {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             _ => return None,

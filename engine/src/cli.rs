@@ -364,6 +364,15 @@ pub struct KubeArgs {
     /// Seconds a stage's pod may wait for a node before the attempt fails.
     #[arg(long, default_value_t = 300)]
     pub unschedulable_secs: u64,
+    /// Seconds a stage's pod may spend pulling its images (or waiting for a Secret it
+    /// mounts) before the attempt fails; the kubelet keeps retrying until then.
+    #[arg(long, default_value_t = 300)]
+    pub image_pull_secs: u64,
+    /// Namespaces this engine may use, comma-separated, when its RBAC is namespaced (a Role
+    /// and RoleBinding in each, no ClusterRole): it then watches and lists each of them
+    /// instead of the whole cluster, and refuses pipelines that name another.
+    #[arg(long, env = "GANTRY_KUBE_NAMESPACES", value_delimiter = ',')]
+    pub kube_namespaces: Vec<String>,
 }
 
 impl KubeArgs {
@@ -382,10 +391,18 @@ impl KubeArgs {
                 runner_image: self.runner_image.clone(),
                 default_image: self.default_image.clone(),
                 ttl_secs: self.job_ttl_secs,
+                start_allowance_secs: self.unschedulable_secs + self.image_pull_secs,
                 ..crate::executor::kubernetes::job::JobSettings::default()
             },
             slots: self.kube_slots.max(1),
             unschedulable_after: std::time::Duration::from_secs(self.unschedulable_secs),
+            pull_after: std::time::Duration::from_secs(self.image_pull_secs),
+            namespaces: self
+                .kube_namespaces
+                .iter()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect(),
         })
     }
 }

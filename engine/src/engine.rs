@@ -40,6 +40,10 @@ pub struct Engine {
     pub logs: broadcast::Sender<StageRunId>,
     /// What this process measures for `/metrics` (counts come from the database).
     pub metrics: crate::metrics::Metrics,
+    /// What each starting attempt's pod was last noted to wait for (stage run, attempt).
+    pub waiting_notes: Mutex<HashMap<(i64, i32), String>>,
+    /// When each attempt's runner was first seen running without having called in yet.
+    pub running_unheard: Mutex<HashMap<(i64, i32), std::time::Instant>>,
     /// Failed sign-ins, per user and per address: who must wait before trying again.
     pub logins: crate::access::throttle::LoginThrottle,
     /// The pipeline whose run this process's scheduler advanced last: the next turn goes to
@@ -103,6 +107,8 @@ impl Engine {
             metrics: crate::metrics::Metrics::default(),
             advanced_last: std::sync::atomic::AtomicI64::new(0),
             logins: crate::access::throttle::LoginThrottle::default(),
+            waiting_notes: Mutex::default(),
+            running_unheard: Mutex::default(),
             plans: Mutex::default(),
             config,
         }))

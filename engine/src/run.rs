@@ -78,6 +78,14 @@ pub async fn apply(
     yaml: &str,
 ) -> Result<Applied, RunError> {
     let pipeline = crate::pipeline::parse(file, yaml).map_err(RunError::Invalid)?;
+    if let Some(executor) = engine.executor(engine.default_executor()) {
+        let refusals = executor.refusals(&pipeline);
+        if !refusals.is_empty() {
+            return Err(RunError::Invalid(crate::pipeline::Report::new(
+                file, refusals,
+            )));
+        }
+    }
     if !crate::pipeline::decode::is_valid_name(project) {
         return Err(RunError::BadRequest(format!(
             "project name `{project}` is not valid"

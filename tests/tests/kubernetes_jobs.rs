@@ -138,7 +138,7 @@ async fn each_injected_failure_gives_its_stage_error() {
     );
     let (status, e) = error("deadline");
     assert_eq!(status, StageStatus::TimedOut, "{e}");
-    assert!(e.contains("ran past its deadline of 660s"), "{e}");
+    assert!(e.contains("ran past its deadline of 1260s"), "{e}");
     let (status, e) = error("unschedulable");
     assert_eq!(status, StageStatus::Failed, "{e}");
     assert!(

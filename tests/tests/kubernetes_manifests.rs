@@ -7,14 +7,22 @@ use gantry_tests::workspace;
 
 #[test]
 fn deploy_manifests_and_the_job_snapshot_pass_strict_validation() {
-    let mut files: Vec<_> = std::fs::read_dir(workspace().join("deploy"))
-        .expect("deploy/")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
+    let yaml_in = |dir: &str| -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(workspace().join(dir))
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        files.sort();
+        files
+    };
+    let mut files = yaml_in("deploy");
     assert!(files.len() >= 5, "deploy/ holds the manifests: {files:?}");
+    // The namespace-scoped RBAC alternative.
+    let namespaced = yaml_in("deploy/namespaced");
+    assert!(!namespaced.is_empty(), "deploy/namespaced/ holds its RBAC");
+    files.extend(namespaced);
     files.push(workspace().join("tests/fixtures/kubernetes/job-full.json"));
     validate_files(&files).unwrap_or_else(|e| panic!("{e}"));
 }

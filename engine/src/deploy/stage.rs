@@ -6,9 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 
 use super::DeployError;
 use super::history;
@@ -20,7 +23,8 @@ use gantry_runner::wire::{Stream, encode_line};
 
 /// The executor name deploy attempts are recorded under.
 pub const EXECUTOR: &str = "deploy";
-const POLL: Duration = Duration::from_millis(250);
+/// How often a waiting deploy checks for a cancel (and tells the database it is alive).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Appends lines to the attempt's log as a runner's batches would.
 struct StageLog<'a> {
@@ -220,7 +224,9 @@ enum Waited {
     Ended(Ended),
 }
 
-/// kubectl's rollout status loop, checking for a cancel at each look.
+/// kubectl's `rollout status`: watches the Deployment (a list, then a watch from its
+/// resourceVersion; after 410 Gone or a broken connection the watcher lists again) and judges
+/// each version it sees, checking for a cancel between events.
 async fn wait(
     engine: &Engine,
     api: &Api<Deployment>,
@@ -228,49 +234,73 @@ async fn wait(
     deadline: tokio::time::Instant,
     log: &mut StageLog<'_>,
 ) -> Result<(), Waited> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(watcher::watcher(api.clone(), config).default_backoff());
+    let mut check = tokio::time::interval(CHECK_EVERY);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = String::new();
+    // Whether the (re-)list in progress has shown the Deployment: one ending without it means
+    // the Deployment is gone.
+    let mut listed = false;
+    let timed_out = |last: &str| {
+        Waited::TimedOut(format!(
+            "timed out waiting for the rollout ({})",
+            if last.is_empty() {
+                "no status yet"
+            } else {
+                last
+            }
+        ))
+    };
     loop {
-        match stages::heartbeat(&engine.store.pool, log.id, log.attempt).await {
-            Ok(Some(true)) => return Err(Waited::Ended(Ended::Cancelled)),
-            Ok(None) => return Err(Waited::Ended(Ended::Stale)),
-            _ => {}
-        }
-        let deployment = match api.get_opt(name).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return Err(Waited::Failed(format!("deployment {name:?} was deleted"))),
-            Err(e) => {
-                tracing::warn!(deployment = name, error = %e, "reading the deployment failed; retrying");
-                Deployment::default()
+        let deployment = tokio::select! {
+            _ = check.tick() => {
+                match stages::heartbeat(&engine.store.pool, log.id, log.attempt).await {
+                    Ok(Some(true)) => return Err(Waited::Ended(Ended::Cancelled)),
+                    Ok(None) => return Err(Waited::Ended(Ended::Stale)),
+                    _ => {}
+                }
+                continue;
             }
+            () = tokio::time::sleep_until(deadline) => return Err(timed_out(&last)),
+            event = events.next() => match event {
+                Some(Ok(Event::Apply(d) | Event::InitApply(d))) => {
+                    listed = true;
+                    d
+                }
+                Some(Ok(Event::Delete(_))) => {
+                    return Err(Waited::Failed(format!("deployment {name:?} was deleted")));
+                }
+                Some(Ok(Event::Init)) => {
+                    listed = false;
+                    continue;
+                }
+                Some(Ok(Event::InitDone)) if !listed => {
+                    return Err(Waited::Failed(format!("deployment {name:?} was deleted")));
+                }
+                Some(Ok(Event::InitDone)) => continue,
+                Some(Err(e)) => {
+                    tracing::warn!(deployment = name, error = %e, "watching the deployment failed; listing again");
+                    continue;
+                }
+                None => return Err(Waited::Failed("the deployment's watch ended".to_owned())),
+            },
         };
-        if deployment.metadata.name.is_some() {
-            match rollout::status(&deployment) {
-                Rollout::Done(message) => {
+        match rollout::status(&deployment) {
+            Rollout::Done(message) => {
+                log.line(Stream::Stdout, &message).await;
+                return Ok(());
+            }
+            Rollout::Failed(message) => {
+                log.line(Stream::Stdout, &message).await;
+                return Err(Waited::Failed(message));
+            }
+            Rollout::Waiting(message) => {
+                if message != last {
                     log.line(Stream::Stdout, &message).await;
-                    return Ok(());
-                }
-                Rollout::Failed(message) => {
-                    log.line(Stream::Stdout, &message).await;
-                    return Err(Waited::Failed(message));
-                }
-                Rollout::Waiting(message) => {
-                    if message != last {
-                        log.line(Stream::Stdout, &message).await;
-                        last = message;
-                    }
+                    last = message;
                 }
             }
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Waited::TimedOut(format!(
-                "timed out waiting for the rollout ({})",
-                if last.is_empty() {
-                    "no status yet"
-                } else {
-                    &last
-                }
-            )));
-        }
-        tokio::time::sleep(POLL).await;
     }
 }

@@ -62,6 +62,11 @@ pub struct ServiceRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
     Running,
+    /// Not running its stage yet, for a reason that may pass (a pod waiting for a node, an
+    /// image being pulled): shown in the stage's log, not a failure.
+    Waiting {
+        why: String,
+    },
     /// The runner ended; `code` is its exit status when known.
     Exited {
         code: Option<i32>,
@@ -111,6 +116,12 @@ pub trait Executor: Send + Sync + 'static {
     /// it is a compromise (e.g. steps sharing the engine's user).
     fn notice(&self) -> Option<String> {
         None
+    }
+    /// Why this executor cannot run `pipeline` as written, checked when it is applied (a
+    /// namespace it may not use, a feature the cluster lacks), so the author hears it then
+    /// rather than when a stage fails to start.
+    fn refusals(&self, _pipeline: &crate::pipeline::Pipeline) -> Vec<crate::pipeline::Diagnostic> {
+        Vec::new()
     }
 }
 

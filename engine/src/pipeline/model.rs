@@ -52,6 +52,50 @@ pub struct KubernetesOptions {
     /// Environment variables taken from Kubernetes Secrets by the kubelet (the values never
     /// pass through Gantry).
     pub secret_env: Vec<KubeSecretEnv>,
+    /// Who the Job's containers run as, where Gantry's defaults (which pass Pod Security
+    /// `restricted`) do not suit the image.
+    pub security_context: SecurityContext,
+}
+
+/// `kubernetes.security_context`. Unset fields keep Gantry's defaults: user and group 1000,
+/// no root, no privilege escalation, every capability dropped, the runtime's seccomp profile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SecurityContext {
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+    pub fs_group: Option<i64>,
+    pub run_as_non_root: Option<bool>,
+    pub allow_privilege_escalation: Option<bool>,
+    pub privileged: Option<bool>,
+    /// Capabilities added back after dropping them all (`NET_BIND_SERVICE`).
+    pub capabilities: Vec<String>,
+    /// `RuntimeDefault`, `Unconfined` or `Localhost/<profile>`.
+    pub seccomp_profile: Option<String>,
+}
+
+impl SecurityContext {
+    /// `self` with the fields `over` sets replacing its own.
+    pub fn merged(&self, over: &SecurityContext) -> SecurityContext {
+        SecurityContext {
+            run_as_user: over.run_as_user.or(self.run_as_user),
+            run_as_group: over.run_as_group.or(self.run_as_group),
+            fs_group: over.fs_group.or(self.fs_group),
+            run_as_non_root: over.run_as_non_root.or(self.run_as_non_root),
+            allow_privilege_escalation: over
+                .allow_privilege_escalation
+                .or(self.allow_privilege_escalation),
+            privileged: over.privileged.or(self.privileged),
+            capabilities: if over.capabilities.is_empty() {
+                self.capabilities.clone()
+            } else {
+                over.capabilities.clone()
+            },
+            seccomp_profile: over
+                .seccomp_profile
+                .clone()
+                .or_else(|| self.seccomp_profile.clone()),
+        }
+    }
 }
 
 impl KubernetesOptions {
@@ -75,6 +119,7 @@ impl KubernetesOptions {
             out.secret_env.retain(|e| e.env != env.env);
             out.secret_env.push(env.clone());
         }
+        out.security_context = self.security_context.merged(&stage.security_context);
         out
     }
 }

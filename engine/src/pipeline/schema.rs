@@ -7,7 +7,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::decode::kubernetes::{KUBERNETES_KEYS, STAGE_KUBERNETES_KEYS, TOLERATION_KEYS};
+use super::decode::kubernetes::{
+    KUBERNETES_KEYS, SECURITY_CONTEXT_KEYS, STAGE_KUBERNETES_KEYS, TOLERATION_KEYS,
+};
 use super::decode::stage::{
     APPROVAL_KEYS, B2I_KEYS, CACHE_KEYS, DEPLOY_KEYS, QUANTITY_KEYS, RESOURCES_KEYS, S2I_KEYS,
     SERVICE_KEYS, STAGE_KEYS, STEP_KEYS,
@@ -209,6 +211,21 @@ pub fn schema() -> Value {
         }) })
         }
         "image_pull_secrets" => json!({ "type": "array", "items": string() }),
+        "security_context" => doc(
+            object(SECURITY_CONTEXT_KEYS, &[], |k| match k {
+                "run_as_user" | "run_as_group" | "fs_group" => {
+                    json!({ "type": "integer", "minimum": 0, "maximum": i32::MAX })
+                }
+                "capabilities" => {
+                    json!({ "type": "array", "items": { "type": "string", "pattern": "^[A-Z_]+$" } })
+                }
+                "seccomp_profile" => {
+                    json!({ "type": "string", "pattern": "^(RuntimeDefault|Unconfined|Localhost/[^/].*)$" })
+                }
+                _ => boolean(),
+            }),
+            "Who the Job's containers run as. Unset fields keep the defaults, which pass Pod Security `restricted`: user and group 1000, no root, no privilege escalation, all capabilities dropped, seccomp `RuntimeDefault`.",
+        ),
         _ => doc(
             json!({ "type": "object", "additionalProperties": { "type": "string", "pattern": "^[a-z0-9.-]+/[A-Za-z0-9._-]+$" } }),
             "Environment variables from Kubernetes Secrets, as `VAR: SECRET/KEY`.",

@@ -441,7 +441,20 @@ async fn housekeeping(engine: &Engine, judge_silence: bool) -> Result<(), crate:
             continue;
         };
         match executor.observe(handle).await {
+            Ok(Observation::Running) if row.heartbeat_at.is_none() => {
+                if let Some(silent) = started_but_silent(engine, &row) {
+                    let why = format!(
+                        "the runner started {}s ago but never called the engine at {}; can the \
+                         stage reach that address?",
+                        silent.as_secs(),
+                        engine.url
+                    );
+                    cancel_attempt(engine, &row).await;
+                    fail_attempt(engine, &row, StageStatus::Failed, &why).await?;
+                }
+            }
             Ok(Observation::Running) => {}
+            Ok(Observation::Waiting { why }) => note_waiting(engine, &row, &why).await?,
             Ok(Observation::Exited { detail, .. }) => {
                 // A runner exits only after its completion call was answered, which is after
                 // that completion committed: read the attempt again rather than the row from
@@ -505,6 +518,59 @@ async fn housekeeping(engine: &Engine, judge_silence: bool) -> Result<(), crate:
         fail_attempt(engine, &row, StageStatus::TimedOut, &why).await?;
     }
     approval_timeouts(engine).await?;
+    Ok(())
+}
+
+/// How long a runner seen running may take to call in before it is given up: its silence is
+/// only judged once it has called (`lost_after_secs`), so this bounds the time before.
+const FIRST_CONTACT_SECS: u64 = 60;
+
+/// How long the attempt's runner has been seen running without having called in, once that
+/// is longer than it may be. The first sighting is remembered in memory: after an engine
+/// restart the clock starts again, which only delays the verdict.
+fn started_but_silent(engine: &Engine, row: &stages::StageRunRow) -> Option<Duration> {
+    let limit = Duration::from_secs(engine.config.lost_after_secs.max(FIRST_CONTACT_SECS));
+    let mut seen = engine.running_unheard.lock().ok()?;
+    if seen.len() > 10_000 {
+        seen.clear();
+    }
+    let first = *seen
+        .entry((row.id.0, row.attempt))
+        .or_insert_with(std::time::Instant::now);
+    let silent = first.elapsed();
+    (silent >= limit).then_some(silent)
+}
+
+/// Tells the stage's log what its pod waits for (once per change), while its runner has not
+/// called in: a viewer sees "waiting for a node: ..." rather than nothing.
+async fn note_waiting(
+    engine: &Engine,
+    row: &stages::StageRunRow,
+    why: &str,
+) -> Result<(), crate::run::RunError> {
+    let key = (row.id.0, row.attempt);
+    let already = engine
+        .waiting_notes
+        .lock()
+        .ok()
+        .is_some_and(|notes| notes.get(&key).is_some_and(|w| w == why));
+    if already {
+        return Ok(());
+    }
+    let mut tx = engine.store.pool.begin().await?;
+    let written = store::logs::note_before_contact(&mut tx, row.id, row.attempt, why).await?;
+    tx.commit().await?;
+    if let Ok(mut notes) = engine.waiting_notes.lock() {
+        // Notes of attempts long gone would pile up: keep the map small.
+        if notes.len() > 10_000 {
+            notes.clear();
+        }
+        if written {
+            notes.insert(key, why.to_owned());
+        } else {
+            notes.remove(&key);
+        }
+    }
     Ok(())
 }
 

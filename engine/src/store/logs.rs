@@ -132,6 +132,56 @@ fn skip_lines(body: &str, n: u64) -> &str {
     rest
 }
 
+/// Appends one line the engine writes about an attempt whose runner has not called in yet (a
+/// pod waiting for a node, an image being pulled). False, and nothing written, once the runner
+/// has called in: from then on the log's lines are the runner's to number.
+pub async fn note_before_contact(
+    tx: &mut sqlx::PgConnection,
+    id: StageRunId,
+    attempt: i32,
+    text: &str,
+) -> Result<bool> {
+    let row = sqlx::query!(
+        "SELECT attempt, log_lines, contacted_at IS NULL AS \"waiting!\" FROM stage_runs
+         WHERE id = $1 AND status = 'running' FOR UPDATE",
+        id.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row.filter(|r| r.attempt == attempt && r.waiting) else {
+        return Ok(false);
+    };
+    let mut line = String::new();
+    gantry_runner::wire::encode_line(
+        &mut line,
+        chrono::Utc::now().timestamp_millis(),
+        gantry_runner::wire::Stream::System,
+        text,
+    );
+    let seq = row.log_lines + 1;
+    sqlx::query!(
+        "INSERT INTO log_chunks (stage_run_id, attempt, first_seq, last_seq, data) VALUES ($1, $2, $3, $3, $4)",
+        id.0,
+        attempt,
+        seq,
+        line
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "UPDATE stage_runs SET log_lines = $2, log_bytes = log_bytes + $3 WHERE id = $1",
+        id.0,
+        seq,
+        i64::try_from(line.len()).unwrap_or(0)
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!("SELECT pg_notify($1, $2)", LOGS_CHANNEL, id.0.to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(true)
+}
+
 /// One stored chunk: lines `first_seq..=last_seq` encoded as in `gantry_runner::wire`.
 #[derive(Debug, Clone)]
 pub struct Chunk {

@@ -126,7 +126,8 @@ pub async fn claim_queued(
     let rows = sqlx::query_as!(
         Claimed,
         r#"UPDATE stage_runs SET status = 'running', attempt = attempt + 1, claimed_by = $1,
-               executor = $2, executor_handle = NULL, started_at = now(), heartbeat_at = now(),
+               executor = $2, executor_handle = NULL, started_at = now(), heartbeat_at = NULL,
+               contacted_at = NULL,
                finished_at = NULL, log_lines = 0, log_bytes = 0, cancel_requested = false
            WHERE id IN (SELECT id FROM stage_runs WHERE id IN (
                             SELECT id FROM (
@@ -164,7 +165,8 @@ pub async fn claim_queued_in_engine(
     let rows = sqlx::query_as!(
         Claimed,
         r#"UPDATE stage_runs SET status = 'running', attempt = attempt + 1, claimed_by = $1,
-               executor = $2, executor_handle = NULL, started_at = now(), heartbeat_at = now(),
+               executor = $2, executor_handle = NULL, started_at = now(), heartbeat_at = NULL,
+               contacted_at = NULL,
                finished_at = NULL, log_lines = 0, log_bytes = 0, cancel_requested = false
            WHERE id IN (SELECT id FROM stage_runs WHERE status = 'queued' AND runs_in_engine
                         ORDER BY queued_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
@@ -209,6 +211,19 @@ pub async fn set_handle(
 
 /// Records a heartbeat; returns whether the attempt should stop, or `None` if the attempt is
 /// not the stage's current running one (a stale runner).
+/// The runner's first call (its spec): from now on its silence counts, and its stage's time.
+pub async fn contacted(db: impl PgExecutor<'_>, id: StageRunId, attempt: i32) -> Result<()> {
+    sqlx::query!(
+        "UPDATE stage_runs SET contacted_at = COALESCE(contacted_at, now()), heartbeat_at = now()
+         WHERE id = $1 AND attempt = $2 AND status = 'running'",
+        id.0,
+        attempt
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 pub async fn heartbeat(
     db: impl PgExecutor<'_>,
     id: StageRunId,
@@ -317,13 +332,15 @@ pub async fn request_cancel(
         .collect())
 }
 
-/// Running attempts whose runner has not called in since `before`, across all engines.
+/// Running attempts whose runner called in once but not since `before`, across all engines.
+/// An attempt whose runner has not called in yet is starting (its pod may wait for a node or
+/// pull its image for minutes): how long it may take is the executor's to judge.
 pub async fn silent_since(
     db: impl PgExecutor<'_>,
     before: DateTime<Utc>,
 ) -> Result<Vec<StageRunRow>> {
     Ok(select_stages!(
-        "WHERE status = 'running' AND COALESCE(heartbeat_at, started_at) < $1 ORDER BY id",
+        "WHERE status = 'running' AND heartbeat_at IS NOT NULL AND heartbeat_at < $1 ORDER BY id",
         before
     )
     .fetch_all(db)
@@ -340,11 +357,14 @@ pub async fn running_claimed_by(db: impl PgExecutor<'_>, engine: &str) -> Result
     .await?)
 }
 
-/// Running attempts past their stage timeout (plus `grace_secs` for the runner to act first).
+/// Running attempts past their stage timeout (plus `grace_secs` for the runner to act first),
+/// counted from when the runner first called in (the stage's own time, not its pod's wait), or
+/// from the start for a stage the engine runs itself.
 pub async fn overdue(db: impl PgExecutor<'_>, grace_secs: i32) -> Result<Vec<StageRunRow>> {
     Ok(select_stages!(
         "WHERE status = 'running' AND timeout_secs IS NOT NULL
-           AND started_at + make_interval(secs => timeout_secs + $1) < now() ORDER BY id",
+           AND (CASE WHEN runs_in_engine THEN started_at ELSE contacted_at END)
+               + make_interval(secs => timeout_secs + $1) < now() ORDER BY id",
         grace_secs
     )
     .fetch_all(db)

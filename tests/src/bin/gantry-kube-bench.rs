@@ -197,7 +197,7 @@ async fn watch_events(jobs: usize, updates: usize) -> Result<()> {
     )
     .await?;
     let client = kube::Client::try_from(config)?;
-    let executor = KubeExecutor::with_client(client, KubeSettings::default());
+    let executor = KubeExecutor::with_client(client, KubeSettings::default()).await?;
     let names: Vec<String> = (0..jobs).map(|i| format!("gantry-bench-{i}")).collect();
     for name in &names {
         standin.create(

@@ -271,7 +271,10 @@ impl StandIn {
                 ttl_secs: 600,
                 ..JobSettings::default()
             },
+            // The stand-in's faults are permanent: waiting for them to pass would only slow
+            // the tests (the allowances are tested on the real control plane).
             unschedulable_after: std::time::Duration::ZERO,
+            pull_after: std::time::Duration::ZERO,
             ..KubeSettings::default()
         });
     }

@@ -2,6 +2,11 @@
 //! runner reports itself; these are the ones it cannot, because it never started or was
 //! killed: an image that cannot be pulled, a pod that cannot be scheduled, the OOM killer, an
 //! eviction, a deleted pod, the Job's deadline. Pure, so every case has a unit test.
+//!
+//! A pod that is not running yet is *waiting*, not failed, for as long as a real cluster may
+//! take: a node may be added by an autoscaler, an image pull is retried by the kubelet with
+//! backoff, a Secret a container needs may be created a moment later. Only past the allowances
+//! ([`Allowances`]) does waiting become a failure, with the scheduler's or kubelet's message.
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
@@ -10,17 +15,31 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use super::job::{INSTALL_CONTAINER, STAGE_CONTAINER};
 use crate::executor::Observation;
 
-const PULL_FAILURES: [&str; 4] = [
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-];
-const START_FAILURES: [&str; 3] = [
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "RunContainerError",
-];
+/// Pull problems the kubelet retries (a registry that is slow, a tag pushed a moment later).
+const PULL_RETRIED: [&str; 2] = ["ErrImagePull", "ImagePullBackOff"];
+/// Pull problems no retry mends.
+const PULL_FAILURES: [&str; 2] = ["InvalidImageName", "ErrImageNeverPull"];
+/// The kubelet retries this too: a Secret or ConfigMap the container needs may appear.
+const CONFIG_RETRIED: &str = "CreateContainerConfigError";
+const START_FAILURES: [&str; 2] = ["CreateContainerError", "RunContainerError"];
+
+/// How long a pod may wait before its attempt fails.
+#[derive(Clone, Copy, Debug)]
+pub struct Allowances {
+    /// For a node (the scheduler finds none: an autoscaler may add one).
+    pub unschedulable: chrono::TimeDelta,
+    /// For its images and its containers' configuration (pulls and Secrets the kubelet
+    /// retries).
+    pub pull: chrono::TimeDelta,
+}
+
+impl Allowances {
+    /// No waiting at all: what is wrong now fails now (a Job that has failed already).
+    pub const NONE: Allowances = Allowances {
+        unschedulable: chrono::TimeDelta::zero(),
+        pull: chrono::TimeDelta::zero(),
+    };
+}
 
 fn failed(reason: String) -> Observation {
     Observation::Failed {
@@ -76,12 +95,45 @@ fn pod_name(pod: &Pod) -> &str {
     pod.metadata.name.as_deref().unwrap_or("?")
 }
 
-/// Failures visible in the pod, whatever the Job says yet.
-fn pod_failure(
-    pod: &Pod,
-    now: DateTime<Utc>,
-    unschedulable_after: chrono::TimeDelta,
-) -> Option<Observation> {
+/// Since when the pod has been waiting: since it was scheduled when it was, else since it was
+/// created.
+fn waiting_since(pod: &Pod, now: DateTime<Utc>) -> i64 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "True")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .or(pod.metadata.creation_timestamp.as_ref())
+        .map_or(now.timestamp(), |t| t.0.as_second())
+}
+
+fn image_of(pod: &Pod, cs: &ContainerStatus) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+                .find(|c| c.name == cs.name)
+        })
+        .and_then(|c| c.image.clone())
+        .unwrap_or_else(|| cs.image.clone())
+}
+
+fn with_message(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+/// Failures visible in the pod, whatever the Job says yet, and what a pod that is not running
+/// yet waits for.
+fn pod_failure(pod: &Pod, now: DateTime<Utc>, allow: Allowances) -> Option<Observation> {
+    let waited = now.timestamp() - waiting_since(pod, now);
     let status = pod.status.as_ref();
     if status.and_then(|s| s.reason.as_deref()) == Some("Evicted") {
         let message = status.and_then(|s| s.message.as_deref()).unwrap_or("");
@@ -95,27 +147,41 @@ fn pod_failure(
         if let Some(waiting) = state.and_then(|s| s.waiting.as_ref()) {
             let reason = waiting.reason.as_deref().unwrap_or("");
             let message = waiting.message.as_deref().unwrap_or("").trim();
-            if PULL_FAILURES.contains(&reason) {
-                let image = pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| {
-                        s.containers
-                            .iter()
-                            .chain(s.init_containers.iter().flatten())
-                            .find(|c| c.name == cs.name)
-                    })
-                    .and_then(|c| c.image.clone())
-                    .unwrap_or_else(|| cs.image.clone());
+            if PULL_FAILURES.contains(&reason)
+                || (PULL_RETRIED.contains(&reason) && waited >= allow.pull.num_seconds())
+            {
+                let image = image_of(pod, cs);
                 return Some(failed(format!(
                     "cannot pull image `{image}` for container `{}` ({reason}){}",
                     cs.name,
-                    if message.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {message}")
-                    }
+                    with_message(message)
                 )));
+            }
+            if PULL_RETRIED.contains(&reason) {
+                let image = image_of(pod, cs);
+                return Some(Observation::Waiting {
+                    why: format!(
+                        "pulling image `{image}` for container `{}`: the kubelet retries ({reason}){}",
+                        cs.name,
+                        with_message(message)
+                    ),
+                });
+            }
+            if reason == CONFIG_RETRIED {
+                if waited >= allow.pull.num_seconds() {
+                    return Some(failed(format!(
+                        "container `{}` cannot start ({reason}){}",
+                        cs.name,
+                        with_message(message)
+                    )));
+                }
+                return Some(Observation::Waiting {
+                    why: format!(
+                        "container `{}` cannot start yet, the kubelet retries ({reason}){}",
+                        cs.name,
+                        with_message(message)
+                    ),
+                });
             }
             if START_FAILURES.contains(&reason) {
                 return Some(failed(format!(
@@ -168,14 +234,44 @@ fn pod_failure(
                     .map(|t| t.0.as_second())
             })
             .unwrap_or(now.timestamp());
-        if now.timestamp() - since >= unschedulable_after.num_seconds() {
+        let message = condition.message.as_deref().unwrap_or("no reason given");
+        if now.timestamp() - since >= allow.unschedulable.num_seconds() {
             return Some(failed(format!(
-                "the stage's pod cannot be scheduled: {}",
-                condition.message.as_deref().unwrap_or("no reason given")
+                "the stage's pod cannot be scheduled: {message}"
             )));
         }
+        return Some(Observation::Waiting {
+            why: format!("waiting for a node: {message}"),
+        });
     }
     None
+}
+
+/// What a pod that has not started its stage container yet is doing, when nothing is wrong.
+fn pod_waiting(pod: &Pod) -> Option<Observation> {
+    let status = pod.status.as_ref();
+    if status.and_then(|s| s.phase.as_deref()) == Some("Running") {
+        return None;
+    }
+    let scheduled = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "PodScheduled" && c.status == "True");
+    let why = if !scheduled {
+        "waiting for the scheduler to place the pod".to_owned()
+    } else {
+        match statuses(pod).find_map(|cs| {
+            let waiting = cs.state.as_ref()?.waiting.as_ref()?;
+            Some((cs.name.clone(), waiting.reason.clone().unwrap_or_default()))
+        }) {
+            Some((name, reason)) if !reason.is_empty() => {
+                format!("starting: container `{name}` is {reason}")
+            }
+            _ => "starting: pulling images and creating containers".to_owned(),
+        }
+    };
+    Some(Observation::Waiting { why })
 }
 
 /// How the stage container ended, if it did.
@@ -205,13 +301,13 @@ fn stage_exit(pod: &Pod) -> Option<Observation> {
     })
 }
 
-/// `pods`: the Job's pods (normally one). `unschedulable_after`: how long a pod may wait for
-/// a node before the attempt fails.
+/// `pods`: the Job's pods (normally one). `allow`: how long a pod may wait before its attempt
+/// fails.
 pub fn classify(
     job: Option<&Job>,
     pods: &[&Pod],
     now: DateTime<Utc>,
-    unschedulable_after: chrono::TimeDelta,
+    allow: Allowances,
 ) -> Observation {
     let Some(job) = job else {
         return Observation::Gone;
@@ -235,7 +331,9 @@ pub fn classify(
             };
         }
         for pod in pods {
-            if let Some(observation) = pod_failure(pod, now, chrono::TimeDelta::MAX) {
+            if let Some(observation) = pod_failure(pod, now, Allowances::NONE)
+                && !matches!(observation, Observation::Waiting { .. })
+            {
                 return observation;
             }
         }
@@ -250,12 +348,20 @@ pub fn classify(
         return failed(format!("the stage's Job failed ({reason}): {message}"));
     }
     for pod in pods {
-        if let Some(observation) = pod_failure(pod, now, unschedulable_after) {
+        if let Some(observation) = pod_failure(pod, now, allow) {
             return observation;
         }
     }
     if let Some(exit) = pods.iter().find_map(|p| stage_exit(p)) {
         return exit;
+    }
+    if job_condition(job, "Complete").is_none()
+        && let Some(waiting) = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .find_map(|p| pod_waiting(p))
+    {
+        return waiting;
     }
     if job_condition(job, "Complete").is_some() {
         return Observation::Exited {
@@ -311,7 +417,10 @@ mod tests {
         }
     }
 
-    const GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+    const GRACE: Allowances = Allowances {
+        unschedulable: chrono::TimeDelta::seconds(60),
+        pull: chrono::TimeDelta::seconds(120),
+    };
 
     #[test]
     fn a_missing_job_is_gone_and_a_fresh_one_runs() {
@@ -321,19 +430,69 @@ mod tests {
     }
 
     #[test]
-    fn image_pull_failures_name_the_image() {
+    fn image_pulls_are_waited_for_as_the_kubelet_retries_them_then_fail_naming_the_image() {
         let j = job(json!({"active": 1}));
-        let p = pod(json!({"phase": "Pending", "containerStatuses": [{
+        // Scheduled at 00:09:30, so waiting 30 s at `now()`.
+        let p = pod(json!({"phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-01T00:09:30Z"}],
+            "containerStatuses": [{
             "name": "stage", "image": "reg.example/app:nope", "imageID": "", "ready": false,
             "restartCount": 0,
             "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"reg.example/app:nope\""}}
         }]}));
-        let r = reason(classify(Some(&j), &[&p], now(), GRACE));
+        match classify(Some(&j), &[&p], now(), GRACE) {
+            Observation::Waiting { why } => {
+                assert!(
+                    why.contains("pulling image `reg.example/app:nope`"),
+                    "{why}"
+                );
+                assert!(why.contains("ImagePullBackOff"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let short = Allowances {
+            pull: chrono::TimeDelta::seconds(20),
+            ..GRACE
+        };
+        let r = reason(classify(Some(&j), &[&p], now(), short));
         assert!(
             r.contains("cannot pull image `reg.example/app:nope`"),
             "{r}"
         );
         assert!(r.contains("ImagePullBackOff"), "{r}");
+        // A name no retry can mend fails at once.
+        let bad = pod(json!({"phase": "Pending", "containerStatuses": [{
+            "name": "stage", "image": "UPPER:case", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "InvalidImageName", "message": "couldn't parse image name"}}
+        }]}));
+        assert!(reason(classify(Some(&j), &[&bad], now(), GRACE)).contains("InvalidImageName"));
+    }
+
+    #[test]
+    fn a_missing_secret_is_waited_for_then_fails_with_the_kubelets_message() {
+        let j = job(json!({"active": 1}));
+        let p = pod(json!({"phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-01T00:09:30Z"}],
+            "containerStatuses": [{
+            "name": "stage", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "CreateContainerConfigError", "message": "secret \"token\" not found"}}
+        }]}));
+        assert!(matches!(
+            classify(Some(&j), &[&p], now(), GRACE),
+            Observation::Waiting { .. }
+        ));
+        let r = reason(classify(Some(&j), &[&p], now(), Allowances::NONE));
+        assert!(r.contains("secret \"token\" not found"), "{r}");
+    }
+
+    #[test]
+    fn a_pod_not_placed_yet_is_waiting_not_silent() {
+        let j = job(json!({"active": 1}));
+        let p = pod(json!({"phase": "Pending"}));
+        match classify(Some(&j), &[&p], now(), GRACE) {
+            Observation::Waiting { why } => assert!(why.contains("scheduler"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -374,9 +533,11 @@ mod tests {
         }]}));
         assert_eq!(
             classify(Some(&j), &[&p], now(), GRACE),
-            Observation::Running
+            Observation::Waiting {
+                why: format!("waiting for a node: {message}")
+            }
         );
-        let r = reason(classify(Some(&j), &[&p], now(), chrono::TimeDelta::zero()));
+        let r = reason(classify(Some(&j), &[&p], now(), Allowances::NONE));
         assert!(r.contains(message), "{r}");
     }
 

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostAlias,
-    LocalObjectReference, PodSpec, PodTemplateSpec, ResourceRequirements, SecretKeySelector,
-    Toleration, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostAlias,
+    LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -45,6 +45,18 @@ pub const WORKSPACE: &str = "/workspace";
 /// A Job may outlive the stage timeout this much: the runner stops a late stage itself and
 /// reports it; the deadline is only the backstop for a runner that cannot.
 pub const DEADLINE_GRACE_SECS: u64 = 60;
+/// The timeout of a stage that sets none, for its Job's `activeDeadlineSeconds` (a pod that
+/// can never start must not wait forever); the same bound the engine puts on its token.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 24 * 3600;
+/// Who stage containers run as unless `kubernetes.security_context` says otherwise: any
+/// non-root id passes Pod Security `restricted`, and a numeric one lets the kubelet check it
+/// without reading the image's user.
+pub const DEFAULT_UID: i64 = 1000;
+/// The runner-installing init container's user: fixed and non-root whatever the stage's
+/// (it only copies a file into an emptyDir); 65532 is the conventional "nonroot".
+pub const INSTALL_UID: i64 = 65532;
+/// The home directory of a non-root stage user (images have no passwd entry for it).
+pub const HOME_DIR: &str = "/gantry/home";
 
 /// Engine-wide settings that shape every Job.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +72,10 @@ pub struct JobSettings {
     /// The runner's SIGTERM-to-SIGKILL grace for steps; the pod gets a little more.
     pub kill_grace_secs: u64,
     pub image_pull_policy: Option<String>,
+    /// How long a pod may wait to start (for a node, then for its images) before the engine
+    /// gives up on it: added to the stage's timeout for the Job's deadline, since the
+    /// deadline counts from the Job's start and the timeout from the runner's.
+    pub start_allowance_secs: u64,
 }
 
 impl Default for JobSettings {
@@ -71,6 +87,7 @@ impl Default for JobSettings {
             ttl_secs: 3600,
             kill_grace_secs: 10,
             image_pull_policy: None,
+            start_allowance_secs: 600,
         }
     }
 }
@@ -133,11 +150,65 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
+/// The pod's security context: Gantry's defaults (Pod Security `restricted`) under what the
+/// pipeline asked for. A pipeline asking for user 0 gets root, not a refusal to start.
+fn pod_security(asked: &crate::pipeline::SecurityContext) -> PodSecurityContext {
+    let user = asked.run_as_user.unwrap_or(DEFAULT_UID);
+    let root = user == 0;
+    let group = asked
+        .run_as_group
+        .unwrap_or(if root { 0 } else { DEFAULT_UID });
+    let seccomp = match asked.seccomp_profile.as_deref() {
+        Some(profile) => match profile.strip_prefix("Localhost/") {
+            Some(path) => SeccompProfile {
+                type_: "Localhost".to_owned(),
+                localhost_profile: Some(path.to_owned()),
+            },
+            None => SeccompProfile {
+                type_: profile.to_owned(),
+                localhost_profile: None,
+            },
+        },
+        None => SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        },
+    };
+    PodSecurityContext {
+        run_as_user: Some(user),
+        run_as_group: Some(group),
+        // The workspace and home emptyDirs are group-owned by it, so the stage user can write.
+        fs_group: Some(asked.fs_group.unwrap_or(group)),
+        run_as_non_root: Some(asked.run_as_non_root.unwrap_or(!root)),
+        seccomp_profile: Some(seccomp),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// Every container's security context: no privilege escalation and no capabilities but those
+/// asked for, unless the pipeline asks for a privileged container.
+fn container_security(asked: &crate::pipeline::SecurityContext) -> SecurityContext {
+    let privileged = asked.privileged == Some(true);
+    SecurityContext {
+        privileged: privileged.then_some(true),
+        // The API server refuses `privileged` with `allowPrivilegeEscalation: false`.
+        allow_privilege_escalation: Some(asked.allow_privilege_escalation.unwrap_or(privileged)),
+        capabilities: (!privileged).then(|| Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: (!asked.capabilities.is_empty()).then(|| asked.capabilities.clone()),
+        }),
+        ..SecurityContext::default()
+    }
+}
+
 /// The Job for one attempt of a stage.
 pub fn job_for(request: &StartRequest, pod: &PodRequest, settings: &JobSettings) -> Job {
     let labels = labels(request, pod);
     let annotations = BTreeMap::from([(ANNOTATION_STAGE_KEY.to_owned(), request.key.clone())]);
     let pull_policy = settings.image_pull_policy.clone();
+    let asked = &pod.kubernetes.security_context;
+    let security = container_security(asked);
+    let stage_uid = asked.run_as_user.unwrap_or(DEFAULT_UID);
 
     let install = Container {
         name: INSTALL_CONTAINER.to_owned(),
@@ -155,6 +226,17 @@ pub fn job_for(request: &StartRequest, pod: &PodRequest, settings: &JobSettings)
                 memory: Some("16Mi".into()),
             }),
             ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(INSTALL_UID),
+            run_as_group: Some(INSTALL_UID),
+            run_as_non_root: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
         }),
         ..Container::default()
     };
@@ -179,6 +261,7 @@ pub fn job_for(request: &StartRequest, pod: &PodRequest, settings: &JobSettings)
         }),
         // A native sidecar: started before the stage container, stopped after it.
         restart_policy: Some("Always".to_owned()),
+        security_context: Some(security.clone()),
         ..Container::default()
     });
     let mut init_containers = vec![install];
@@ -193,6 +276,9 @@ pub fn job_for(request: &StartRequest, pod: &PodRequest, settings: &JobSettings)
             settings.kill_grace_secs.to_string(),
         ),
     ];
+    if stage_uid != 0 {
+        stage_env.push(env("HOME", HOME_DIR));
+    }
     for secret in &pod.kubernetes.secret_env {
         stage_env.push(EnvVar {
             name: secret.env.clone(),
@@ -226,9 +312,11 @@ pub fn job_for(request: &StartRequest, pod: &PodRequest, settings: &JobSettings)
         volume_mounts: Some(vec![
             mount("gantry-bin", RUNNER_DIR, true),
             mount("workspace", WORKSPACE, false),
+            mount("home", HOME_DIR, false),
         ]),
         resources: (resources.requests.is_some() || resources.limits.is_some())
             .then_some(resources),
+        security_context: Some(security),
         ..Container::default()
     };
 
@@ -259,7 +347,13 @@ pub fn job_for(request: &StartRequest, pod: &PodRequest, settings: &JobSettings)
                 empty_dir: Some(EmptyDirVolumeSource::default()),
                 ..Volume::default()
             },
+            Volume {
+                name: "home".to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
         ]),
+        security_context: Some(pod_security(asked)),
         // Steps reach services by name, as documented; in one pod they share localhost.
         host_aliases: (!pod.services.is_empty()).then(|| {
             vec![HostAlias {
@@ -297,9 +391,13 @@ pub fn job_for(request: &StartRequest, pod: &PodRequest, settings: &JobSettings)
         },
         spec: Some(JobSpec {
             backoff_limit: Some(0),
-            active_deadline_seconds: pod
-                .timeout_secs
-                .and_then(|t| i64::try_from(t + DEADLINE_GRACE_SECS).ok()),
+            // Always set: a pod that can never start would otherwise wait forever.
+            active_deadline_seconds: i64::try_from(
+                pod.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS)
+                    + settings.start_allowance_secs
+                    + DEADLINE_GRACE_SECS,
+            )
+            .ok(),
             ttl_seconds_after_finished: Some(settings.ttl_secs),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -369,6 +467,10 @@ pub mod tests {
                     secret: "aws".into(),
                     key: "access-key".into(),
                 }],
+                security_context: crate::pipeline::SecurityContext {
+                    capabilities: vec!["NET_BIND_SERVICE".into()],
+                    ..crate::pipeline::SecurityContext::default()
+                },
             },
         };
         let settings = JobSettings {
@@ -386,7 +488,8 @@ pub mod tests {
         assert_eq!(job.metadata.namespace.as_deref(), Some("ci"));
         let spec = job.spec.as_ref().expect("spec");
         assert_eq!(spec.backoff_limit, Some(0));
-        assert_eq!(spec.active_deadline_seconds, Some(660));
+        // The stage's 600 s, the default start allowance (600 s) and the grace.
+        assert_eq!(spec.active_deadline_seconds, Some(1260));
         let pod_spec = spec.template.spec.as_ref().expect("pod spec");
         assert_eq!(pod_spec.restart_policy.as_deref(), Some("Never"));
         let init = pod_spec.init_containers.as_ref().expect("init");
@@ -419,8 +522,20 @@ pub mod tests {
         let (request, _, settings) = full_example();
         let job = job_for(&request, &PodRequest::default(), &settings);
         let spec = job.spec.expect("spec");
-        assert_eq!(spec.active_deadline_seconds, None);
+        assert_eq!(
+            spec.active_deadline_seconds,
+            Some(24 * 3600 + 600 + 60),
+            "a stage without a timeout still gets a deadline"
+        );
         let pod_spec = spec.template.spec.expect("pod spec");
+        assert_eq!(restricted_violations(&pod_spec), Vec::<String>::new());
+        assert_eq!(
+            pod_spec
+                .security_context
+                .as_ref()
+                .and_then(|c| c.run_as_user),
+            Some(DEFAULT_UID)
+        );
         assert_eq!(pod_spec.automount_service_account_token, Some(false));
         assert_eq!(
             pod_spec.containers[0].image.as_deref(),
@@ -428,5 +543,103 @@ pub mod tests {
         );
         assert!(pod_spec.host_aliases.is_none());
         assert_eq!(job.metadata.namespace.as_deref(), Some("default"));
+    }
+
+    /// Pod Security Standards `restricted` (v1.30+ rules), the checks a Gantry Job could fail.
+    /// The real admission plugin judges the Jobs in the control-plane tests; this keeps the
+    /// feedback in the unit tests too.
+    fn restricted_violations(spec: &PodSpec) -> Vec<String> {
+        let mut out = Vec::new();
+        let pod = spec.security_context.clone().unwrap_or_default();
+        let pod_seccomp = pod.seccomp_profile.as_ref().map(|p| p.type_.clone());
+        let containers = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers);
+        for c in containers {
+            let sc = c.security_context.clone().unwrap_or_default();
+            if sc.run_as_non_root.or(pod.run_as_non_root) != Some(true) {
+                out.push(format!("{}: runAsNonRoot", c.name));
+            }
+            if sc.run_as_user.or(pod.run_as_user) == Some(0) {
+                out.push(format!("{}: runAsUser 0", c.name));
+            }
+            if sc.allow_privilege_escalation != Some(false) {
+                out.push(format!("{}: allowPrivilegeEscalation", c.name));
+            }
+            if sc.privileged == Some(true) {
+                out.push(format!("{}: privileged", c.name));
+            }
+            let caps = sc.capabilities.clone().unwrap_or_default();
+            if !caps.drop.iter().flatten().any(|d| d == "ALL") {
+                out.push(format!("{}: capabilities not dropped", c.name));
+            }
+            if caps.add.iter().flatten().any(|a| a != "NET_BIND_SERVICE") {
+                out.push(format!("{}: capabilities added", c.name));
+            }
+            let seccomp = sc
+                .seccomp_profile
+                .as_ref()
+                .map(|p| p.type_.clone())
+                .or(pod_seccomp.clone());
+            if !matches!(seccomp.as_deref(), Some("RuntimeDefault" | "Localhost")) {
+                out.push(format!("{}: seccomp", c.name));
+            }
+        }
+        for v in spec.volumes.iter().flatten() {
+            if v.empty_dir.is_none() && v.secret.is_none() && v.config_map.is_none() {
+                out.push(format!("volume {}: type", v.name));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn jobs_pass_pod_security_restricted_unless_asked_otherwise() {
+        let (request, pod, settings) = full_example();
+        let job = job_for(&request, &pod, &settings);
+        let spec = job.spec.and_then(|s| s.template.spec).expect("pod spec");
+        assert_eq!(restricted_violations(&spec), Vec::<String>::new());
+        let install = &spec.init_containers.as_ref().expect("init")[0];
+        let install_sc = install.security_context.as_ref().expect("install context");
+        assert_eq!(install_sc.run_as_user, Some(INSTALL_UID));
+
+        // An image that needs root says so, and gets it.
+        let mut root = pod.clone();
+        root.kubernetes.security_context = crate::pipeline::SecurityContext {
+            run_as_user: Some(0),
+            ..crate::pipeline::SecurityContext::default()
+        };
+        let spec = job_for(&request, &root, &settings)
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod spec");
+        let pod_sc = spec.security_context.clone().expect("pod context");
+        assert_eq!(pod_sc.run_as_user, Some(0));
+        assert_eq!(pod_sc.run_as_group, Some(0));
+        assert_eq!(pod_sc.run_as_non_root, Some(false));
+        let stage_env = spec.containers[0].env.clone().unwrap_or_default();
+        assert!(
+            !stage_env.iter().any(|e| e.name == "HOME"),
+            "root keeps the image's HOME"
+        );
+        // The install container stays non-root whatever the stage asks.
+        let install_sc = spec.init_containers.as_ref().expect("init")[0]
+            .security_context
+            .clone()
+            .expect("install context");
+        assert_eq!(install_sc.run_as_non_root, Some(true));
+
+        let mut privileged = pod;
+        privileged.kubernetes.security_context.privileged = Some(true);
+        let spec = job_for(&request, &privileged, &settings)
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod spec");
+        let stage_sc = spec.containers[0].security_context.clone().expect("stage");
+        assert_eq!(stage_sc.privileged, Some(true));
+        assert_eq!(stage_sc.allow_privilege_escalation, Some(true));
+        assert!(stage_sc.capabilities.is_none());
     }
 }

@@ -11,7 +11,6 @@ pub mod runner_image;
 pub mod watch;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,7 +22,7 @@ use kube::{Api, Client};
 
 use super::{Executor, ExecutorError, Observation, StartRequest};
 use job::{JOB_NAME_LABEL, JobSettings, LABEL_ATTEMPT, LABEL_STAGE, STAGE_CONTAINER};
-use watch::{Cache, job_key};
+use watch::{Pictures, job_key};
 
 /// How the engine reaches a cluster and what its Jobs look like.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +37,13 @@ pub struct KubeSettings {
     pub slots: usize,
     /// How long a pod may wait for a node before its attempt fails.
     pub unschedulable_after: Duration,
+    /// How long a pod's images may take to pull (and a Secret it needs to appear): the
+    /// kubelet retries both, so Gantry waits this long before failing the attempt.
+    pub pull_after: Duration,
+    /// The namespaces this engine may use, when its RBAC is namespaced (Roles, not a
+    /// ClusterRole): it then watches and lists each of them instead of the whole cluster.
+    /// Empty: cluster-wide.
+    pub namespaces: Vec<String>,
 }
 
 impl Default for KubeSettings {
@@ -49,6 +55,8 @@ impl Default for KubeSettings {
             jobs: JobSettings::default(),
             slots: 64,
             unschedulable_after: Duration::from_secs(300),
+            pull_after: Duration::from_secs(300),
+            namespaces: Vec::new(),
         }
     }
 }
@@ -64,6 +72,69 @@ pub enum KubeError {
     Infer(#[from] kube::config::InferConfigError),
     #[error("connecting to Kubernetes: {0}")]
     Client(#[from] kube::Error),
+    #[error(
+        "the cluster runs Kubernetes {found}; Gantry needs {MIN_MAJOR}.{MIN_MINOR} or newer (Jobs' \
+         `batch.kubernetes.io/job-name` pod label)"
+    )]
+    TooOld { found: String },
+    #[error("the cluster's version `{0}` cannot be read as MAJOR.MINOR")]
+    Version(String),
+    #[error(
+        "the Jobs namespace `{namespace}` is not among the namespaces this engine may use \
+         (--kube-namespaces {allowed})"
+    )]
+    Namespace { namespace: String, allowed: String },
+}
+
+/// The oldest Kubernetes Gantry runs stages on: 1.27 put the `batch.kubernetes.io/job-name`
+/// label on Jobs' pods, which the watches select them by.
+pub const MIN_MAJOR: u32 = 1;
+pub const MIN_MINOR: u32 = 27;
+/// `services` are native sidecars (init containers with `restartPolicy: Always`): on by
+/// default from 1.29. An older API server drops the field silently and the pod never starts.
+pub const SIDECARS_MINOR: u32 = 29;
+
+/// The API server's `major.minor` (`/version`; managed clusters write the minor as `29+`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ServerVersion {
+    pub fn parse(major: &str, minor: &str) -> Option<ServerVersion> {
+        let number = |s: &str| -> Option<u32> {
+            let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        };
+        Some(ServerVersion {
+            major: number(major)?,
+            minor: number(minor)?,
+        })
+    }
+
+    pub fn has_sidecars(self) -> bool {
+        (self.major, self.minor) >= (1, SIDECARS_MINOR)
+    }
+}
+
+impl std::fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Reads the API server's version and refuses one older than Gantry supports.
+pub async fn server_version(client: &Client) -> Result<ServerVersion, KubeError> {
+    let info = client.apiserver_version().await?;
+    let version = ServerVersion::parse(&info.major, &info.minor)
+        .ok_or_else(|| KubeError::Version(format!("{}.{}", info.major, info.minor)))?;
+    if (version.major, version.minor) < (MIN_MAJOR, MIN_MINOR) {
+        return Err(KubeError::TooOld {
+            found: info.git_version,
+        });
+    }
+    Ok(version)
 }
 
 /// A client for `settings`, and the namespace to use when nothing names one.
@@ -88,18 +159,34 @@ pub async fn connect(settings: &KubeSettings) -> Result<(Client, String), KubeEr
         }
         None => kube::Config::infer().await?,
     };
-    let namespace = settings
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
+    let namespace = jobs_namespace(settings, &config.default_namespace)?;
     Ok((Client::try_from(config)?, namespace))
+}
+
+/// Where Jobs go when a pipeline names no namespace: `--kube-namespace`, else the kubeconfig
+/// context's; with `--kube-namespaces`, one of those (the first when the context's is not).
+fn jobs_namespace(settings: &KubeSettings, context: &str) -> Result<String, KubeError> {
+    let allowed = &settings.namespaces;
+    let chosen = match &settings.namespace {
+        Some(namespace) => namespace.clone(),
+        None if allowed.is_empty() || allowed.iter().any(|n| n == context) => context.to_owned(),
+        None => allowed[0].clone(),
+    };
+    if !allowed.is_empty() && !allowed.contains(&chosen) {
+        return Err(KubeError::Namespace {
+            namespace: chosen,
+            allowed: allowed.join(","),
+        });
+    }
+    Ok(chosen)
 }
 
 pub struct KubeExecutor {
     client: Client,
     settings: KubeSettings,
-    cache: Arc<Cache>,
+    pictures: Pictures,
     watches: Vec<tokio::task::JoinHandle<()>>,
+    server: ServerVersion,
 }
 
 impl Drop for KubeExecutor {
@@ -116,6 +203,9 @@ fn parse_handle(handle: &str) -> Result<(&str, &str), ExecutorError> {
         .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
         .ok_or_else(|| ExecutorError::BadHandle(handle.to_owned()))
 }
+
+/// How long a Job may be without a pod before its events are read for why.
+const REFUSED_AFTER_SECS: i64 = 2;
 
 fn api_error(what: &str, e: kube::Error) -> ExecutorError {
     ExecutorError::Other(format!("{what}: {e}"))
@@ -135,23 +225,65 @@ pub struct ListedJob {
 }
 
 impl KubeExecutor {
-    /// Connects and starts the watches. `settings.jobs.namespace` is filled from the
-    /// kubeconfig when `settings.namespace` is unset.
+    /// Connects, checks the cluster's version and starts the watches.
+    /// `settings.jobs.namespace` is filled from the kubeconfig when `settings.namespace` is
+    /// unset.
     pub async fn connect(mut settings: KubeSettings) -> Result<(KubeExecutor, Client), KubeError> {
         let (client, namespace) = connect(&settings).await?;
         settings.jobs.namespace = namespace;
-        Ok((Self::with_client(client.clone(), settings), client))
+        let executor = Self::with_client(client.clone(), settings).await?;
+        Ok((executor, client))
     }
 
-    pub fn with_client(client: Client, settings: KubeSettings) -> KubeExecutor {
-        let cache = Arc::new(Cache::default());
-        let watches = watch::start(client.clone(), Arc::clone(&cache));
-        KubeExecutor {
+    /// Checks the cluster's version and starts the watches, on a client made elsewhere.
+    pub async fn with_client(
+        client: Client,
+        settings: KubeSettings,
+    ) -> Result<KubeExecutor, KubeError> {
+        let server = server_version(&client).await?;
+        tracing::info!(
+            version = %server,
+            namespaces = %if settings.namespaces.is_empty() {
+                "all".to_owned()
+            } else {
+                settings.namespaces.join(",")
+            },
+            "connected to Kubernetes"
+        );
+        let pictures = Pictures::new(&settings.namespaces);
+        let watches = pictures.start(&client);
+        Ok(KubeExecutor {
             client,
             settings,
-            cache,
+            pictures,
             watches,
+            server,
+        })
+    }
+
+    pub fn server_version(&self) -> ServerVersion {
+        self.server
+    }
+
+    /// Why a stage whose Job would go to `namespace`, with `services` sidecars, cannot run
+    /// here; `None` when it can.
+    fn refusal(&self, namespace: &str, services: bool) -> Option<String> {
+        if !self.settings.namespaces.is_empty()
+            && !self.settings.namespaces.iter().any(|n| n == namespace)
+        {
+            return Some(format!(
+                "namespace `{namespace}` is not one this engine may use (it was given {})",
+                self.settings.namespaces.join(", ")
+            ));
         }
+        if services && !self.server.has_sidecars() {
+            return Some(format!(
+                "`services` run as native sidecar containers, which need Kubernetes 1.{SIDECARS_MINOR} \
+                 or newer; this cluster runs {}",
+                self.server
+            ));
+        }
+        None
     }
 
     pub fn settings(&self) -> &KubeSettings {
@@ -160,17 +292,32 @@ impl KubeExecutor {
 
     /// Watch events handled so far.
     pub fn watch_events(&self) -> u64 {
-        self.cache.events.load(std::sync::atomic::Ordering::Relaxed)
+        self.pictures.events()
     }
 
     pub fn watch_synced(&self) -> bool {
-        self.cache.synced()
+        self.pictures.synced()
     }
 
-    /// The Jobs Gantry made, in every namespace, straight from the API server.
+    /// The Jobs Gantry made, in every namespace it may use, straight from the API server.
     pub async fn list_jobs(&self) -> Result<Vec<ListedJob>, ExecutorError> {
-        let api: Api<Job> = Api::all(self.client.clone());
         let mut out = Vec::new();
+        for scope in self.pictures.scopes() {
+            let api: Api<Job> = match scope {
+                Some(namespace) => Api::namespaced(self.client.clone(), namespace),
+                None => Api::all(self.client.clone()),
+            };
+            self.list_jobs_in(&api, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    /// One scope's Jobs, page by page (`limit`/`continue`: a cluster may hold many).
+    async fn list_jobs_in(
+        &self,
+        api: &Api<Job>,
+        out: &mut Vec<ListedJob>,
+    ) -> Result<(), ExecutorError> {
         let mut params = ListParams::default().labels(&watch::selector()).limit(500);
         loop {
             let page = api
@@ -203,13 +350,13 @@ impl KubeExecutor {
                 None => break,
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The Job and its pods: from the watches' picture, or from the API server when the
     /// picture does not hold the Job (yet: a Job just created may not have been seen).
     async fn job_and_pods(&self, handle: &str) -> Result<Option<(Job, Vec<Pod>)>, ExecutorError> {
-        if let Some(found) = self.cache.get(handle) {
+        if let Some(found) = self.pictures.get(handle) {
             return Ok(Some(found));
         }
         let (namespace, name) = parse_handle(handle)?;
@@ -225,6 +372,34 @@ impl KubeExecutor {
             .await
             .map_err(|e| api_error("listing the Job's pods", e))?;
         Ok(Some((job, listed.items)))
+    }
+
+    /// Why the Job controller could not create the Job's pod, from the Job's `FailedCreate`
+    /// events (a pod refused by Pod Security admission, over a quota), once the Job has been
+    /// without a pod for a moment.
+    async fn refused_pods(&self, job: &Job) -> Option<String> {
+        let created = job.metadata.creation_timestamp.as_ref()?.0.as_second();
+        if chrono::Utc::now().timestamp() - created < REFUSED_AFTER_SECS {
+            return None;
+        }
+        let namespace = job.metadata.namespace.as_deref()?;
+        let name = job.metadata.name.as_deref()?;
+        let events: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.client.clone(), namespace);
+        let params = ListParams::default().fields(&format!(
+            "involvedObject.kind=Job,involvedObject.name={name},reason=FailedCreate"
+        ));
+        let listed = events.list(&params).await.ok()?;
+        let message = listed
+            .items
+            .iter()
+            .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0.as_second()))?
+            .message
+            .clone()?;
+        Some(format!(
+            "Kubernetes refused to create the stage's pod: {}",
+            message.trim()
+        ))
     }
 
     /// The last lines the runner printed: why it ended, when it could not tell the engine.
@@ -265,10 +440,40 @@ impl Executor for KubeExecutor {
         reconcile(pool, self).await;
     }
 
+    fn refusals(&self, pipeline: &crate::pipeline::Pipeline) -> Vec<crate::pipeline::Diagnostic> {
+        let namespace = pipeline
+            .kubernetes
+            .namespace
+            .clone()
+            .unwrap_or_else(|| self.settings.jobs.namespace.clone());
+        let mut out = Vec::new();
+        if let Some(message) = self.refusal(&namespace, false) {
+            out.push(crate::pipeline::Diagnostic {
+                pos: pipeline.name.pos,
+                message,
+            });
+        }
+        for stage in pipeline.stages.iter().chain(&pipeline.finally) {
+            if let Some(service) = stage.services.first()
+                && let Some(message) = self.refusal(&namespace, true)
+                && !out.iter().any(|d| d.message == message)
+            {
+                out.push(crate::pipeline::Diagnostic {
+                    pos: service.name.pos,
+                    message,
+                });
+            }
+        }
+        out
+    }
+
     async fn start(&self, request: &StartRequest) -> Result<String, ExecutorError> {
         let pod = request.pod.clone().unwrap_or_default();
         let job = job::job_for(request, &pod, &self.settings.jobs);
         let namespace = job::namespace_for(&pod, &self.settings.jobs);
+        if let Some(why) = self.refusal(&namespace, !pod.services.is_empty()) {
+            return Err(ExecutorError::Start(why));
+        }
         let name = job::job_name(request.stage_run_id, request.attempt);
         let api: Api<Job> = Api::namespaced(self.client.clone(), &namespace);
         match api.create(&PostParams::default(), &job).await {
@@ -303,9 +508,23 @@ impl Executor for KubeExecutor {
             Some((job, pods)) => (Some(job), pods.iter().collect::<Vec<_>>()),
             None => (None, Vec::new()),
         };
-        let grace = chrono::TimeDelta::from_std(self.settings.unschedulable_after)
-            .unwrap_or(chrono::TimeDelta::MAX);
-        let observation = failure::classify(job, &pods, chrono::Utc::now(), grace);
+        let delta = |d: Duration| chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
+        let allow = failure::Allowances {
+            unschedulable: delta(self.settings.unschedulable_after),
+            pull: delta(self.settings.pull_after),
+        };
+        let observation = failure::classify(job, &pods, chrono::Utc::now(), allow);
+        // No pod at all for a while: the Job controller may be refused (Pod Security
+        // admission, a quota). It says why only in the Job's events.
+        if pods.is_empty()
+            && let Some(job) = job
+            && let Some(refused) = self.refused_pods(job).await
+        {
+            return Ok(Observation::Failed {
+                reason: refused,
+                timed_out: false,
+            });
+        }
         if let Observation::Exited { code, detail } = &observation
             && let Some((_, pods)) = &found
             && let Ok((namespace, _)) = parse_handle(handle)

@@ -1,7 +1,10 @@
-//! A local picture of every Job and pod Gantry made, kept current by two label-selected
-//! watches (kube's runtime watcher: list, then watch from that resourceVersion, re-listing after
-//! errors with backoff). Observing an attempt reads this picture instead of asking the API
-//! server, so housekeeping costs the cluster nothing however many stages run.
+//! A local picture of every Job and pod Gantry made, kept current by label-selected watches
+//! (kube's runtime watcher: list, then watch from that resourceVersion, re-listing after
+//! errors, 410 Gone included, with backoff). Observing an attempt reads this picture instead
+//! of asking the API server, so housekeeping costs the cluster nothing however many stages run.
+//!
+//! One picture per scope: the whole cluster, or, when the engine's RBAC is namespaced, one per
+//! namespace it was given (a cluster-wide watch would be refused with 403 and never fill).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -161,34 +164,113 @@ pub fn selector() -> String {
     format!("{MANAGED_BY}={MANAGED_BY_VALUE}")
 }
 
-/// Starts both watches; they run until the returned handles are aborted.
-pub fn start(client: kube::Client, cache: Arc<Cache>) -> Vec<tokio::task::JoinHandle<()>> {
+/// Where a picture looks: `None` the whole cluster, else one namespace.
+pub type Scope = Option<String>;
+
+fn api<K>(client: &kube::Client, scope: &Scope) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match scope {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The pictures of an executor, one per scope.
+pub struct Pictures {
+    scopes: Vec<(Scope, Arc<Cache>)>,
+}
+
+impl Pictures {
+    /// `namespaces` empty: one cluster-wide picture.
+    pub fn new(namespaces: &[String]) -> Pictures {
+        let scopes = if namespaces.is_empty() {
+            vec![(None, Arc::new(Cache::default()))]
+        } else {
+            namespaces
+                .iter()
+                .map(|n| (Some(n.clone()), Arc::new(Cache::default())))
+                .collect()
+        };
+        Pictures { scopes }
+    }
+
+    pub fn scopes(&self) -> impl Iterator<Item = &Scope> {
+        self.scopes.iter().map(|(scope, _)| scope)
+    }
+
+    /// The picture a Job of `namespace` is in, if any watch covers that namespace.
+    pub fn for_namespace(&self, namespace: &str) -> Option<&Cache> {
+        self.scopes
+            .iter()
+            .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))
+            .map(|(_, cache)| cache.as_ref())
+    }
+
+    pub fn get(&self, key: &str) -> Option<(Job, Vec<Pod>)> {
+        let (namespace, _) = key.split_once('/')?;
+        self.for_namespace(namespace)?.get(key)
+    }
+
+    pub fn synced(&self) -> bool {
+        self.scopes.iter().all(|(_, cache)| cache.synced())
+    }
+
+    pub fn events(&self) -> u64 {
+        self.scopes
+            .iter()
+            .map(|(_, cache)| cache.events.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Starts a Job and a pod watch per scope; they run until the handles are aborted.
+    pub fn start(&self, client: &kube::Client) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for (scope, cache) in &self.scopes {
+            tasks.extend(start(client, scope, Arc::clone(cache)));
+        }
+        tasks
+    }
+}
+
+fn start(
+    client: &kube::Client,
+    scope: &Scope,
+    cache: Arc<Cache>,
+) -> [tokio::task::JoinHandle<()>; 2] {
     let config = watcher::Config::default().labels(&selector());
+    let place = scope.clone().unwrap_or_else(|| "all namespaces".to_owned());
     let jobs = {
         let cache = Arc::clone(&cache);
-        let stream =
-            watcher::watcher(Api::<Job>::all(client.clone()), config.clone()).default_backoff();
+        let place = place.clone();
+        let stream = watcher::watcher(api::<Job>(client, scope), config.clone()).default_backoff();
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(event) => cache.on_job(event),
-                    Err(e) => tracing::warn!(error = %e, "watching Jobs failed; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, namespace = %place, "watching Jobs failed; retrying")
+                    }
                 }
             }
         })
     };
     let pods = {
-        let stream = watcher::watcher(Api::<Pod>::all(client), config).default_backoff();
+        let stream = watcher::watcher(api::<Pod>(client, scope), config).default_backoff();
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(event) => cache.on_pod(event),
-                    Err(e) => tracing::warn!(error = %e, "watching pods failed; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, namespace = %place, "watching pods failed; retrying")
+                    }
                 }
             }
         })
     };
-    vec![jobs, pods]
+    [jobs, pods]
 }

@@ -5,7 +5,7 @@
 
 use super::reader::{Reader, is_env_name};
 use super::stage::{is_dns_label, is_dns_subdomain};
-use crate::pipeline::model::{KubeSecretEnv, KubernetesOptions, Toleration};
+use crate::pipeline::model::{KubeSecretEnv, KubernetesOptions, SecurityContext, Toleration};
 use crate::pipeline::yaml::{Node, Resolved};
 
 pub const KUBERNETES_KEYS: &[&str] = &[
@@ -15,6 +15,7 @@ pub const KUBERNETES_KEYS: &[&str] = &[
     "tolerations",
     "image_pull_secrets",
     "secrets",
+    "security_context",
 ];
 /// A stage's section (for the schema): the namespace belongs to the whole pipeline.
 pub const STAGE_KUBERNETES_KEYS: &[&str] = &[
@@ -23,6 +24,17 @@ pub const STAGE_KUBERNETES_KEYS: &[&str] = &[
     "tolerations",
     "image_pull_secrets",
     "secrets",
+    "security_context",
+];
+pub const SECURITY_CONTEXT_KEYS: &[&str] = &[
+    "run_as_user",
+    "run_as_group",
+    "fs_group",
+    "run_as_non_root",
+    "allow_privilege_escalation",
+    "privileged",
+    "capabilities",
+    "seccomp_profile",
 ];
 pub const TOLERATION_KEYS: &[&str] = &["key", "operator", "value", "effect", "toleration_seconds"];
 const OPERATORS: [&str; 2] = ["Equal", "Exists"];
@@ -145,7 +157,92 @@ pub fn decode(r: &mut Reader<'_>, node: &Node, pipeline_level: bool) -> Kubernet
             }
         }
     }
+    if let Some(n) = map.get("security_context")
+        && let Some(sc) = decode_security_context(r, n)
+    {
+        out.security_context = sc;
+    }
     out
+}
+
+/// User and group ids as Kubernetes takes them (0 to 2^31-1).
+const MAX_ID: i64 = i32::MAX as i64;
+
+fn decode_security_context(r: &mut Reader<'_>, node: &Node) -> Option<SecurityContext> {
+    let map = r.map(node, "`security_context`", SECURITY_CONTEXT_KEYS)?;
+    let id = |r: &mut Reader<'_>, key: &str| {
+        map.get(key)
+            .and_then(|n| r.int_in(n, &format!("`security_context.{key}`"), 0, MAX_ID))
+    };
+    let flag = |r: &mut Reader<'_>, key: &str| {
+        map.get(key)
+            .and_then(|n| r.bool(n, &format!("`security_context.{key}`")))
+    };
+    let mut out = SecurityContext {
+        run_as_user: id(r, "run_as_user"),
+        run_as_group: id(r, "run_as_group"),
+        fs_group: id(r, "fs_group"),
+        run_as_non_root: flag(r, "run_as_non_root"),
+        allow_privilege_escalation: flag(r, "allow_privilege_escalation"),
+        privileged: flag(r, "privileged"),
+        ..SecurityContext::default()
+    };
+    if out.run_as_user == Some(0)
+        && out.run_as_non_root == Some(true)
+        && let Some(n) = map.get("run_as_non_root")
+    {
+        r.error(n, "`run_as_non_root: true` contradicts `run_as_user: 0`");
+    }
+    if out.privileged == Some(true)
+        && out.allow_privilege_escalation == Some(false)
+        && let Some(n) = map.get("allow_privilege_escalation")
+    {
+        r.error(
+            n,
+            "a privileged container always can escalate: drop `allow_privilege_escalation: false` or `privileged: true`",
+        );
+    }
+    if let Some(n) = map.get("capabilities") {
+        for cap in r.strings(n, "`security_context.capabilities`") {
+            let name = cap.value.as_str();
+            if let Some(bare) = name.strip_prefix("CAP_") {
+                r.sink.error(
+                    cap.pos,
+                    format!("write the capability as Kubernetes does, `{bare}`, without `CAP_`"),
+                );
+            } else if name.is_empty() || !name.bytes().all(|c| c.is_ascii_uppercase() || c == b'_')
+            {
+                r.sink.error(
+                    cap.pos,
+                    format!(
+                        "`{name}` is not a capability name (upper case, like `NET_BIND_SERVICE`)"
+                    ),
+                );
+            } else {
+                out.capabilities.push(cap.value);
+            }
+        }
+    }
+    if let Some(n) = map.get("seccomp_profile")
+        && let Some(s) = r.non_empty_string(n, "`security_context.seccomp_profile`")
+    {
+        let ok = matches!(s.value.as_str(), "RuntimeDefault" | "Unconfined")
+            || s.value
+                .strip_prefix("Localhost/")
+                .is_some_and(|p| !p.is_empty() && !p.starts_with('/'));
+        if ok {
+            out.seccomp_profile = Some(s.value);
+        } else {
+            r.error(
+                n,
+                format!(
+                    "seccomp profile `{}` must be `RuntimeDefault`, `Unconfined` or `Localhost/<path relative to the kubelet's seccomp directory>`",
+                    s.value
+                ),
+            );
+        }
+    }
+    Some(out)
 }
 
 fn decode_toleration(r: &mut Reader<'_>, node: &Node) -> Option<Toleration> {
@@ -245,5 +342,55 @@ mod tests {
         assert!(is_label_value("ssd.v1"));
         assert!(!is_label_value("a b"));
         assert!(!is_label_value(&"x".repeat(64)));
+    }
+
+    fn pipeline(
+        kubernetes: &str,
+        stage_kubernetes: &str,
+    ) -> Result<crate::pipeline::Pipeline, String> {
+        let text = format!(
+            "name: p\nkubernetes:\n{kubernetes}\nstages:\n  - name: build\n    kubernetes:\n{stage_kubernetes}\n    steps: [make]\n"
+        );
+        crate::pipeline::parse("p.yaml", &text).map_err(|r| r.to_string())
+    }
+
+    #[test]
+    fn security_contexts_merge_field_by_field() {
+        let p = pipeline(
+            "  security_context:\n    run_as_user: 2000\n    capabilities: [NET_BIND_SERVICE]",
+            "      security_context:\n        run_as_group: 3000\n        seccomp_profile: Localhost/gantry.json",
+        )
+        .expect("valid");
+        let merged = p
+            .kubernetes
+            .merged(&p.stages[0].kubernetes)
+            .security_context;
+        assert_eq!(merged.run_as_user, Some(2000));
+        assert_eq!(merged.run_as_group, Some(3000));
+        assert_eq!(merged.capabilities, vec!["NET_BIND_SERVICE".to_owned()]);
+        assert_eq!(
+            merged.seccomp_profile.as_deref(),
+            Some("Localhost/gantry.json")
+        );
+    }
+
+    #[test]
+    fn security_context_mistakes_are_named() {
+        let err = pipeline(
+            "  security_context:\n    run_as_user: 0\n    run_as_non_root: true\n    capabilities: [CAP_SYS_ADMIN, net_raw]\n    seccomp_profile: /etc/x.json\n    run_as_group: -1",
+            "      security_context:\n        privileged: true\n        allow_privilege_escalation: false\n        fsgroup: 1",
+        )
+        .expect_err("invalid");
+        for wanted in [
+            "p.yaml:5:22: `run_as_non_root: true` contradicts `run_as_user: 0`",
+            "write the capability as Kubernetes does, `SYS_ADMIN`, without `CAP_`",
+            "`net_raw` is not a capability name",
+            "seccomp profile `/etc/x.json` must be",
+            "`security_context.run_as_group`",
+            "a privileged container always can escalate",
+            "fsgroup",
+        ] {
+            assert!(err.contains(wanted), "{wanted:?} not in:\n{err}");
+        }
     }
 }
