@@ -120,6 +120,12 @@ pub struct Run {
     pub pipeline: String,
     pub number: i32,
     pub trigger: String,
+    /// Who triggered it: a user, a webhook's sender, `schedule`.
+    #[serde(default)]
+    pub triggered_by: Option<String>,
+    /// Who cancelled it, if someone did.
+    #[serde(default)]
+    pub cancelled_by: Option<String>,
     pub status: RunStatus,
     pub reason: Option<String>,
     pub rerun_of: Option<i64>,

@@ -230,6 +230,9 @@ fn new_stages(plan: &Plan) -> Vec<runs::NewStage> {
         .collect()
 }
 
+/// `cancelled_by` of runs a newer run of their concurrency group cancelled.
+pub const BY_CONCURRENCY: &str = "concurrency";
+
 /// Starts a run of the pipeline's newest version.
 pub async fn trigger(
     engine: &Engine,
@@ -237,6 +240,18 @@ pub async fn trigger(
     name: &str,
     trigger: &str,
     request: TriggerRequest,
+) -> Result<Triggered, RunError> {
+    trigger_by(engine, project, name, trigger, request, None).await
+}
+
+/// [`trigger`], recording who started the run (a user's name; the webhook's sender).
+pub async fn trigger_by(
+    engine: &Engine,
+    project: &str,
+    name: &str,
+    trigger: &str,
+    request: TriggerRequest,
+    by: Option<&str>,
 ) -> Result<Triggered, RunError> {
     let row = pipelines::find(&engine.store.pool, project, name).await?;
     let plan = engine.plan(row.version_id).await?;
@@ -263,6 +278,7 @@ pub async fn trigger(
             trigger,
             params: &params,
             context: &context,
+            triggered_by: by.or(context.actor.as_deref()),
         },
     )
     .await?;
@@ -284,6 +300,8 @@ pub struct NewRunOf<'a> {
     pub trigger: &'a str,
     pub params: &'a BTreeMap<String, String>,
     pub context: &'a RunContext,
+    /// Who or what started it: a user, the webhook's sender, `schedule`.
+    pub triggered_by: Option<&'a str>,
 }
 
 /// Creates a run and its stages inside the caller's transaction (so a webhook delivery or a
@@ -309,6 +327,7 @@ pub async fn start(tx: &mut sqlx::PgConnection, new: NewRunOf<'_>) -> Result<Tri
             context: &context_json,
             concurrency_group: group.as_deref(),
             rerun_of: None,
+            triggered_by: new.triggered_by,
         },
         &new_stages(new.plan),
     )
@@ -317,18 +336,15 @@ pub async fn start(tx: &mut sqlx::PgConnection, new: NewRunOf<'_>) -> Result<Tri
         && c.cancel_in_progress
     {
         for older in runs::older_active_in_group(&mut *tx, new.pipeline, group, run_id).await? {
-            runs::request_cancel(&mut *tx, older).await?;
+            runs::request_cancel(&mut *tx, older, Some(BY_CONCURRENCY)).await?;
             tracing::info!(run.id = older.0, newer = run_id.0, group = %group, "cancelling an older run of the concurrency group");
         }
     }
-    store::events::record(
-        &mut *tx,
-        run_id,
-        None,
-        "run",
-        &format!("triggered ({})", new.trigger),
-    )
-    .await?;
+    let what = match new.triggered_by {
+        Some(by) => format!("triggered ({}) by {by}", new.trigger),
+        None => format!("triggered ({})", new.trigger),
+    };
+    store::events::record(&mut *tx, run_id, None, "run", &what).await?;
     store::wake(&mut *tx).await?;
     Ok(Triggered { run_id, number })
 }
@@ -363,9 +379,14 @@ fn render_group(
         })
 }
 
-/// A new run of the same version, params and commit. With `failed_only`, stages that
-/// succeeded keep their results (and artifacts) and only the rest run again.
-pub async fn rerun(engine: &Engine, id: RunId, failed_only: bool) -> Result<Triggered, RunError> {
+/// A new run of the same version, params and commit, started by `by`. With `failed_only`,
+/// stages that succeeded keep their results (and artifacts) and only the rest run again.
+pub async fn rerun(
+    engine: &Engine,
+    id: RunId,
+    failed_only: bool,
+    by: Option<&str>,
+) -> Result<Triggered, RunError> {
     let old = runs::get(&engine.store.pool, id).await?;
     if !old.status.is_terminal() {
         return Err(RunError::Conflict(format!(
@@ -386,6 +407,7 @@ pub async fn rerun(engine: &Engine, id: RunId, failed_only: bool) -> Result<Trig
             context: &old.context,
             concurrency_group: None,
             rerun_of: Some(id),
+            triggered_by: by,
         },
         &new_stages(&plan),
     )
@@ -403,20 +425,46 @@ pub async fn rerun(engine: &Engine, id: RunId, failed_only: bool) -> Result<Trig
     Ok(Triggered { run_id, number })
 }
 
-/// Cancels a whole run, or one running stage of it.
+/// Cancels a whole run (its `finally` stages still run, bounded; a second cancel stops them
+/// too), or one running stage of it. `by`: who asked.
 pub async fn cancel(
     engine: &Engine,
     run: RunId,
     stage: Option<StageRunId>,
+    by: Option<&str>,
 ) -> Result<(), RunError> {
     let mut tx = engine.store.pool.begin().await?;
+    let who = by.map(|b| format!(" by {b}")).unwrap_or_default();
     match stage {
-        None => {
-            if !runs::request_cancel(&mut *tx, run).await? {
+        None => match runs::request_cancel(&mut tx, run, by).await? {
+            runs::CancelRequest::Ended => {
                 return Err(RunError::Conflict(format!("run {run} has already ended")));
             }
-            store::events::record(&mut *tx, run, None, "run", "cancel requested").await?;
-        }
+            runs::CancelRequest::First => {
+                store::events::record(
+                    &mut *tx,
+                    run,
+                    None,
+                    "run",
+                    &format!("cancel requested{who}; finally stages still run"),
+                )
+                .await?;
+            }
+            runs::CancelRequest::Again => {
+                // Asked twice: the cleanup is not wanted either.
+                stages::request_cancel(&mut *tx, run, None).await?;
+                stages::cancel_waiting(&mut *tx, run, &format!("cancelled again{who}")).await?;
+                runs::mark_dirty(&mut *tx, run).await?;
+                store::events::record(
+                    &mut *tx,
+                    run,
+                    None,
+                    "run",
+                    &format!("cancel requested again{who}: finally stages stopped too"),
+                )
+                .await?;
+            }
+        },
         Some(stage) => {
             let row = stages::get(&mut *tx, stage).await?;
             if row.run_id != run {

@@ -13,6 +13,7 @@ use gantry::server::Server;
 use gantry::store::{RunId, RunStatus, runs, stages};
 
 pub mod browser;
+pub mod controlplane;
 pub mod git;
 pub mod image_tools;
 pub mod kube;

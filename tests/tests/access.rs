@@ -81,7 +81,7 @@ async fn attempt(app: &TestEngine, http: &reqwest::Client, action: Action) -> u1
         Action::Cancel => http.post(format!("{api}/runs/{}/cancel", waiting_run(app).await)),
         Action::Rerun => {
             let run = waiting_run(app).await;
-            gantry::run::cancel(app.engine(), run, None)
+            gantry::run::cancel(app.engine(), run, None, None)
                 .await
                 .expect("cancel");
             app.wait_for_run(run, WAIT).await;

@@ -108,7 +108,7 @@ stages:
 
     // Fix what was broken and rerun only what failed.
     std::fs::remove_file(&broken).expect("unbreak");
-    let rerun = gantry::run::rerun(app.engine(), first.run_id, true)
+    let rerun = gantry::run::rerun(app.engine(), first.run_id, true, None)
         .await
         .expect("rerun");
     let (rerun_row, rerun_stages) = app.wait_for_run(rerun.run_id, WAIT).await;
@@ -152,7 +152,7 @@ stages:
 
     // A full rerun runs everything again.
     // (See also `a_rerun_of_a_rerun_still_finds_the_artifacts_of_the_stage_that_made_them`.)
-    let full = gantry::run::rerun(app.engine(), rerun.run_id, false)
+    let full = gantry::run::rerun(app.engine(), rerun.run_id, false, None)
         .await
         .expect("full rerun");
     let (full_row, full_stages) = app.wait_for_run(full.run_id, WAIT).await;
@@ -198,7 +198,7 @@ stages:
     let (first_row, first_stages) = app.wait_for_run(first.run_id, WAIT).await;
     assert_eq!(first_row.status, RunStatus::Failed);
     // Still broken: the first rerun fails again, reusing `build`.
-    let second = gantry::run::rerun(app.engine(), first.run_id, true)
+    let second = gantry::run::rerun(app.engine(), first.run_id, true, None)
         .await
         .expect("rerun");
     let (second_row, second_stages) = app.wait_for_run(second.run_id, WAIT).await;
@@ -215,7 +215,7 @@ stages:
     );
 
     std::fs::remove_file(&broken).expect("unbreak");
-    let third = gantry::run::rerun(app.engine(), second.run_id, true)
+    let third = gantry::run::rerun(app.engine(), second.run_id, true, None)
         .await
         .expect("rerun the rerun");
     let (third_row, third_stages) = app.wait_for_run(third.run_id, WAIT).await;

@@ -37,7 +37,7 @@ stages:
     let stage = app.stage(run.run_id, "long").await;
     assert_eq!(stage.status, StageStatus::Running);
 
-    gantry::run::cancel(app.engine(), run.run_id, Some(stage.id))
+    gantry::run::cancel(app.engine(), run.run_id, Some(stage.id), None)
         .await
         .expect("cancel the stage");
 
@@ -59,8 +59,11 @@ stages:
     app.stop().await;
 }
 
+/// Cancelling stops the running stage and skips the rest, but `finally` stages still run
+/// (cleanup is what they are for); a second cancel stops them too. Who started and who
+/// cancelled the run are recorded and shown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_a_run_stops_its_running_stage_and_cancels_the_rest() {
+async fn cancelling_a_run_stops_its_running_stage_and_cancels_the_rest_but_finally_runs() {
     let app = TestEngine::start().await;
     let name = app
         .apply(
@@ -76,16 +79,25 @@ stages:
 finally:
   - name: cleanup
     steps:
-      - echo never either
+      - echo "cleaning up after the cancel"
 "#,
         )
         .await;
-    let run = app.trigger(&name, &[]).await;
+    let run = gantry::run::trigger_by(
+        app.engine(),
+        "test",
+        &name,
+        "manual",
+        gantry::run::TriggerRequest::default(),
+        Some("carol"),
+    )
+    .await
+    .expect("trigger");
     wait_until_found("the sleeps", Duration::from_secs(30), || {
         live_with_arg("300.98")
     })
     .await;
-    gantry::run::cancel(app.engine(), run.run_id, None)
+    gantry::run::cancel(app.engine(), run.run_id, None, Some("alice"))
         .await
         .expect("cancel the run");
     if let Err(left) = wait_until_gone(Duration::from_secs(20), || live_with_arg("300.98")).await {
@@ -93,14 +105,69 @@ finally:
     }
     let (run_row, stages) = app.wait_for_run(run.run_id, Duration::from_secs(30)).await;
     assert_eq!(run_row.status, RunStatus::Cancelled);
-    assert_eq!(run_row.reason.as_deref(), Some("cancelled"));
+    assert_eq!(run_row.reason.as_deref(), Some("cancelled by alice"));
+    assert_eq!(run_row.cancelled_by.as_deref(), Some("alice"));
+    assert_eq!(run_row.triggered_by.as_deref(), Some("carol"));
+    assert_eq!(run_row.trigger_text(), "manual by carol");
     assert_eq!(stage_of(&stages, "first").status, StageStatus::Cancelled);
-    for key in ["second", "cleanup"] {
-        let stage = stage_of(&stages, key);
-        assert_eq!(stage.status, StageStatus::Cancelled, "{key}");
-        assert_eq!(stage.attempt, 0, "{key} never ran");
-        assert_eq!(stage.error.as_deref(), Some("the run was cancelled"));
+    let second = stage_of(&stages, "second");
+    assert_eq!(second.status, StageStatus::Cancelled);
+    assert_eq!(second.attempt, 0, "second never ran");
+    let cleanup = stage_of(&stages, "cleanup");
+    assert_eq!(
+        cleanup.status,
+        StageStatus::Succeeded,
+        "{:?}",
+        cleanup.error
+    );
+    let lines = app.log_lines(run.run_id, "cleanup").await;
+    assert!(
+        lines.iter().any(|l| l.contains("cleaning up after")),
+        "{lines:?}"
+    );
+    app.stop().await;
+}
+
+/// A `finally` stage that hangs is stopped by a second cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_cancel_stops_the_finally_stages_too() {
+    let app = TestEngine::start().await;
+    let name = app
+        .apply(
+            r#"
+name: hanging-cleanup
+stages:
+  - name: first
+    steps:
+      - sleep 300.871
+finally:
+  - name: cleanup
+    steps:
+      - sleep 300.872
+"#,
+        )
+        .await;
+    let run = app.trigger(&name, &[]).await;
+    wait_until_found("the first stage", Duration::from_secs(30), || {
+        live_with_arg("300.871")
+    })
+    .await;
+    gantry::run::cancel(app.engine(), run.run_id, None, Some("alice"))
+        .await
+        .expect("cancel the run");
+    wait_until_found("the cleanup", Duration::from_secs(30), || {
+        live_with_arg("300.872")
+    })
+    .await;
+    gantry::run::cancel(app.engine(), run.run_id, None, Some("alice"))
+        .await
+        .expect("cancel the run again");
+    if let Err(left) = wait_until_gone(Duration::from_secs(20), || live_with_arg("300.87")).await {
+        panic!("still running after the second cancel: {left:?}");
     }
+    let (run_row, stages) = app.wait_for_run(run.run_id, Duration::from_secs(30)).await;
+    assert_eq!(run_row.status, RunStatus::Cancelled);
+    assert_eq!(stage_of(&stages, "cleanup").status, StageStatus::Cancelled);
     app.stop().await;
 }
 
@@ -132,7 +199,7 @@ stages:
         .await;
     let runners = runners_under(app.data_dir.path());
     assert_eq!(runners.len(), 1, "{runners:?}");
-    gantry::run::cancel(app.engine(), run.run_id, Some(stage.id))
+    gantry::run::cancel(app.engine(), run.run_id, Some(stage.id), None)
         .await
         .expect("cancel the stage");
     // The runner got the stop and is waiting for the step that ignores SIGTERM…

@@ -194,7 +194,7 @@ async fn cancelling_deletes_the_job_and_its_pod() {
         gantry_tests::proc::live_with_arg("300.4242")
     })
     .await;
-    gantry::run::cancel(engine.engine(), run.run_id, None)
+    gantry::run::cancel(engine.engine(), run.run_id, None, None)
         .await
         .expect("cancel");
     let (_, stages) = engine.wait_for_run(run.run_id, LIMIT).await;
@@ -208,4 +208,52 @@ async fn cancelling_deletes_the_job_and_its_pod() {
     gantry_tests::proc::wait_until_gone(LIMIT, || gantry_tests::proc::live_with_arg("300.4242"))
         .await
         .expect("the step is stopped");
+}
+
+/// The cluster's version is read at start-up: older than 1.27 (no `job-name` pod label to
+/// watch by) stops the engine; 1.28 runs stages but refuses `services` when a pipeline is
+/// applied, since its API server would drop the sidecars' `restartPolicy` without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clusters_version_is_checked_at_start_and_services_need_1_29() {
+    use gantry::executor::kubernetes::{KubeExecutor, KubeSettings};
+    let standin = StandIn::for_tests().await;
+    standin.set_minor_version(26);
+    let settings = KubeSettings {
+        kubeconfig: Some(standin.kubeconfig_path()),
+        ..KubeSettings::default()
+    };
+    let error = match KubeExecutor::connect(settings).await {
+        Ok(_) => panic!("an engine started on Kubernetes 1.26"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.contains(
+            "the cluster runs Kubernetes v1.26.0-gantry-standin; Gantry needs 1.27 or newer"
+        ),
+        "{error}"
+    );
+
+    standin.set_minor_version(28);
+    let engine = standin.engine().await;
+    let yaml = "name: with-db\nstages:\n  - name: test\n    services:\n      - name: db\n        image: postgres:16\n    steps:\n      - echo hi\n";
+    let refused = gantry::run::apply(engine.engine(), "test", "ci.yaml", yaml)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        refused.contains("ci.yaml")
+            && refused.contains("need Kubernetes 1.29 or newer; this cluster runs 1.28"),
+        "{refused}"
+    );
+    // Stages without services still run there.
+    let name = engine
+        .apply("name: plain\nstages:\n  - name: build\n    steps:\n      - echo fine\n")
+        .await;
+    let run = engine.trigger(&name, &[]).await;
+    let (row, _) = engine
+        .wait_for_run(run.run_id, Duration::from_secs(60))
+        .await;
+    assert_succeeded(&row);
+    engine.stop().await;
 }

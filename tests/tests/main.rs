@@ -10,6 +10,7 @@ mod auth;
 mod cancel;
 mod cli;
 mod concurrency;
+mod controlplane;
 mod crash_safety;
 mod dag_order;
 mod example_pipelines;

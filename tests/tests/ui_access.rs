@@ -58,7 +58,7 @@ async fn attempt(app: &TestEngine, session: &Session, action: Action) -> Option<
         }
         Action::Rerun => {
             let run = waiting_run(app).await;
-            gantry::run::cancel(app.engine(), run, None)
+            gantry::run::cancel(app.engine(), run, None, None)
                 .await
                 .expect("cancel");
             app.wait_for_run(run, WAIT).await;

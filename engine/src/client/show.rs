@@ -91,7 +91,7 @@ pub fn runs_table(runs: &[Run], now: DateTime<Utc>) -> String {
                 r.pipeline.clone(),
                 format!("#{}", r.number),
                 r.status.as_str().to_owned(),
-                r.trigger.clone(),
+                crate::store::runs::describe_trigger(&r.trigger, r.triggered_by.as_deref()),
                 moment(r.started_at.or(Some(r.created_at))),
                 elapsed(r.started_at, r.finished_at, now),
             ]
@@ -141,7 +141,7 @@ pub fn run_status(run: &Run, now: DateTime<Utc>) -> String {
     }
     out.push_str(&format!(
         "trigger: {}{}, created {}, started {}, duration {}\n\n",
-        run.trigger,
+        crate::store::runs::describe_trigger(&run.trigger, run.triggered_by.as_deref()),
         run.rerun_of
             .map(|r| format!(" (rerun of run {r})"))
             .unwrap_or_default(),

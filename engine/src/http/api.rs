@@ -205,7 +205,8 @@ async fn trigger(
 ) -> Result<(StatusCode, Json<run::Triggered>), ApiError> {
     access::require(&engine.store.pool, &who, &project, Action::Trigger).await?;
     let request = body.map(|Json(b)| b).unwrap_or_default();
-    let triggered = run::trigger(&engine, &project, &name, "manual", request).await?;
+    let by = who.user().map(|u| u.name.as_str());
+    let triggered = run::trigger_by(&engine, &project, &name, "manual", request, by).await?;
     Ok((StatusCode::CREATED, Json(triggered)))
 }
 
@@ -323,7 +324,8 @@ async fn cancel_run(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let (run, _) = authorized_run(&engine, &who, &id, Action::Cancel).await?;
-    run::cancel(&engine, run.id, None).await?;
+    let by = who.user().map(|u| u.name.as_str());
+    run::cancel(&engine, run.id, None, by).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -334,7 +336,8 @@ async fn cancel_stage(
 ) -> Result<StatusCode, ApiError> {
     let (run, _) = authorized_run(&engine, &who, &id, Action::Cancel).await?;
     let stage = stages::find(&engine.store.pool, run.id, &key).await?;
-    run::cancel(&engine, run.id, Some(stage.id)).await?;
+    let by = who.user().map(|u| u.name.as_str());
+    run::cancel(&engine, run.id, Some(stage.id), by).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -352,7 +355,8 @@ async fn rerun(
 ) -> Result<(StatusCode, Json<run::Triggered>), ApiError> {
     let (run, _) = authorized_run(&engine, &who, &id, Action::Rerun).await?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    let triggered = run::rerun(&engine, run.id, body.failed_only).await?;
+    let by = who.user().map(|u| u.name.as_str());
+    let triggered = run::rerun(&engine, run.id, body.failed_only, by).await?;
     Ok((StatusCode::CREATED, Json(triggered)))
 }
 

@@ -44,12 +44,13 @@ fn counts_as_success(s: &StageState) -> bool {
         || (s.allow_failure && matches!(s.status, StageStatus::Failed | StageStatus::TimedOut))
 }
 
-/// Decides what happens next in a run. `stages` is indexed like `plan.stages`.
+/// Decides what happens next in a run. `stages` is indexed like `plan.stages`. `cancelled`
+/// is how the run's cancel reads (`cancelled by alice`) once one was asked for.
 pub fn decide(
     plan: &Plan,
     stages: &[StageState],
     run_status: RunStatus,
-    cancel_requested: bool,
+    cancelled: Option<&str>,
     facts: &dyn Fn(usize) -> Facts,
 ) -> Decision {
     let mut status: Vec<StageStatus> = stages.iter().map(|s| s.status).collect();
@@ -59,10 +60,14 @@ pub fn decide(
     // Plan order is topological, so one pass sees each stage after everything it needs.
     for (i, planned) in plan.stages.iter().enumerate() {
         let current = status[i];
-        if cancel_requested {
+        // A cancel stops the regular stages; `finally` stages still run once those have
+        // ended ("whatever their outcome"), as the run's cleanup.
+        if let Some(cause) = cancelled
+            && !planned.finally
+        {
             match current {
                 StageStatus::Pending | StageStatus::Queued | StageStatus::WaitingApproval => {
-                    changes.push((i, Change::Cancel("the run was cancelled".into())));
+                    changes.push((i, Change::Cancel(format!("the run was {cause}"))));
                     status[i] = StageStatus::Cancelled;
                 }
                 StageStatus::Running => stop.push(i),
@@ -129,7 +134,7 @@ pub fn decide(
         changes.push((i, change));
     }
 
-    let run = run_outcome(plan, stages, &status, cancel_requested)
+    let run = run_outcome(plan, stages, &status, cancelled)
         .filter(|(s, _)| *s != run_status)
         .or_else(|| (run_status == RunStatus::Queued).then_some((RunStatus::Running, None)));
     Decision { changes, stop, run }
@@ -140,13 +145,13 @@ fn run_outcome(
     plan: &Plan,
     stages: &[StageState],
     status: &[StageStatus],
-    cancel_requested: bool,
+    cancelled: Option<&str>,
 ) -> Option<(RunStatus, Option<String>)> {
     if !status.iter().all(|s| s.is_terminal()) {
         return None;
     }
-    if cancel_requested {
-        return Some((RunStatus::Cancelled, Some("cancelled".into())));
+    if let Some(cause) = cancelled {
+        return Some((RunStatus::Cancelled, Some(cause.to_owned())));
     }
     let failed = status.iter().enumerate().find(|(i, s)| {
         matches!(
@@ -198,7 +203,8 @@ mod tests {
     }
 
     fn run(plan: &Plan, s: &[StageState], cancel: bool) -> Decision {
-        decide(plan, s, RunStatus::Running, cancel, &|_| Facts {
+        let cause = cancel.then_some("cancelled by alice");
+        decide(plan, s, RunStatus::Running, cause, &|_| Facts {
             event: "push".into(),
             branch: "main".into(),
             ..Facts::default()
@@ -317,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn cancel_stops_running_and_cancels_the_rest() {
+    fn cancel_stops_running_and_cancels_the_rest_but_finally_runs() {
         let p = plan(DAG);
         let s = states(
             &p,
@@ -327,9 +333,14 @@ mod tests {
         assert_eq!(d.stop, vec![1]);
         assert_eq!(
             keys(&p, &d, |c| matches!(c, Change::Cancel(_))),
-            vec!["c", "d", "z"]
+            vec!["c", "d"]
+        );
+        assert!(
+            d.changes
+                .contains(&(2, Change::Cancel("the run was cancelled by alice".into())))
         );
         assert_eq!(d.run, None, "b still running");
+        // Once the regular stages have ended, the cleanup stage runs.
         let s = states(
             &p,
             &[
@@ -337,12 +348,24 @@ mod tests {
                 ("b", StageStatus::Cancelled),
                 ("c", StageStatus::Cancelled),
                 ("d", StageStatus::Cancelled),
-                ("z", StageStatus::Cancelled),
+            ],
+        );
+        let d = run(&p, &s, true);
+        assert_eq!(keys(&p, &d, |c| *c == Change::Queue), vec!["z"]);
+        assert_eq!(d.run, None, "z has yet to run");
+        let s = states(
+            &p,
+            &[
+                ("a", StageStatus::Succeeded),
+                ("b", StageStatus::Cancelled),
+                ("c", StageStatus::Cancelled),
+                ("d", StageStatus::Cancelled),
+                ("z", StageStatus::Succeeded),
             ],
         );
         assert_eq!(
-            run(&p, &s, true).run.map(|r| r.0),
-            Some(RunStatus::Cancelled)
+            run(&p, &s, true).run,
+            Some((RunStatus::Cancelled, Some("cancelled by alice".into())))
         );
     }
 }

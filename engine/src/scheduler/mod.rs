@@ -192,7 +192,10 @@ async fn advance_next(engine: &Engine) -> Result<Option<Advanced>, crate::run::R
         tx.commit().await?;
         return Ok(Some(Advanced::Other));
     }
-    let decision = decide(&plan, &states, run.status, run.cancel_requested, &|i| {
+    let cause = run
+        .cancel_requested
+        .then(|| cancel_cause(run.cancelled_by.as_deref()));
+    let decision = decide(&plan, &states, run.status, cause.as_deref(), &|i| {
         facts_for(&run, &plan, i)
     });
     let mut queued = false;
@@ -243,7 +246,7 @@ async fn advance_next(engine: &Engine) -> Result<Option<Advanced>, crate::run::R
         tracing::debug!(run.id = run_id.0, stage = %row.key, status = status.as_str(), "stage changed");
     }
     if !decision.stop.is_empty() {
-        stages::request_cancel(&mut *tx, run_id, None).await?;
+        stages::request_cancel_regular(&mut *tx, run_id).await?;
     }
     if let Some((status, reason)) = &decision.run {
         runs::set_status(&mut *tx, run_id, *status, reason.as_deref()).await?;
@@ -283,6 +286,18 @@ async fn advance_next(engine: &Engine) -> Result<Option<Advanced>, crate::run::R
     } else {
         Advanced::Other
     }))
+}
+
+/// How a cancelled run's cause reads: "cancelled by alice", or "cancelled by a newer run of
+/// its concurrency group".
+pub fn cancel_cause(by: Option<&str>) -> String {
+    match by {
+        Some(crate::run::BY_CONCURRENCY) => {
+            "cancelled by a newer run of its concurrency group".to_owned()
+        }
+        Some(who) => format!("cancelled by {who}"),
+        None => "cancelled".to_owned(),
+    }
 }
 
 /// Claims queued stages up to each executor's free slots and starts them.

@@ -24,6 +24,25 @@ pub struct RunRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Who or what started the run: a user, the webhook's sender, `schedule`.
+    pub triggered_by: Option<String>,
+    /// Who cancelled it (a user; `concurrency` for a newer run of its group).
+    pub cancelled_by: Option<String>,
+}
+
+impl RunRow {
+    /// What started the run, and who: `manual by alice`, `push by octocat`, `schedule`.
+    pub fn trigger_text(&self) -> String {
+        describe_trigger(&self.trigger, self.triggered_by.as_deref())
+    }
+}
+
+/// `trigger` with ` by WHO` when someone is known (a schedule is its own cause).
+pub fn describe_trigger(trigger: &str, by: Option<&str>) -> String {
+    match by {
+        Some(by) if !by.is_empty() && by != trigger => format!("{trigger} by {by}"),
+        _ => trigger.to_owned(),
+    }
 }
 
 pub struct NewRun<'a> {
@@ -34,6 +53,7 @@ pub struct NewRun<'a> {
     pub context: &'a serde_json::Value,
     pub concurrency_group: Option<&'a str>,
     pub rerun_of: Option<RunId>,
+    pub triggered_by: Option<&'a str>,
 }
 
 /// One planned stage instance to store with a new run.
@@ -61,8 +81,9 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
     let id = sqlx::query_scalar!(
-        r#"INSERT INTO runs (pipeline_id, version_id, number, trigger, params, context, concurrency_group, rerun_of)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id AS "id: RunId""#,
+        r#"INSERT INTO runs (pipeline_id, version_id, number, trigger, params, context, concurrency_group,
+                             rerun_of, triggered_by)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id AS "id: RunId""#,
         run.pipeline.0,
         run.version.0,
         number,
@@ -71,6 +92,7 @@ pub async fn create(
         run.context,
         run.concurrency_group,
         run.rerun_of.map(|r| r.0),
+        run.triggered_by,
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -114,7 +136,8 @@ macro_rules! select_runs {
             r#"SELECT r.id AS "id: RunId", r.pipeline_id AS "pipeline_id: PipelineId", pr.name AS project,
                       p.name AS pipeline, r.version_id AS "version_id: VersionId", r.number, r.trigger,
                       r.params, r.context, r.status AS "status: RunStatus", r.reason, r.cancel_requested,
-                      r.rerun_of AS "rerun_of: RunId", r.created_at, r.started_at, r.finished_at
+                      r.rerun_of AS "rerun_of: RunId", r.created_at, r.started_at, r.finished_at,
+                      r.triggered_by, r.cancelled_by
                FROM runs r JOIN pipelines p ON p.id = r.pipeline_id JOIN projects pr ON pr.id = p.project_id "# + $tail
             $(, $arg)*
         )
@@ -257,15 +280,56 @@ pub async fn set_status(
 }
 
 /// Asks for the run to stop; the scheduler cancels its stages. Returns false if it had ended.
-pub async fn request_cancel(db: impl PgExecutor<'_>, id: RunId) -> Result<bool> {
-    let updated = sqlx::query!(
-        "UPDATE runs SET cancel_requested = true, dirty = true
-         WHERE id = $1 AND status IN ('queued', 'running')",
-        id.0
+/// What asking to cancel a run did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelRequest {
+    /// The run is now being cancelled: its regular stages stop, its `finally` stages still run
+    /// (each for at most [`FINALLY_GRACE_SECS`]).
+    First,
+    /// It was already being cancelled: the caller should stop its `finally` stages too.
+    Again,
+    /// The run had already ended.
+    Ended,
+}
+
+/// How long each `finally` stage of a cancelled run may take: cleanup runs, but a cancel still
+/// ends the run within a bounded time.
+pub const FINALLY_GRACE_SECS: i32 = 600;
+
+/// Marks the run as being cancelled by `by` (the first canceller is kept), and bounds the
+/// time its `finally` stages may take.
+pub async fn request_cancel(
+    db: &mut sqlx::PgConnection,
+    id: RunId,
+    by: Option<&str>,
+) -> Result<CancelRequest> {
+    let before = sqlx::query_scalar!(
+        "WITH old AS (SELECT id, cancel_requested FROM runs WHERE id = $1 FOR UPDATE)
+         UPDATE runs r SET cancel_requested = true, dirty = true,
+                           cancelled_by = COALESCE(r.cancelled_by, $2)
+         FROM old WHERE r.id = old.id AND r.status IN ('queued', 'running')
+         RETURNING old.cancel_requested",
+        id.0,
+        by
     )
-    .execute(db)
+    .fetch_optional(&mut *db)
     .await?;
-    Ok(updated.rows_affected() == 1)
+    let Some(already) = before else {
+        return Ok(CancelRequest::Ended);
+    };
+    sqlx::query!(
+        "UPDATE stage_runs SET timeout_secs = LEAST(COALESCE(timeout_secs, $2), $2)
+         WHERE run_id = $1 AND finally AND status NOT IN ('succeeded', 'failed', 'skipped', 'cancelled', 'timed_out')",
+        id.0,
+        FINALLY_GRACE_SECS
+    )
+    .execute(&mut *db)
+    .await?;
+    Ok(if already {
+        CancelRequest::Again
+    } else {
+        CancelRequest::First
+    })
 }
 
 /// Active runs of the same concurrency group older than `id`, for cancel-in-progress.

@@ -332,6 +332,33 @@ pub async fn request_cancel(
         .collect())
 }
 
+/// Cancels every stage of the run that has not started (pending, queued, waiting for
+/// approval), `finally` stages included.
+pub async fn cancel_waiting(db: impl PgExecutor<'_>, run: RunId, why: &str) -> Result<u64> {
+    Ok(sqlx::query!(
+        "UPDATE stage_runs SET status = 'cancelled', error = $2, finished_at = now()
+         WHERE run_id = $1 AND status IN ('pending', 'queued', 'waiting_approval')",
+        run.0,
+        why
+    )
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
+/// Asks the running attempts of the run's regular stages to stop (a cancelled run's `finally`
+/// stages keep running: they are its cleanup).
+pub async fn request_cancel_regular(db: impl PgExecutor<'_>, run: RunId) -> Result<u64> {
+    Ok(sqlx::query!(
+        "UPDATE stage_runs SET cancel_requested = true
+         WHERE run_id = $1 AND status = 'running' AND NOT finally",
+        run.0
+    )
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
 /// Running attempts whose runner called in once but not since `before`, across all engines.
 /// An attempt whose runner has not called in yet is starting (its pod may wait for a node or
 /// pull its image for minutes): how long it may take is the executor's to judge.

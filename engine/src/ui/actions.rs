@@ -67,7 +67,7 @@ pub async fn trigger(
             params.insert(p.name.value.clone(), value);
         }
     }
-    let triggered = run::trigger(
+    let triggered = run::trigger_by(
         &engine,
         &project,
         &name,
@@ -79,6 +79,7 @@ pub async fn trigger(
                 ..RunContext::default()
             }),
         },
+        who.user().map(|u| u.name.as_str()),
     )
     .await?;
     Ok(to_run(triggered.run_id))
@@ -92,12 +93,13 @@ pub async fn cancel(
 ) -> Result<Redirect, PageError> {
     checked(&mut who, &fields)?;
     let (run, _) = api::authorized_run(&engine, &who, &id, Action::Cancel).await?;
+    let by = who.user().map(|u| u.name.as_str());
     match field(&fields, "stage") {
         Some(key) => {
             let stage = stages::find(&engine.store.pool, run.id, key).await?;
-            run::cancel(&engine, run.id, Some(stage.id)).await?;
+            run::cancel(&engine, run.id, Some(stage.id), by).await?;
         }
-        None => run::cancel(&engine, run.id, None).await?,
+        None => run::cancel(&engine, run.id, None, by).await?,
     }
     Ok(to_run(run.id))
 }
@@ -112,7 +114,8 @@ pub async fn rerun(
     checked(&mut who, &fields)?;
     let (run, _) = api::authorized_run(&engine, &who, &id, Action::Rerun).await?;
     let failed_only = field(&fields, "failed_only") == Some("true");
-    let triggered = run::rerun(&engine, run.id, failed_only).await?;
+    let by = who.user().map(|u| u.name.as_str());
+    let triggered = run::rerun(&engine, run.id, failed_only, by).await?;
     Ok(to_run(triggered.run_id))
 }
 

@@ -136,7 +136,7 @@ impl RunItem {
             id: run.id,
             number: run.number,
             status: run.status.as_str(),
-            trigger: run.trigger.clone(),
+            trigger: run.trigger_text(),
             branch: run.context["branch"]
                 .as_str()
                 .or(run.context["tag"].as_str())

@@ -154,6 +154,7 @@ pub async fn tick(engine: &Engine, now: DateTime<Utc>) -> Result<usize, RunError
                     trigger: "schedule",
                     params: &params,
                     context: &context,
+                    triggered_by: Some("schedule"),
                 },
             )
             .await?;

@@ -340,6 +340,7 @@ async fn record(
                             trigger,
                             params: &params,
                             context: &context,
+                            triggered_by: context.actor.as_deref(),
                         },
                     )
                     .await?;

@@ -27,10 +27,12 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
         .with_state(cluster)
 }
 
-async fn version() -> Json<Value> {
-    Json(
-        json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-gantry-standin", "platform": "linux/amd64"}),
-    )
+async fn version(State(cluster): State<Arc<Cluster>>) -> Json<Value> {
+    let minor = cluster.minor.load(std::sync::atomic::Ordering::Relaxed);
+    Json(json!({
+        "major": "1", "minor": minor.to_string(),
+        "gitVersion": format!("v1.{minor}.0-gantry-standin"), "platform": "linux/amd64",
+    }))
 }
 
 impl IntoResponse for ApiErr {

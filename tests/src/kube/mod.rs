@@ -63,6 +63,8 @@ pub struct Cluster {
     pub store: Store,
     pub kubelet: Arc<kubelet::Kubelet>,
     pub requests: AtomicU64,
+    /// The minor version `/version` reports (major 1): tests play older clusters with it.
+    pub minor: std::sync::atomic::AtomicU32,
 }
 
 impl Cluster {
@@ -155,6 +157,7 @@ impl StandIn {
             store: Store::default(),
             kubelet,
             requests: AtomicU64::new(0),
+            minor: std::sync::atomic::AtomicU32::new(32),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -181,6 +184,13 @@ impl StandIn {
         };
         std::fs::write(standin.kubeconfig_path(), standin.kubeconfig()).expect("kubeconfig");
         standin
+    }
+
+    /// Makes the stand-in report Kubernetes 1.`minor` from now on.
+    pub fn set_minor_version(&self, minor: u32) {
+        self.cluster
+            .minor
+            .store(minor, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn url(&self) -> String {

@@ -84,6 +84,13 @@ pub enum KubeError {
          (--kube-namespaces {allowed})"
     )]
     Namespace { namespace: String, allowed: String },
+    #[error("the engine's Kubernetes account may not list {what} in {place} ({detail}): {hint}")]
+    Forbidden {
+        what: &'static str,
+        place: String,
+        detail: String,
+        hint: &'static str,
+    },
 }
 
 /// The oldest Kubernetes Gantry runs stages on: 1.27 put the `batch.kubernetes.io/job-name`
@@ -224,6 +231,50 @@ pub struct ListedJob {
     pub finished: bool,
 }
 
+/// Lists Jobs and pods once in every scope the watches will cover, so that RBAC which does not
+/// fit the mode (a namespaced binding with a cluster-wide engine) stops the start with the way
+/// out, instead of watches that retry 403 forever and a cache that never fills.
+async fn check_access(client: &Client, namespaces: &[String]) -> Result<(), KubeError> {
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    let params = ListParams::default().labels(&watch::selector()).limit(1);
+    for scope in scopes {
+        let place = scope.map_or_else(
+            || "all namespaces".to_owned(),
+            |n| format!("namespace `{n}`"),
+        );
+        let hint = if scope.is_none() {
+            "bind deploy/rbac.yaml's ClusterRole with a ClusterRoleBinding, or give the engine \
+             the namespaces it is bound in with --kube-namespaces (deploy/namespaced/rbac.yaml)"
+        } else {
+            "bind the engine's Role in this namespace (deploy/namespaced/rbac.yaml) or leave it \
+             out of --kube-namespaces"
+        };
+        let forbidden = |what: &'static str, e: kube::Error| match e {
+            kube::Error::Api(status) if status.code == 403 => KubeError::Forbidden {
+                what,
+                place: place.clone(),
+                detail: status.message.clone(),
+                hint,
+            },
+            e => KubeError::Client(e),
+        };
+        let (jobs, pods): (Api<Job>, Api<Pod>) = match scope {
+            Some(n) => (
+                Api::namespaced(client.clone(), n),
+                Api::namespaced(client.clone(), n),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        jobs.list(&params).await.map_err(|e| forbidden("Jobs", e))?;
+        pods.list(&params).await.map_err(|e| forbidden("pods", e))?;
+    }
+    Ok(())
+}
+
 impl KubeExecutor {
     /// Connects, checks the cluster's version and starts the watches.
     /// `settings.jobs.namespace` is filled from the kubeconfig when `settings.namespace` is
@@ -241,6 +292,7 @@ impl KubeExecutor {
         settings: KubeSettings,
     ) -> Result<KubeExecutor, KubeError> {
         let server = server_version(&client).await?;
+        check_access(&client, &settings.namespaces).await?;
         tracing::info!(
             version = %server,
             namespaces = %if settings.namespaces.is_empty() {
