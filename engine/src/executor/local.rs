@@ -36,6 +36,9 @@ pub struct LocalExecutor {
     /// Exit statuses of runners this process started and reaped, by handle, with when they
     /// exited: kept for [`EXITED_KEEP`], long enough for housekeeping to see them.
     exited: Arc<Mutex<HashMap<String, Exited>>>,
+    /// The source tree as listed for the latest run that started a stage here (by run id):
+    /// its other stages reuse the listing.
+    sources: Mutex<Option<(i64, Arc<super::source::Listing>)>>,
 }
 
 /// A reaped runner's exit status (when known) and when it exited.
@@ -49,7 +52,33 @@ impl LocalExecutor {
         LocalExecutor {
             config,
             exited: Arc::default(),
+            sources: Mutex::default(),
         }
+    }
+
+    /// The listing of `source` for run `run_id`: made by its first stage, shared by the rest.
+    /// The data directory (workspaces, runner logs, an embedded PostgreSQL) is left out.
+    async fn source_listing(
+        &self,
+        source: &Path,
+        run_id: i64,
+    ) -> Result<Arc<super::source::Listing>, ExecutorError> {
+        if let Ok(cached) = self.sources.lock()
+            && let Some((id, listing)) = cached.as_ref()
+            && *id == run_id
+        {
+            return Ok(Arc::clone(listing));
+        }
+        let (source, exclude) = (source.to_path_buf(), vec![self.config.work_dir.clone()]);
+        let listing = tokio::task::spawn_blocking(move || {
+            Arc::new(super::source::Listing::of(&source, &exclude))
+        })
+        .await
+        .map_err(|e| ExecutorError::Start(e.to_string()))?;
+        if let Ok(mut cached) = self.sources.lock() {
+            *cached = Some((run_id, Arc::clone(&listing)));
+        }
+        Ok(listing)
     }
 
     pub fn workspace(&self, stage_run_id: i64, attempt: i32) -> PathBuf {
@@ -137,70 +166,6 @@ fn kill_leftovers(workspace: &Path) {
     }
 }
 
-/// The files of `source` a build should see: with Git, the tracked and untracked-but-not-
-/// ignored ones (so `target/` and `node_modules/` stay behind); otherwise everything.
-fn source_files(source: &Path) -> Vec<PathBuf> {
-    let git = std::process::Command::new("git")
-        .args([
-            "ls-files",
-            "-z",
-            "--cached",
-            "--others",
-            "--exclude-standard",
-        ])
-        .current_dir(source)
-        .output();
-    if let Ok(out) = git
-        && out.status.success()
-    {
-        return out
-            .stdout
-            .split(|b| *b == 0)
-            .filter(|p| !p.is_empty())
-            .map(|p| PathBuf::from(String::from_utf8_lossy(p).into_owned()))
-            .collect();
-    }
-    let mut files = Vec::new();
-    let mut todo = vec![PathBuf::new()];
-    while let Some(rel) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(source.join(&rel)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = rel.join(entry.file_name());
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => todo.push(path),
-                Ok(_) => files.push(path),
-                Err(_) => {}
-            }
-        }
-    }
-    files
-}
-
-fn copy_source(source: &Path, target: &Path) -> Result<(), ExecutorError> {
-    for rel in source_files(source) {
-        let from = source.join(&rel);
-        let to = target.join(&rel);
-        if let Some(parent) = to.parent() {
-            create_dir(parent)?;
-        }
-        let meta = match std::fs::symlink_metadata(&from) {
-            Ok(m) => m,
-            Err(_) => continue, // listed by git but deleted from the work tree
-        };
-        if meta.file_type().is_symlink() {
-            if let Ok(link) = std::fs::read_link(&from) {
-                let _ = std::os::unix::fs::symlink(link, &to);
-            }
-        } else if meta.is_file() {
-            std::fs::copy(&from, &to)
-                .map_err(|e| ExecutorError::Start(format!("copying {}: {e}", from.display())))?;
-        }
-    }
-    Ok(())
-}
-
 fn create_dir(path: &Path) -> Result<(), ExecutorError> {
     std::fs::create_dir_all(path)
         .map_err(|e| ExecutorError::Start(format!("creating {}: {e}", path.display())))
@@ -224,10 +189,12 @@ impl Executor for LocalExecutor {
         let workspace = self.workspace(request.stage_run_id, request.attempt);
         create_dir(&workspace)?;
         if let Some(source) = &self.config.source_dir {
-            let (source, target) = (source.clone(), workspace.clone());
-            tokio::task::spawn_blocking(move || copy_source(&source, &target))
+            let listing = self.source_listing(source, request.run_id).await?;
+            let target = workspace.clone();
+            tokio::task::spawn_blocking(move || listing.place(&target))
                 .await
-                .map_err(|e| ExecutorError::Start(e.to_string()))??;
+                .map_err(|e| ExecutorError::Start(e.to_string()))?
+                .map_err(|e| ExecutorError::Start(format!("copying the source: {e}")))?;
         }
         let steps = &self.config.steps;
         steps

@@ -4,6 +4,7 @@
 
 pub mod kubernetes;
 pub mod local;
+pub mod source;
 pub mod steps;
 
 use std::collections::HashMap;

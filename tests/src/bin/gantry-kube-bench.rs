@@ -5,6 +5,11 @@
 //!   stored by the API server, p50/p99 over N stages: `--shape chain` runs N stages one after
 //!   another (each Job really runs its runner), `--shape burst` makes N stages ready at once
 //!   (no kubelet: only Job creation is measured).
+//! - `real-latency`: on a real control plane (kube-apiserver, kube-controller-manager and
+//!   kube-scheduler from `scripts/controlplane`, the fake kubelet of `tests/src/controlplane`),
+//!   N stages one after another: stage ready → Job seen, Job seen → its pod seen (the Job
+//!   controller's own latency), and stage ready → the runner's first call
+//!   (`stage_runs.contacted_at`), p50/p99. Objects are timed by a watch in this process.
 //! - `watch-events`: how many Job watch events per second the executor's watcher handles:
 //!   N Jobs, each modified M times as fast as the stand-in can store them, timed until the
 //!   watcher has seen every event.
@@ -43,6 +48,10 @@ enum Bench {
         #[arg(long, value_enum, default_value = "chain")]
         shape: Shape,
     },
+    RealLatency {
+        #[arg(long, default_value_t = 200)]
+        stages: usize,
+    },
     WatchEvents {
         #[arg(long, default_value_t = 200)]
         jobs: usize,
@@ -62,6 +71,7 @@ fn main() -> Result<()> {
         );
         match cli.command {
             Bench::JobLatency { stages, shape } => job_latency(stages.max(1), shape).await?,
+            Bench::RealLatency { stages } => real_latency(stages.max(1)).await?,
             Bench::WatchEvents { jobs, updates } => {
                 watch_events(jobs.max(1), updates.max(1)).await?
             }
@@ -185,6 +195,161 @@ async fn job_latency(stages: usize, shape: Shape) -> Result<()> {
         wall.as_secs_f64()
     );
     recorder.abort();
+    engine.stop().await;
+    Ok(())
+}
+
+/// Times of first sight, by Job name, of the Jobs and of their first pods.
+#[derive(Default)]
+struct Sightings {
+    jobs: HashMap<String, SystemTime>,
+    pods: HashMap<String, SystemTime>,
+}
+
+async fn real_latency(stages: usize) -> Result<()> {
+    use futures_util::StreamExt;
+    use gantry_tests::controlplane::{ControlPlane, Options};
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::watcher;
+    // The kubelet runs the release runner next to this binary.
+    let images = tempfile::tempdir()?;
+    let root = images.path().join("runner");
+    std::fs::create_dir_all(root.join("usr/local/bin"))?;
+    std::os::unix::fs::symlink(
+        runner_next_to_me(),
+        root.join("usr/local/bin/gantry-runner"),
+    )?;
+    let mut options = Options::default();
+    options
+        .images
+        .roots
+        .insert(gantry_tests::kube::RUNNER_IMAGE.to_owned(), root);
+    let plane = ControlPlane::start_with(options).await;
+    plane.create_namespace("ci", None).await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Sightings::default()));
+    let watch_jobs = {
+        let seen = std::sync::Arc::clone(&seen);
+        let api: kube::Api<Job> = kube::Api::namespaced(plane.client(), "ci");
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
+            while let Some(event) = stream.next().await {
+                if let Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) = event
+                    && let (Some(name), Ok(mut s)) = (job.metadata.name, seen.lock())
+                {
+                    s.jobs.entry(name).or_insert_with(SystemTime::now);
+                }
+            }
+        })
+    };
+    let watch_pods = {
+        let seen = std::sync::Arc::clone(&seen);
+        let api: kube::Api<Pod> = kube::Api::namespaced(plane.client(), "ci");
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
+            while let Some(event) = stream.next().await {
+                if let Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) = event
+                    && let Some(job) = pod
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("batch.kubernetes.io/job-name"))
+                        .cloned()
+                    && let Ok(mut s) = seen.lock()
+                {
+                    s.pods.entry(job).or_insert_with(SystemTime::now);
+                }
+            }
+        })
+    };
+    let kubeconfig = plane.kubeconfig();
+    let engine = gantry_tests::TestEngine::start_with(|c| {
+        plane.configure(c, &kubeconfig, "ci");
+        if let Some(k) = c.kubernetes.as_mut() {
+            // Finished Jobs go soon: 200 of them would crowd the fake node's bookkeeping.
+            k.jobs.ttl_secs = 30;
+        }
+    })
+    .await;
+    let mut yaml = "name: real-bench\nstages:\n".to_owned();
+    for i in 0..stages {
+        yaml.push_str(&format!("  - name: s{i}\n    steps:\n      - \"true\"\n"));
+    }
+    let name = engine.apply(&yaml).await;
+    let started = Instant::now();
+    let run = engine.trigger(&name, &[]).await;
+    let (row, _) = engine
+        .wait_for_run(run.run_id, Duration::from_secs(120 + 10 * stages as u64))
+        .await;
+    if row.status != gantry::store::RunStatus::Succeeded {
+        bail!("the run ended {}: {:?}", row.status.as_str(), row.reason);
+    }
+    let wall = started.elapsed();
+    let rows = gantry::store::stages::for_run(engine.pool(), run.run_id).await?;
+    let contacts: HashMap<i64, chrono::DateTime<chrono::Utc>> = sqlx::query_as::<
+        _,
+        (i64, chrono::DateTime<chrono::Utc>),
+    >(
+        "SELECT id, contacted_at FROM stage_runs WHERE run_id = $1 AND contacted_at IS NOT NULL",
+    )
+    .bind(run.run_id.0)
+    .fetch_all(engine.pool())
+    .await?
+    .into_iter()
+    .collect();
+    watch_jobs.abort();
+    watch_pods.abort();
+    let seen = std::mem::take(
+        &mut *seen
+            .lock()
+            .map_err(|_| anyhow::anyhow!("sightings poisoned"))?,
+    );
+    let at = |t: chrono::DateTime<chrono::Utc>| {
+        SystemTime::UNIX_EPOCH
+            + Duration::from_micros(u64::try_from(t.timestamp_micros()).unwrap_or(0))
+    };
+    let ms = |from: SystemTime, to: SystemTime| {
+        to.duration_since(from)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0)
+    };
+    let (mut to_job, mut to_pod, mut to_runner) = (Vec::new(), Vec::new(), Vec::new());
+    for row in &rows {
+        let job = format!("gantry-{}-1", row.id);
+        let (Some(ready), Some(job_at), Some(pod_at), Some(contact)) = (
+            row.queued_at,
+            seen.jobs.get(&job),
+            seen.pods.get(&job),
+            contacts.get(&row.id.0),
+        ) else {
+            bail!(
+                "stage {}: no queue time, Job, pod or first call seen",
+                row.key
+            );
+        };
+        to_job.push(ms(at(ready), *job_at));
+        to_pod.push(ms(*job_at, *pod_at));
+        to_runner.push(ms(at(ready), at(*contact)));
+    }
+    for (what, values) in [
+        ("stage ready -> Job created", &mut to_job),
+        ("Job created -> pod created (Job controller)", &mut to_pod),
+        ("stage ready -> runner's first call", &mut to_runner),
+    ] {
+        values.sort_by(f64::total_cmp);
+        println!(
+            "real-latency --stages {stages}: {what}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n = {})",
+            percentile(values, 50.0),
+            percentile(values, 99.0),
+            values.last().copied().unwrap_or(f64::NAN),
+            values.len(),
+        );
+    }
+    println!(
+        "whole run {:.1} s ({:.0} ms per stage)",
+        wall.as_secs_f64(),
+        wall.as_secs_f64() * 1000.0 / stages as f64
+    );
     engine.stop().await;
     Ok(())
 }

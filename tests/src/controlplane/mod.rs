@@ -404,10 +404,12 @@ impl ControlPlane {
             runner_root.join("usr/local/bin/gantry-runner"),
         )
         .expect("runner in its image");
+        // A caller's own mapping (a benchmark's release runner) wins.
         options
             .images
             .roots
-            .insert(crate::kube::RUNNER_IMAGE.to_owned(), runner_root);
+            .entry(crate::kube::RUNNER_IMAGE.to_owned())
+            .or_insert(runner_root);
         let kubelet = Kubelet::start(
             kubeconfig::client(&node_kubeconfig).await,
             root.join("pods"),
