@@ -62,6 +62,8 @@
       }
       // The stage being followed started another attempt: follow that one.
       if (log.key === s.key && log.auto && s.attempt > log.attempt) openLog(s.key, s.attempt, true);
+      // A shown approval was decided (here or elsewhere): say so instead of the question.
+      else if (log.key === s.key && log.waiting && s.status !== 'waiting_approval') openLog(s.key, null, log.auto);
     }
   }
 
@@ -140,7 +142,7 @@
   const view = $('log-view');
   const spacer = $('log-spacer');
   const rows = $('log-rows');
-  const log = { key: null, index: -1, attempt: 0, auto: true, lines: [], source: null, target: null, matches: [], match: -1, needle: '' };
+  const log = { key: null, index: -1, attempt: 0, auto: true, lines: [], source: null, target: null, matches: [], match: -1, needle: '', waiting: false };
   let drawQueued = false;
   let programmaticScroll = false;
   const indexOf = (key) => {
@@ -204,6 +206,31 @@
 
   function setState(text) { $('log-state').textContent = text; }
 
+  // A stage waiting for approval has no log yet (an approval-only stage never has one): the
+  // pane shows its question with Approve and Reject (the stage row's own box, copied) instead.
+  function showApproval(key, stage) {
+    const row = [...document.querySelectorAll('tr[data-key]')].find((r) => r.dataset.key === key);
+    const gate = !!row && row.hasAttribute('data-gate');
+    const pane = $('log-approval');
+    pane.replaceChildren();
+    log.waiting = !!stage && stage.status === 'waiting_approval';
+    if (log.waiting) {
+      const box = [...document.querySelectorAll('tr [data-approval]')].find((b) => b.dataset.approval === key);
+      if (box) {
+        const copy = box.cloneNode(true);
+        copy.hidden = false;
+        pane.appendChild(copy);
+      }
+      setState(gate ? 'No log: this stage waits for approval.' : 'Waiting for approval: the stage runs once approved.');
+      return gate;
+    }
+    if (!gate) return false;
+    const outcome = stage && stage.approved_by ? ` Approved by ${stage.approved_by}.`
+      : stage && stage.error ? ` ${stage.error.charAt(0).toUpperCase()}${stage.error.slice(1)}.` : '';
+    setState(`No log: this stage only waits for approval.${outcome}`);
+    return true;
+  }
+
   async function openLog(key, attempt, auto) {
     if (log.source) log.source.close();
     Object.assign(log, { key, index: indexOf(key), lines: [], source: null, matches: [], match: -1, auto: !!auto });
@@ -242,6 +269,8 @@
       steps.appendChild(li);
     }
     setState(stage && stage.status === 'pending' ? 'Waiting for the stage to start…' : 'Loading…');
+    // An approval-only stage runs nothing: no log stream to open.
+    if (showApproval(key, stage)) { queueDraw(); return; }
     const source = new EventSource(`${stageUrl}/logs/stream?attempt=${log.attempt}`);
     log.source = source;
     source.onmessage = (event) => {

@@ -17,7 +17,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Check pipeline files and print every problem as FILE:LINE:COL: message.
+    /// Check pipeline files and print every problem as FILE:LINE:COL: message, with the line
+    /// it points at and a caret under the column.
     Validate {
         /// Pipeline files (e.g. .gantry.yaml).
         #[arg(required = true)]
@@ -41,8 +42,9 @@ pub enum Command {
     Runs(RunsArgs),
     /// Show a run with its stages, their statuses, durations and errors.
     Status {
-        /// The run's id.
-        run: i64,
+        /// The run: ID, PIPELINE#N, PROJECT/PIPELINE#N or PIPELINE N.
+        #[arg(value_name = "RUN", required = true, num_args = 1..=2)]
+        run: Vec<String>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -50,10 +52,10 @@ pub enum Command {
     Logs(LogsArgs),
     /// Cancel a run, or one stage of it.
     Cancel {
-        /// The run's id.
-        run: i64,
-        /// Only this stage.
-        stage: Option<String>,
+        /// The run (ID, PIPELINE#N, PROJECT/PIPELINE#N or PIPELINE N), then a stage's key to
+        /// cancel only that stage.
+        #[arg(value_names = ["RUN", "STAGE"], required = true, num_args = 1..=3)]
+        run: Vec<String>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -134,23 +136,29 @@ pub struct ServerArgs {
     /// The engine's URL.
     #[arg(long, env = "GANTRY_URL", default_value = crate::client::DEFAULT_URL)]
     pub server: String,
-    /// An API token (default: the first administrator's token file in the local engine's
-    /// data directory, when this user can read it).
+    /// An API token (default: the first administrator's admin.token in the local engine's
+    /// data directory, when this user can read it and that engine recorded this --server as
+    /// its URL).
     #[arg(long, env = "GANTRY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 
 impl ServerArgs {
-    /// The token to send: `--token`/`GANTRY_TOKEN`, else `admin.token` in the data directory
-    /// (`GANTRY_DATA_DIR` or the default), so the CLI works out of the box next to a local
-    /// `gantry serve`.
-    pub fn token(&self) -> Option<String> {
-        self.token.clone().filter(|t| !t.is_empty()).or_else(|| {
-            let dir = std::env::var_os("GANTRY_DATA_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(default_data_dir);
-            crate::access::bootstrap::read_token(&dir)
-        })
+    /// The token to send and where it came from: `--token`/`GANTRY_TOKEN`, else
+    /// `admin.token` in the data directory (`GANTRY_DATA_DIR` or the default) when the engine
+    /// that wrote it is the one asked, so the CLI works out of the box next to a local
+    /// `gantry serve` and sends that token nowhere else.
+    pub fn credential(&self) -> crate::client::credential::Credential {
+        let dir = std::env::var_os("GANTRY_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(default_data_dir);
+        let env = std::env::var("GANTRY_TOKEN").ok();
+        crate::client::credential::resolve(
+            &self.server,
+            self.token.as_deref(),
+            env.as_deref(),
+            &dir,
+        )
     }
 }
 
@@ -203,10 +211,10 @@ pub struct RunsArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct LogsArgs {
-    /// The run's id.
-    pub run: i64,
-    /// The stage's key (its name; `name[k=v]` for a matrix instance).
-    pub stage: String,
+    /// The run (ID, PIPELINE#N, PROJECT/PIPELINE#N or PIPELINE N), then the stage's key (its
+    /// name; `name[k=v]` for a matrix instance).
+    #[arg(value_names = ["RUN", "STAGE"], required = true, num_args = 2..=3)]
+    pub run: Vec<String>,
     /// Follow the log live (through retries) until the stage ends; exit 1 if it failed.
     #[arg(short = 'f', long)]
     pub follow: bool,
@@ -219,18 +227,19 @@ pub struct LogsArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct DecisionArgs {
-    /// The run's id.
-    pub run: i64,
-    /// The stage waiting for approval.
-    pub stage: String,
+    /// The run (ID, PIPELINE#N, PROJECT/PIPELINE#N or PIPELINE N), then the stage waiting for
+    /// approval.
+    #[arg(value_names = ["RUN", "STAGE"], required = true, num_args = 2..=3)]
+    pub run: Vec<String>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct RerunArgs {
-    /// The finished run's id.
-    pub run: i64,
+    /// The finished run: ID, PIPELINE#N, PROJECT/PIPELINE#N or PIPELINE N.
+    #[arg(value_name = "RUN", required = true, num_args = 1..=2)]
+    pub run: Vec<String>,
     /// Keep the results of stages that succeeded; run only the rest.
     #[arg(long)]
     pub failed: bool,
@@ -463,7 +472,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Runs(args) => block_on(commands::runs(args)),
         Command::Status { run, server } => block_on(commands::status(run, server)),
         Command::Logs(args) => block_on(commands::logs(args)),
-        Command::Cancel { run, stage, server } => block_on(commands::cancel(run, stage, server)),
+        Command::Cancel { run, server } => block_on(commands::cancel(run, server)),
         Command::Approve(args) => block_on(commands::decide(args, true)),
         Command::Reject(args) => block_on(commands::decide(args, false)),
         Command::Rerun(args) => block_on(commands::rerun(args)),
@@ -526,7 +535,15 @@ fn validate(files: &[PathBuf], show_plan: bool) -> ExitCode {
         match crate::pipeline::load(&file, &text) {
             Ok(plan) => {
                 if show_plan {
-                    let _ = writeln!(out, "{file}: ok, {} stage instance(s)", plan.stages.len());
+                    let _ = writeln!(
+                        out,
+                        "{file}: ok, pipeline {}, {} stage instance(s)",
+                        plan.pipeline.name.value,
+                        plan.stages.len()
+                    );
+                    if let Some(description) = &plan.pipeline.description {
+                        let _ = writeln!(out, "  description: {}", description.trim());
+                    }
                     for s in &plan.stages {
                         let needs: Vec<&str> = s
                             .needs
@@ -545,9 +562,7 @@ fn validate(files: &[PathBuf], show_plan: bool) -> ExitCode {
             }
             Err(report) => {
                 ok = false;
-                for line in report.lines() {
-                    let _ = writeln!(out, "{line}");
-                }
+                let _ = write!(out, "{}", report.render(&text));
             }
         }
     }

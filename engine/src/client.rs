@@ -3,7 +3,9 @@
 //! the API's error bodies into `ClientError`s whose messages can be shown as they are.
 
 pub mod commands;
+pub mod credential;
 pub mod follow;
+pub mod run_ref;
 pub mod show;
 pub mod sse;
 
@@ -132,9 +134,18 @@ pub struct Run {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The pipeline's `description` (only in `GET /runs/{id}`, when it has one).
+    #[serde(default)]
+    pub description: Option<String>,
     /// Only in `GET /runs/{id}`.
     #[serde(default)]
     pub stages: Vec<Stage>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Pipeline {
+    pub project: String,
+    pub name: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -145,7 +156,13 @@ pub struct Stage {
     pub max_attempts: i32,
     pub error: Option<String>,
     pub approved_by: Option<String>,
+    /// The approval question as asked, once the stage waits for approval.
+    #[serde(default)]
+    pub approval_message: Option<String>,
     pub reused_from: Option<i64>,
+    /// What an image stage pushed: `registry/repository@sha256:...`.
+    #[serde(default)]
+    pub image: Option<String>,
     pub allow_failure: bool,
     pub finally: bool,
     pub started_at: Option<DateTime<Utc>>,
@@ -172,6 +189,8 @@ pub struct Client {
     http: reqwest::Client,
     /// Sent as `Authorization: Bearer` with every request.
     token: Option<String>,
+    /// Where `token` came from, named in authentication errors.
+    token_source: credential::TokenSource,
 }
 
 /// Non-streaming requests give up after this long.
@@ -209,12 +228,14 @@ impl Client {
             base,
             http,
             token: None,
+            token_source: credential::TokenSource::Nothing { skipped: None },
         })
     }
 
-    /// Sends `token` (an API token) with every request.
-    pub fn with_token(mut self, token: Option<String>) -> Client {
-        self.token = token;
+    /// Sends the credential's token (if any) with every request.
+    pub fn with_credential(mut self, credential: credential::Credential) -> Client {
+        self.token = credential.token;
+        self.token_source = credential.source;
         self
     }
 
@@ -268,11 +289,10 @@ impl Client {
         match serde_json::from_str::<ErrorBody>(&body) {
             Ok(error) => Err(ClientError::Api {
                 status,
-                message: if status == StatusCode::UNAUTHORIZED {
-                    format!(
-                        "{} (give an API token with --token or GANTRY_TOKEN)",
-                        error.error
-                    )
+                // Which token was refused (or that none was sent), so a stale one is traced to
+                // its flag, variable or file.
+                message: if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                    format!("{} ({})", error.error, self.token_source.hint())
                 } else {
                     error.error
                 },
@@ -369,6 +389,32 @@ impl Client {
     pub async fn run(&self, id: i64) -> Result<Run, ClientError> {
         self.json(self.request(Method::GET, &["runs", &id.to_string()]))
             .await
+    }
+
+    /// Run `number` of a pipeline, with its stages.
+    pub async fn run_by_number(
+        &self,
+        project: &str,
+        pipeline: &str,
+        number: i32,
+    ) -> Result<Run, ClientError> {
+        self.json(self.request(
+            Method::GET,
+            &[
+                "projects",
+                project,
+                "pipelines",
+                pipeline,
+                "runs",
+                &number.to_string(),
+            ],
+        ))
+        .await
+    }
+
+    /// Every pipeline the caller may read.
+    pub async fn pipelines(&self) -> Result<Vec<Pipeline>, ClientError> {
+        self.json(self.request(Method::GET, &["pipelines"])).await
     }
 
     pub async fn stage(&self, run: i64, key: &str) -> Result<Stage, ClientError> {

@@ -1,6 +1,8 @@
 //! Images glue on the engine's side: how image stages reach their registries (plain HTTP only
 //! where configured, credentials from the stage's `REGISTRY_AUTH` secret or the engine's docker
-//! `config.json`), and the labels and timestamps every built image carries. The building
+//! `config.json`), and the labels and timestamps every built image carries: only facts of the
+//! inputs (commit, its time, source), never of the run, so the same inputs give the same image
+//! digest (the run's own record keeps which image each stage pushed). The building
 //! itself is the runner library's (`gantry_runner::image`), which the engine may also call
 //! directly.
 
@@ -83,22 +85,37 @@ pub fn credential_values(accesses: &[RegistryAccess]) -> Vec<String> {
 }
 
 /// Seconds since the epoch of the run's commit, when the trigger recorded it (`commit_time`,
-/// RFC 3339 or seconds); else 0. Image timestamps come from it so that the same commit
-/// builds the same image.
-pub fn created_epoch(context: &serde_json::Value) -> i64 {
-    let Some(value) = ["commit_time", "commit_timestamp"]
+/// RFC 3339 or seconds). Image timestamps come from it (`SOURCE_DATE_EPOCH` semantics) so
+/// that the same commit builds the same image on any day.
+pub fn commit_time(context: &serde_json::Value) -> Option<i64> {
+    let value = ["commit_time", "commit_timestamp"]
         .iter()
-        .find_map(|k| context.get(*k))
-    else {
-        return 0;
-    };
+        .find_map(|k| context.get(*k))?;
     if let Some(secs) = value.as_i64() {
-        return secs.max(0);
+        return Some(secs.max(0));
     }
     value
         .as_str()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map_or(0, |t| t.timestamp().max(0))
+        .map(|t| t.timestamp().max(0))
+}
+
+/// [`commit_time`], or 0 (1970-01-01: still the same for the same inputs) when unknown.
+pub fn created_epoch(context: &serde_json::Value) -> i64 {
+    commit_time(context).unwrap_or(0)
+}
+
+/// The runner's compression for a stage's `compression`.
+pub fn compression(
+    chosen: crate::pipeline::model::ImageCompression,
+) -> gantry_runner::image::Compression {
+    use crate::pipeline::model::ImageCompression as Chosen;
+    use gantry_runner::image::Compression;
+    match chosen {
+        Chosen::Fast => Compression::Fast,
+        Chosen::Default => Compression::Default,
+        Chosen::Best => Compression::Best,
+    }
 }
 
 /// The repository URL of the run's source, when the trigger recorded it.
@@ -109,23 +126,17 @@ pub fn source_url(context: &serde_json::Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Labels every image Gantry builds carries, before the stage's own (which win).
-pub fn standard_labels(
-    context: &serde_json::Value,
-    commit: Option<&str>,
-    run_link: String,
-) -> Vec<(String, String)> {
-    let mut labels = vec![(
-        "org.opencontainers.image.created".to_owned(),
-        gantry_runner::image::oci::rfc3339(created_epoch(context)),
-    )];
+/// Labels every image Gantry builds carries, before the stage's own (which win). Nothing
+/// about the run (its number, its URL): that would make every run's image a new digest. The
+/// runner adds `org.opencontainers.image.created` from the time it dates the image with.
+pub fn standard_labels(context: &serde_json::Value, commit: Option<&str>) -> Vec<(String, String)> {
+    let mut labels = Vec::new();
     if let Some(sha) = commit.filter(|s| !s.is_empty()) {
         labels.push(("org.opencontainers.image.revision".into(), sha.to_owned()));
     }
     if let Some(url) = source_url(context) {
         labels.push(("org.opencontainers.image.source".into(), url));
     }
-    labels.push(("io.gantry.run".into(), run_link));
     labels
 }
 
@@ -185,8 +196,60 @@ mod tests {
             1_714_557_600
         );
         assert_eq!(created_epoch(&json!({"commit_timestamp": 42})), 42);
-        let labels = standard_labels(&json!({}), Some("abc"), "http://e/runs/1".into());
-        assert_eq!(labels[0].1, "1970-01-01T00:00:00Z");
-        assert!(labels.contains(&("org.opencontainers.image.revision".into(), "abc".into())));
+        assert_eq!(commit_time(&json!({"commit_time": "yesterday"})), None);
+    }
+
+    /// `compression:` of a b2i and an s2i stage, as the runner gets it.
+    fn compressions(extra: &str) -> Result<Vec<gantry_runner::image::Compression>, String> {
+        use crate::pipeline::model::StageKind;
+        let yaml = format!(
+            "name: c\nstages:\n  - name: build\n    steps: [make]\n    artifacts: [out/]\n  \
+             - name: pack\n    needs: [build]\n    b2i:\n      artifact: out/app\n      \
+             base: r.io/b:1\n      output: r.io/o:1\n{extra}  - name: src\n    s2i:\n      \
+             builder: r.io/s:1\n      output: r.io/p:1\n{extra}"
+        );
+        let pipeline = crate::pipeline::parse("c.yaml", &yaml).map_err(|r| r.to_string())?;
+        Ok(pipeline
+            .stages
+            .iter()
+            .filter_map(|s| match &s.kind {
+                StageKind::B2i(b) => Some(compression(b.compression)),
+                StageKind::S2i(s) => Some(compression(s.compression)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    #[test]
+    fn image_stages_choose_their_compression() {
+        use gantry_runner::image::Compression;
+        assert_eq!(
+            compressions(""),
+            Ok(vec![Compression::Fast, Compression::Fast])
+        );
+        assert_eq!(
+            compressions("      compression: best\n"),
+            Ok(vec![Compression::Best, Compression::Best])
+        );
+        assert_eq!(Compression::Best.gzip_level(), 9);
+        assert_eq!(Compression::Default.gzip_level(), 6);
+        let err = compressions("      compression: zstd\n").expect_err("not a choice");
+        assert!(
+            err.contains("unknown compression `zstd` (expected fast, default or best)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn standard_labels_carry_nothing_of_the_run() {
+        let context = json!({"event": "manual", "commit_sha": "abc", "commit_time": 7});
+        let labels = standard_labels(&context, Some("abc"));
+        assert_eq!(
+            labels,
+            [(
+                "org.opencontainers.image.revision".to_owned(),
+                "abc".to_owned()
+            )]
+        );
     }
 }

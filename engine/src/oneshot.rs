@@ -23,6 +23,23 @@ fn git(args: &[&str]) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// What a run of the current directory is about: its branch, its `HEAD` commit and that
+/// commit's time (images are dated with it, as `SOURCE_DATE_EPOCH` would), from `git`.
+fn local_context(git: impl Fn(&[&str]) -> Option<String>) -> RunContext {
+    let commit_sha = git(&["rev-parse", "HEAD"]);
+    let commit_time = commit_sha
+        .as_ref()
+        .and_then(|sha| git(&["show", "-s", "--format=%ct", sha]))
+        .and_then(|t| t.parse::<i64>().ok());
+    RunContext {
+        event: "manual".into(),
+        branch: git(&["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD"),
+        commit_sha,
+        commit_time,
+        ..RunContext::default()
+    }
+}
+
 pub async fn run(args: RunArgs) -> ExitCode {
     if std::env::var_os("GANTRY_LOG").is_some() {
         crate::cli::init_tracing();
@@ -36,7 +53,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     };
     let file = args.file.display().to_string();
     if let Err(report) = crate::pipeline::parse(&file, &yaml) {
-        eprintln!("{report}");
+        eprint!("{}", report.render(&yaml));
         return ExitCode::from(2);
     }
     let mut config = args.engine.config();
@@ -71,12 +88,7 @@ async fn drive(
             return ExitCode::from(2);
         }
     };
-    let context = RunContext {
-        event: "manual".into(),
-        branch: git(&["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD"),
-        commit_sha: git(&["rev-parse", "HEAD"]),
-        ..RunContext::default()
-    };
+    let context = local_context(git);
     let triggered = match crate::run::trigger(
         engine,
         PROJECT,
@@ -165,5 +177,52 @@ async fn drive(
             };
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `git` in `dir` with a fixed identity and no user or system configuration.
+    fn git_in(dir: &std::path::Path, args: &[&str]) -> Option<String> {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .env("GIT_AUTHOR_DATE", "2024-05-01T12:00:00+02:00")
+            .env("GIT_COMMITTER_DATE", "2024-05-01T12:00:00+02:00")
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+
+    #[test]
+    fn a_local_run_carries_the_commit_time_that_dates_its_images() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path();
+        git_in(path, &["init", "-q", "-b", "main"]);
+        std::fs::write(path.join("a.txt"), "a").expect("file");
+        git_in(path, &["add", "a.txt"]);
+        git_in(path, &["commit", "-q", "-m", "one"]);
+        let context = local_context(|args: &[&str]| git_in(path, args));
+        assert_eq!(context.branch.as_deref(), Some("main"));
+        assert!(context.commit_sha.is_some(), "{context:?}");
+        assert_eq!(context.commit_time, Some(1_714_557_600));
+        // What the image stage then dates the image with.
+        let stored = serde_json::to_value(&context).expect("json");
+        assert_eq!(crate::images::created_epoch(&stored), 1_714_557_600);
+
+        let plain = tempfile::tempdir().expect("temp dir");
+        let outside = local_context(|args: &[&str]| git_in(plain.path(), args));
+        assert_eq!((outside.commit_sha, outside.commit_time), (None, None));
     }
 }

@@ -118,6 +118,10 @@ pub struct RunContext {
     /// The commit built (for a tag, the commit it points at).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_sha: Option<String>,
+    /// The commit's committer time (seconds since the epoch), when the trigger knows it: image
+    /// stages date their images with it (without it, with the commit they check out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_time: Option<i64>,
     /// An annotated tag's own object id (`commit_sha` is the commit it points at).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag_object: Option<String>,
@@ -579,7 +583,11 @@ pub async fn decide_approval(
             status.as_str()
         )));
     }
-    stages::set_approved_by(&mut *tx, row.id, who).await?;
+    // `approved_by` only for an approval: a rejection is told by the stage's error
+    // ("rejected by bob"), and the stage must not also read as approved.
+    if approve {
+        stages::set_approved_by(&mut *tx, row.id, who).await?;
+    }
     let verb = if approve { "approved" } else { "rejected" };
     store::events::record(
         &mut *tx,

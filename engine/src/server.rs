@@ -105,6 +105,18 @@ impl Server {
                 crate::access::bootstrap::ADMIN
             );
         }
+        // Which engine the data directory's admin.token is for, so the CLI sends it nowhere
+        // else; a failure costs only that convenience.
+        let urls = [format!("http://{addr}"), engine.url.clone()];
+        if let Err(e) = crate::access::bootstrap::record_engine(
+            &engine.store.pool,
+            &engine.config.data_dir,
+            &urls,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "could not record this engine's URL beside admin.token");
+        }
         let (shutdown, rx) = watch::channel(false);
         let watching = watched.then(|| {
             tokio::spawn(watch_embedded(
@@ -139,7 +151,7 @@ impl Server {
                 let engine = Arc::clone(&engine);
                 async move {
                     let app = crate::http::router()
-                        .merge(crate::ui::router())
+                        .merge(crate::ui::router(Arc::clone(&engine)))
                         .layer(tower_http::trace::TraceLayer::new_for_http())
                         .with_state(engine);
                     if let Err(e) = crate::http::serve(listener, app, rx).await {

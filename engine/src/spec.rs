@@ -81,10 +81,9 @@ impl Scope<'_> {
 pub async fn build(engine: &Engine, row: &stages::StageRunRow) -> Result<StageSpec, RunError> {
     let pool = &engine.store.pool;
     // Independent reads, side by side: every stage start waits for this spec.
-    let (run, all, artifacts) = tokio::try_join!(
+    let (run, all) = tokio::try_join!(
         runs::get(pool, row.run_id),
         stages::for_run(pool, row.run_id),
-        store::artifacts::needed_by(pool, row.run_id, &row.needs),
     )?;
     let plan = engine.plan(run.version_id).await?;
     let index = usize::try_from(row.plan_index).unwrap_or(usize::MAX);
@@ -93,6 +92,24 @@ pub async fn build(engine: &Engine, row: &stages::StageRunRow) -> Result<StageSp
         .get(index)
         .ok_or_else(|| RunError::Conflict(format!("stage `{}` is not in its plan", row.key)))?;
     let stage = plan.stage(planned);
+    // Artifacts of every stage this one needs, directly or through others, nearest last.
+    let needs: Vec<Vec<usize>> = plan.stages.iter().map(|s| s.needs.clone()).collect();
+    let mut producers = unpack_order(&needs, index);
+    // A b2i `from` names the stage whose file it packs: unpacked last, its copy is the one left.
+    if let StageKind::B2i(b2i) = &stage.kind
+        && let Some(from) = &b2i.from
+    {
+        producers.sort_by_key(|&i| {
+            plan.stages
+                .get(i)
+                .is_some_and(|p| base_name(&p.key) == from.value)
+        });
+    }
+    let wanted: Vec<i32> = producers
+        .iter()
+        .filter_map(|&i| i32::try_from(i).ok())
+        .collect();
+    let mut artifacts = store::artifacts::needed_by(pool, row.run_id, &wanted).await?;
     let context: RunContext = serde_json::from_value(run.context.clone()).unwrap_or_default();
     let params: HashMap<String, String> =
         serde_json::from_value(run.params.clone()).unwrap_or_default();
@@ -210,7 +227,7 @@ pub async fn build(engine: &Engine, row: &stages::StageRunRow) -> Result<StageSp
                     name: step
                         .name
                         .clone()
-                        .unwrap_or_else(|| format!("step {}", i + 1)),
+                        .unwrap_or_else(|| default_step_name(&step.run, i)),
                     run: step.run.clone(),
                     env: step_env,
                     timeout_secs: step.timeout.as_ref().map(|t| t.value.as_secs().max(1)),
@@ -238,15 +255,24 @@ pub async fn build(engine: &Engine, row: &stages::StageRunRow) -> Result<StageSp
         }
     };
 
-    // Artifacts of the stages this one needs (following results reused by a rerun).
+    // Artifacts of the stages this one needs (following results reused by a rerun), in the
+    // unpack order: a path kept by several of them is left as the nearest one kept it.
+    let producer_of = |a: &store::artifacts::ArtifactRow| {
+        all.iter()
+            .find(|s| s.reused_from.unwrap_or(s.id) == a.stage_run_id)
+    };
+    let position = |a: &store::artifacts::ArtifactRow| {
+        producer_of(a)
+            .and_then(|s| usize::try_from(s.plan_index).ok())
+            .and_then(|p| producers.iter().position(|&i| i == p))
+    };
+    // Stable: one stage's artifacts keep their order by name.
+    artifacts.sort_by_key(|a| position(a));
     let inputs = artifacts
-        .into_iter()
+        .iter()
         .map(|a| ArtifactInput {
             id: a.id,
-            stage: all
-                .iter()
-                .find(|s| s.reused_from.unwrap_or(s.id) == a.stage_run_id)
-                .map_or_else(String::new, |s| s.key.clone()),
+            stage: producer_of(a).map_or_else(String::new, |s| s.key.clone()),
         })
         .collect();
 
@@ -319,11 +345,10 @@ fn image_task(
 ) -> Result<ImageTask, RunError> {
     let context = &scope.run.context;
     let created_epoch = images::created_epoch(context);
-    let mut labels = images::standard_labels(
-        context,
-        scope.context.commit_sha.as_deref(),
-        format!("{}/api/v1/runs/{}", engine.url, scope.run.id),
-    );
+    // No commit time recorded: the runner dates the image with the commit it checks out.
+    let created_from_checkout =
+        images::commit_time(context).is_none() && scope.context.repository_id.is_some();
+    let mut labels = images::standard_labels(context, scope.context.commit_sha.as_deref());
     let registries = |names: &[&str]| {
         images::registries(
             names,
@@ -365,6 +390,8 @@ fn image_task(
                 env,
                 labels,
                 created_epoch,
+                created_from_checkout,
+                compression: images::compression(b2i.compression),
                 created_by: None,
             }))
         }
@@ -402,6 +429,8 @@ fn image_task(
                 incremental: s2i.incremental,
                 labels,
                 created_epoch,
+                created_from_checkout,
+                compression: images::compression(s2i.compression),
                 rootfs: None,
                 exclude: Vec::new(),
             }))
@@ -413,9 +442,88 @@ fn image_task(
     }
 }
 
+/// The approval question of the stage at plan index `index` of `run`, as approvers see it:
+/// its `message` with the run's values in place of `${{ }}` references (`None` without a
+/// message). A reference with no value in this run (an image not pushed) stays as written:
+/// the question is still worth asking.
+pub fn approval_message(
+    run: &runs::RunRow,
+    plan: &crate::pipeline::Plan,
+    index: usize,
+    stages: &[stages::StageRunRow],
+) -> Option<String> {
+    let planned = plan.stages.get(index)?;
+    let message = plan.stage(planned).approval.as_ref()?.message.as_ref()?;
+    let context: RunContext = serde_json::from_value(run.context.clone()).unwrap_or_default();
+    let scope = Scope {
+        params: serde_json::from_value(run.params.clone()).unwrap_or_default(),
+        context: &context,
+        run,
+        images: stages
+            .iter()
+            .filter_map(|s| Some((base_name(&s.key).to_owned(), s.image.clone()?)))
+            .collect(),
+        matrix: &planned.matrix,
+    };
+    message
+        .render(|r| scope.lookup(r).or_else(|| Some(format!("${{{{ {r} }}}}"))))
+        .ok()
+}
+
 /// `test[os=linux]` → `test`.
 fn base_name(key: &str) -> &str {
     key.split_once('[').map_or(key, |(name, _)| name)
+}
+
+/// The stages whose artifacts the stage at plan index `stage` receives, in the order they are
+/// unpacked: every stage it needs, directly or through others (`needs[i]` are the plan indices
+/// stage `i` needs directly). Later unpacks overwrite earlier ones, so the farthest producers
+/// come first and a path kept by several stages ends up as the nearest one kept it (fewest
+/// `needs` away); at the same distance, the stage later in the plan wins.
+fn unpack_order(needs: &[Vec<usize>], stage: usize) -> Vec<usize> {
+    // Breadth first: the first time a stage is reached is over its shortest path.
+    let mut distance: Vec<Option<usize>> = vec![None; needs.len()];
+    let mut frontier: Vec<usize> = needs.get(stage).cloned().unwrap_or_default();
+    let mut depth = 1;
+    while !frontier.is_empty() {
+        let mut next = Vec::new();
+        for i in frontier {
+            if let Some(slot) = distance.get_mut(i)
+                && slot.is_none()
+            {
+                *slot = Some(depth);
+                next.extend(needs.get(i).into_iter().flatten().copied());
+            }
+        }
+        frontier = next;
+        depth += 1;
+    }
+    let mut order: Vec<(usize, usize)> = distance
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| Some((i, (*d)?)))
+        .filter(|&(i, _)| i != stage)
+        .collect();
+    order.sort_by(|(a, da), (b, db)| db.cmp(da).then(a.cmp(b)));
+    order.into_iter().map(|(i, _)| i).collect()
+}
+
+/// Longest default step name, in characters: enough to recognise a command in the step list
+/// and the log; the log has the whole script anyway.
+const STEP_NAME_CHARS: usize = 60;
+
+/// What an unnamed step is called (in its log's `$ ` line, the step list, failure messages):
+/// the first line of its command, as GitHub Actions and GitLab show it, cut short with `…`.
+/// `step N` only for a command with no text at all.
+fn default_step_name(run: &str, index: usize) -> String {
+    let Some(line) = run.lines().map(str::trim).find(|l| !l.is_empty()) else {
+        return format!("step {}", index + 1);
+    };
+    if line.chars().count() <= STEP_NAME_CHARS {
+        return line.to_owned();
+    }
+    let cut: String = line.chars().take(STEP_NAME_CHARS - 1).collect();
+    format!("{}…", cut.trim_end())
 }
 
 /// What an executor that runs stages in containers needs for `stage_run`'s current attempt:
@@ -552,4 +660,39 @@ pub async fn deploy_request(
             .map_or(DEFAULT_DEPLOY_TIMEOUT, |t| t.value),
         rollback_on_failure: deploy.rollback_on_failure,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_of_transitive_needs_unpack_farthest_first() {
+        // 0 <- 1 <- 3, 0 <- 2 <- 3, and 4 needs 3 directly and 0 too.
+        let needs = vec![vec![], vec![0], vec![0], vec![1, 2], vec![0, 3]];
+        assert_eq!(unpack_order(&needs, 3), vec![0, 1, 2]);
+        // 0 is one step from 4 (directly needed): it is as near as 3, and 3 is later.
+        assert_eq!(unpack_order(&needs, 4), vec![1, 2, 0, 3]);
+        assert_eq!(unpack_order(&needs, 0), Vec::<usize>::new());
+        // A chain: the nearest producer is unpacked last, so its files are the ones left.
+        let chain = vec![vec![], vec![0], vec![1], vec![2]];
+        assert_eq!(unpack_order(&chain, 3), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn unnamed_steps_are_named_after_their_commands_first_line() {
+        assert_eq!(default_step_name("make test", 0), "make test");
+        assert_eq!(
+            default_step_name("\n  cargo build --release  \n cargo test\n", 2),
+            "cargo build --release"
+        );
+        let long = format!("echo {}", "x".repeat(100));
+        let name = default_step_name(&long, 0);
+        assert_eq!(name.chars().count(), STEP_NAME_CHARS);
+        assert!(
+            name.starts_with("echo xxx") && name.ends_with('…'),
+            "{name}"
+        );
+        assert_eq!(default_step_name("  \n\t\n", 3), "step 4");
+    }
 }

@@ -75,14 +75,78 @@ fn every_problem_of_every_file_is_printed() {
         first.lines().count() >= 5 && second.lines().count() >= 2,
         "the fixtures chosen here should have several problems each"
     );
-    assert_eq!(stdout, format!("{first}{second}"));
-    for line in stdout.lines() {
+    // Each FILE:LINE:COL line is followed by the source line and a caret (three lines).
+    let problems: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("tests/fixtures/invalid/"))
+        .collect();
+    assert_eq!(
+        problems.join("\n") + "\n",
+        format!("{first}{second}"),
+        "{stdout}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4 * problems.len(), "{stdout}");
+    for group in lines.chunks(4) {
+        let number = group[0].split(':').nth(1).expect("FILE:LINE:COL");
+        let gutter = " ".repeat(number.len());
+        assert_eq!(group[1], format!("{gutter} |"), "{stdout}");
+        assert!(group[2].starts_with(&format!("{number} | ")), "{stdout}");
         assert!(
-            line.starts_with("tests/fixtures/invalid/several-problems.yaml:")
-                || line.starts_with("tests/fixtures/invalid/unknown-pull-request-type.yaml:"),
-            "not a FILE:LINE:COL line: {line}"
+            group[3].starts_with(&format!("{gutter} | ")) && group[3].ends_with('^'),
+            "{stdout}"
         );
     }
+}
+
+/// Writes `text` to a temporary pipeline file and validates it.
+fn validate_text(text: &str) -> (String, Output) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("p.yaml");
+    std::fs::write(&path, text).expect("write the file");
+    let file = path.display().to_string();
+    let out = validate(&[&file]);
+    (file, out)
+}
+
+#[test]
+fn every_yaml_syntax_error_is_shown_with_its_line_and_a_caret() {
+    // Two independent mistakes: a value holding `: ` unquoted, and a tab for indentation.
+    let (file, out) = validate_text(
+        "name: broken\ndescription: one: two\nstages:\n  - name: a\n    steps: [echo]\n  - name: b\n\tsteps: [x]\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let problems: Vec<&str> = stdout.lines().filter(|l| l.starts_with(&file)).collect();
+    assert_eq!(problems.len(), 2, "both syntax errors: {stdout}");
+    assert!(
+        problems[0].starts_with(&format!("{file}:2:"))
+            && problems[0].contains("YAML syntax error")
+            && problems[0].contains("must be quoted"),
+        "{stdout}"
+    );
+    assert!(
+        problems[1].starts_with(&format!("{file}:7:1:")) && problems[1].contains("tab"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 | description: one: two\n  |                 ^\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("7 | \tsteps: [x]\n  | ^\n"), "{stdout}");
+}
+
+#[test]
+fn a_syntax_error_the_parser_cannot_get_past_says_so() {
+    let (file, out) = validate_text("name: \"unclosed\nstages:\n  - name: a\n    steps: [echo]\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let problems: Vec<&str> = stdout.lines().filter(|l| l.starts_with(&file)).collect();
+    assert_eq!(problems.len(), 1, "{stdout}");
+    assert!(
+        problems[0].contains("cannot continue past this error"),
+        "{stdout}"
+    );
 }
 
 #[test]

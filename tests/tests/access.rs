@@ -159,7 +159,8 @@ async fn anonymous_read_opens_reads_only_and_every_route_refuses_anonymous_other
             .replace("{id}", &run.to_string())
             .replace("{key}", "gate")
             .replace("{artifact}", "1")
-            .replace("{user}", "admin");
+            .replace("{user}", "admin")
+            .replace("{number}", "1");
         let url = format!("{api}{path}");
         let request = match method {
             "get" => anonymous.get(&url),

@@ -1,5 +1,6 @@
 //! Approval: a stage with `approval:` waits for a person; approved it runs (or, as a gate,
-//! simply succeeds), rejected it fails naming who rejected it.
+//! simply succeeds), rejected it fails naming who rejected it. The question it asks is its
+//! `message` with the run's values.
 
 use std::time::Duration;
 
@@ -42,6 +43,8 @@ async fn an_approved_stage_waits_then_runs() {
         .await;
     assert_eq!(waiting.attempt, 0);
     assert_eq!(waiting.approved_by, None);
+    // The question as asked: `${{ run.number }}` is this run's number, as the docs promise.
+    assert_eq!(waiting.approval_message.as_deref(), Some("Deploy run 1?"));
     // It keeps waiting: nothing runs it and the run does not end.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
@@ -133,7 +136,8 @@ async fn a_rejected_stage_fails_naming_who_rejected_it() {
     let deploy = stage_of(&stages, "deploy");
     assert_eq!(deploy.status, StageStatus::Failed);
     assert_eq!(deploy.error.as_deref(), Some("rejected by bob"));
-    assert_eq!(deploy.approved_by.as_deref(), Some("bob"));
+    // Rejected is not approved: nothing may read this stage as approved by bob.
+    assert_eq!(deploy.approved_by, None);
     assert_eq!(deploy.attempt, 0, "a rejected stage never runs");
     assert!(!ran.exists());
     assert_eq!(run_row.status, RunStatus::Failed);

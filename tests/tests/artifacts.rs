@@ -46,11 +46,11 @@ stages:
         vec![
             "unpacking the artifacts of build",
             "unpacked 4 entries",
-            "$ step 1",
+            "$ cat out/app.txt out/sub/nested.txt",
             "built by build",
             "deep",
             "exit code 0",
-            "$ step 2",
+            "$ test ! -e scratch.txt",
             "exit code 0"
         ]
     );
@@ -61,6 +61,51 @@ stages:
             .expect("artifacts");
     assert_eq!(artifacts.len(), 1, "{artifacts:?}");
     assert!(artifacts[0].size > 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_reach_every_later_stage_and_the_nearest_producer_wins_a_clash() {
+    let app = TestEngine::start().await;
+    // compile -> package -> ship: ship needs only package, yet gets compile's files too; both
+    // earlier stages keep VERSION, and ship sees package's (one `needs` away, not two).
+    let name = app
+        .apply(
+            r#"
+name: chain
+stages:
+  - name: compile
+    steps:
+      - mkdir bin && echo binary > bin/app && echo "1.0 from compile" > VERSION
+    artifacts: [bin/, VERSION]
+  - name: package
+    steps:
+      - cat bin/app && echo "1.0 from package" > VERSION && echo manifest > MANIFEST
+    artifacts: [VERSION, MANIFEST]
+  - name: ship
+    needs: [package]
+    steps:
+      - cat bin/app MANIFEST VERSION
+"#,
+        )
+        .await;
+    let run = app.trigger(&name, &[]).await;
+    let (run_row, _) = app.wait_for_run(run.run_id, WAIT).await;
+    assert_succeeded(&run_row);
+    assert_eq!(
+        app.log_lines(run.run_id, "ship").await,
+        vec![
+            "unpacking the artifacts of compile",
+            "unpacked 3 entries",
+            "unpacking the artifacts of package",
+            "unpacked 2 entries",
+            "$ cat bin/app MANIFEST VERSION",
+            "binary",
+            "manifest",
+            "1.0 from package",
+            "exit code 0"
+        ]
+    );
     app.stop().await;
 }
 

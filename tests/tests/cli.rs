@@ -77,14 +77,16 @@ async fn gantry(server: &Target, args: &[&str], input: Option<&str>) -> Output {
     }
 }
 
-/// The run id in `triggered run ID: ...`.
+/// The run id in `triggered PIPELINE #N (id ID)...`.
 fn triggered_run(output: &Output) -> RunId {
     output
         .stdout
         .lines()
         .find_map(|l| {
-            l.strip_prefix("triggered run ")?
-                .split(':')
+            l.strip_prefix("triggered ")?
+                .split_once("(id ")?
+                .1
+                .split(')')
                 .next()?
                 .parse()
                 .ok()
@@ -127,8 +129,17 @@ async fn apply_stores_a_file_once_and_lists_every_problem_of_a_broken_one() {
     );
     let refused = gantry(&url, &["apply", "-f", &broken], None).await;
     assert_eq!(refused.code, 1, "{refused:?}");
-    let problems: Vec<&str> = refused.stderr.lines().collect();
+    // Each problem, then the line of the file it points at with a caret under the column.
+    let (problems, snippets): (Vec<&str>, Vec<&str>) = refused
+        .stderr
+        .lines()
+        .partition(|l| l.starts_with(&format!("{broken}:")));
     assert!(problems.len() >= 2, "{refused:?}");
+    assert_eq!(snippets.len(), 3 * problems.len(), "{refused:?}");
+    assert!(
+        refused.stderr.contains("4 |     stepz: []\n  |     ^\n"),
+        "{refused:?}"
+    );
     for line in &problems {
         // FILE:LINE:COL: message
         let rest = line
@@ -160,11 +171,12 @@ async fn trigger_then_logs_follow_prints_every_line_and_exits_when_the_stage_end
 
     let triggered = gantry(&url, &["trigger", &name, "--project", "test"], None).await;
     assert_eq!(triggered.code, 0, "{triggered:?}");
-    assert!(
-        triggered.stdout.ends_with(": counting #1\n"),
+    let run = triggered_run(&triggered);
+    assert_eq!(
+        triggered.stdout,
+        format!("triggered counting #1 (id {run})\n"),
         "{triggered:?}"
     );
-    let run = triggered_run(&triggered);
     // Started at once, before the stage has even begun: it waits, then follows live.
     let followed = gantry(&url, &["logs", &run.to_string(), "count", "-f"], None).await;
     assert_eq!(followed.code, 0, "{followed:?}");
@@ -252,7 +264,7 @@ async fn trigger_then_logs_follow_prints_every_line_and_exits_when_the_stage_end
     assert!(
         status
             .stdout
-            .starts_with(&format!("run {run}: test/counting #1 succeeded\n")),
+            .starts_with(&format!("test/counting #1 (id {run}) succeeded\n")),
         "{status:?}"
     );
     assert!(
@@ -285,7 +297,12 @@ async fn trigger_follow_prints_each_stage_and_exits_with_the_run_status() {
     for n in 1..=5 {
         assert!(ok.stdout.contains(&format!("[count] line {n}\n")), "{ok:?}");
     }
-    assert!(ok.stdout.ends_with("==> counting #1 succeeded\n"), "{ok:?}");
+    let ok_run = triggered_run(&ok);
+    assert!(
+        ok.stdout
+            .ends_with(&format!("==> counting #1 (id {ok_run}) succeeded\n")),
+        "{ok:?}"
+    );
     // The stage's log comes before the line saying how it ended.
     let last_line = ok.stdout.find("[count] line 5").unwrap_or(usize::MAX);
     let ended = ok.stdout.find("<-- count succeeded").unwrap_or(0);
@@ -318,19 +335,21 @@ async fn trigger_follow_prints_each_stage_and_exits_with_the_run_status() {
             .lines()
             .last()
             .unwrap_or_default()
-            .starts_with("==> doomed #1 failed"),
+            .starts_with("==> doomed #1 (id "),
         "{failed:?}"
     );
 
-    // Rerun only what failed: `build` keeps its result.
+    // Rerun only what failed: `build` keeps its result. The run is named as the UI shows it.
     let run = triggered_run(&failed);
-    let rerun = gantry(
-        &url,
-        &["rerun", &run.to_string(), "--failed", "--follow"],
-        None,
-    )
-    .await;
+    let rerun = gantry(&url, &["rerun", "doomed#1", "--failed", "--follow"], None).await;
     assert_eq!(rerun.code, 1, "{rerun:?}");
+    let rerun_id = triggered_run(&rerun);
+    assert!(
+        rerun.stdout.starts_with(&format!(
+            "triggered doomed #2 (id {rerun_id}), a rerun of doomed #1 (id {run}) (what did not succeed)\n"
+        )),
+        "{rerun:?}"
+    );
     assert!(
         rerun.stdout.contains("<-- build succeeded (reused"),
         "{rerun:?}"
@@ -368,9 +387,9 @@ async fn cancel_stops_a_running_run_and_refuses_an_ended_one() {
     app.wait_for_stage(run, "wait", WAIT, |s| s.status == StageStatus::Running)
         .await;
 
-    let cancelled = gantry(&url, &["cancel", &run.to_string()], None).await;
+    let cancelled = gantry(&url, &["cancel", "slow#1"], None).await;
     assert_eq!(cancelled.code, 0, "{cancelled:?}");
-    assert_eq!(cancelled.stdout, format!("cancelling run {run}\n"));
+    assert_eq!(cancelled.stdout, format!("cancelling slow #1 (id {run})\n"));
     let (run_row, stages) = app.wait_for_run(run, WAIT).await;
     assert_eq!(run_row.status, RunStatus::Cancelled);
     assert_eq!(stage_of(&stages, "wait").status, StageStatus::Cancelled);
@@ -395,7 +414,7 @@ stages:
   - name: deploy
     needs: [build]
     approval:
-      message: Ship it?
+      message: Ship build ${{ run.number }}?
     steps:
       - echo deployed
 ";
@@ -422,17 +441,25 @@ async fn approve_lets_a_waiting_stage_run_and_reject_fails_it() {
         .await;
     app.grant("test", "bob", gantry::access::Role::Maintainer)
         .await;
+    // `status` asks the stage's question, with this run's values, and says how to answer.
+    let waiting = gantry(&url, &["status", &run.to_string()], None).await;
+    assert!(
+        waiting.stdout.contains(&format!(
+            "\ndeploy waits for approval: Ship build 1?\n  gantry approve {run} deploy"
+        )),
+        "{waiting:?}"
+    );
     let early = gantry(&alice, &["approve", &run.to_string(), "build"], None).await;
     assert_eq!(early.code, 1, "{early:?}");
     assert!(
         early.stderr.contains("is not waiting for approval"),
         "{early:?}"
     );
-    let approved = gantry(&alice, &["approve", &run.to_string(), "deploy"], None).await;
+    let approved = gantry(&alice, &["approve", "release", "1", "deploy"], None).await;
     assert_eq!(approved.code, 0, "{approved:?}");
     assert_eq!(
         approved.stdout,
-        format!("approved stage deploy of run {run}\n")
+        format!("approved stage deploy of release #1 (id {run})\n")
     );
     let (run_row, stages) = app.wait_for_run(run, WAIT).await;
     assert_eq!(run_row.status, RunStatus::Succeeded);
@@ -446,8 +473,12 @@ async fn approve_lets_a_waiting_stage_run_and_reject_fails_it() {
         s.status == StageStatus::WaitingApproval
     })
     .await;
-    let rejected = gantry(&bob, &["reject", &run.to_string(), "deploy"], None).await;
+    let rejected = gantry(&bob, &["reject", "test/release#2", "deploy"], None).await;
     assert_eq!(rejected.code, 0, "{rejected:?}");
+    assert_eq!(
+        rejected.stdout,
+        format!("rejected stage deploy of release #2 (id {run})\n")
+    );
     let (run_row, stages) = app.wait_for_run(run, WAIT).await;
     assert_eq!(run_row.status, RunStatus::Failed);
     let deploy = stage_of(&stages, "deploy");
@@ -456,6 +487,8 @@ async fn approve_lets_a_waiting_stage_run_and_reject_fails_it() {
 
     let status = gantry(&url, &["status", &run.to_string()], None).await;
     assert!(status.stdout.contains("rejected by bob"), "{status:?}");
+    assert!(!status.stdout.contains("approved by"), "{status:?}");
+    assert!(!status.stdout.contains("waits for approval"), "{status:?}");
     app.stop().await;
 }
 
@@ -536,4 +569,277 @@ async fn an_engine_that_is_not_there_is_a_usage_error_with_a_hint() {
              (is `gantry serve` running? set --server or GANTRY_URL)\n"
         )
     );
+}
+
+/// The first line of `gantry status`.
+fn status_line(output: &Output) -> &str {
+    output.stdout.lines().next().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_named_by_its_pipeline_number_as_the_web_ui_shows_it() {
+    let app = TestEngine::start().await;
+    let url = Target::admin(&app);
+    // A run elsewhere first, so that ids and numbers differ.
+    gantry::run::apply(
+        app.engine(),
+        "other",
+        "other.yaml",
+        "name: elsewhere\nstages:\n  - name: a\n    steps:\n      - \"true\"\n",
+    )
+    .await
+    .expect("apply in another project");
+    gantry::run::trigger(
+        app.engine(),
+        "other",
+        "elsewhere",
+        "manual",
+        Default::default(),
+    )
+    .await
+    .expect("trigger in another project");
+    app.apply(
+        "name: greet\ndescription: Says hello to the team\nstages:\n  - name: hello\n    steps:\n      - echo hello from greet\n",
+    )
+    .await;
+    let first = app.trigger("greet", &[]).await;
+    let second = app.trigger("greet", &[]).await;
+    assert_eq!((first.number, second.number), (1, 2));
+    assert_ne!(second.run_id.0, 2, "the id must differ from the number");
+    let id = second.run_id;
+    app.wait_for_run(id, WAIT).await;
+
+    // Every form names the same run, and the output names it by number and id.
+    let expected = format!("test/greet #2 (id {id}) succeeded");
+    let id_text = id.to_string();
+    for args in [
+        vec!["status", "greet#2"],
+        vec!["status", "greet", "2"],
+        vec!["status", "test/greet#2"],
+        vec!["status", "test/greet", "2"],
+        vec!["status", id_text.as_str()],
+    ] {
+        let shown = gantry(&url, &args, None).await;
+        assert_eq!(shown.code, 0, "{args:?}: {shown:?}");
+        assert_eq!(status_line(&shown), expected, "{args:?}: {shown:?}");
+        // The pipeline's description is shown with it.
+        assert_eq!(
+            shown.stdout.lines().nth(1),
+            Some("Says hello to the team"),
+            "{shown:?}"
+        );
+    }
+    let logs = gantry(&url, &["logs", "greet#2", "hello"], None).await;
+    assert_eq!(logs.code, 0, "{logs:?}");
+    assert!(logs.stdout.contains("hello from greet\n"), "{logs:?}");
+    let followed = gantry(&url, &["logs", "greet", "1", "hello", "-f"], None).await;
+    assert_eq!(followed.code, 0, "{followed:?}");
+    assert!(
+        followed.stdout.contains("hello from greet\n"),
+        "{followed:?}"
+    );
+
+    // Mistakes say what is wrong and what to give instead.
+    let missing = gantry(&url, &["status", "greet#9"], None).await;
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert_eq!(
+        missing.stderr,
+        "gantry: pipeline test/greet has no run #9\n"
+    );
+    let no_number = gantry(&url, &["status", "greet"], None).await;
+    assert_eq!(no_number.code, 2, "{no_number:?}");
+    assert!(
+        no_number.stderr.contains("`greet#N` or `greet N`"),
+        "{no_number:?}"
+    );
+    let extra = gantry(&url, &["status", "greet#2", "hello"], None).await;
+    assert_eq!(extra.code, 2, "{extra:?}");
+    assert!(extra.stderr.contains("unexpected `hello`"), "{extra:?}");
+
+    // A name two projects use needs its project; the error lists both.
+    gantry::run::apply(
+        app.engine(),
+        "other",
+        "other.yaml",
+        "name: greet\nstages:\n  - name: hello\n    steps:\n      - \"true\"\n",
+    )
+    .await
+    .expect("apply greet in another project");
+    let ambiguous = gantry(&url, &["status", "greet#2"], None).await;
+    assert_eq!(ambiguous.code, 1, "{ambiguous:?}");
+    assert!(
+        ambiguous
+            .stderr
+            .contains("pipeline `greet` is in several projects: other/greet, test/greet"),
+        "{ambiguous:?}"
+    );
+    let chosen = gantry(&url, &["status", "test/greet#2"], None).await;
+    assert_eq!(status_line(&chosen), expected, "{chosen:?}");
+
+    // The endpoint by number is read as the run is: a user without a role in the project
+    // is refused both ways, alike.
+    let outsider = app.create_user("outsider", "outsider-password").await;
+    let http = gantry_tests::authorized_client(&outsider);
+    let by_id = http
+        .get(format!("{}/api/v1/runs/{id}", app.url()))
+        .send()
+        .await
+        .expect("GET run");
+    let by_number = http
+        .get(format!(
+            "{}/api/v1/projects/test/pipelines/greet/runs/2",
+            app.url()
+        ))
+        .send()
+        .await
+        .expect("GET run by number");
+    assert!(by_id.status().is_client_error(), "{by_id:?}");
+    assert_eq!(by_number.status(), by_id.status());
+    let run: serde_json::Value = app
+        .http()
+        .get(format!(
+            "{}/api/v1/projects/test/pipelines/greet/runs/2",
+            app.url()
+        ))
+        .send()
+        .await
+        .expect("GET run by number")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(run["id"], id.0);
+    assert_eq!(run["description"], "Says hello to the team");
+
+    // The run page shows the id the CLI takes; the pipeline page shows the description.
+    let page = app
+        .http()
+        .get(format!("{}/runs/{id}", app.url()))
+        .send()
+        .await
+        .expect("run page")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(page.contains(&format!("id <code>{id}</code>")), "{page}");
+    let page = app
+        .http()
+        .get(format!("{}/p/test/greet", app.url()))
+        .send()
+        .await
+        .expect("pipeline page")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(
+        page.contains(r#"<p class="description">Says hello to the team</p>"#),
+        "{page}"
+    );
+    app.stop().await;
+}
+
+/// Runs `gantry ARGS --server URL` as a person would next to a local engine: no
+/// `GANTRY_TOKEN` unless `token` is given, and `data_dir` as the local engine's data directory.
+async fn gantry_locally(
+    url: &str,
+    args: &[&str],
+    data_dir: &std::path::Path,
+    token: Option<&str>,
+) -> Output {
+    let mut command = tokio::process::Command::new(gantry_bin());
+    command
+        .args(args)
+        .arg("--server")
+        .arg(url)
+        .env("GANTRY_DATA_DIR", data_dir)
+        .env_remove("GANTRY_TOKEN")
+        .env_remove("GANTRY_URL")
+        .env_remove("GANTRY_PROJECT")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(token) = token {
+        command.env("GANTRY_TOKEN", token);
+    }
+    let output = tokio::time::timeout(WAIT, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("gantry {args:?} did not finish within {WAIT:?}"))
+        .expect("gantry ran");
+    Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_admin_token_goes_only_to_its_engine_and_auth_errors_name_the_token_source() {
+    let local = TestEngine::start().await;
+    let other = TestEngine::start().await;
+    local.apply(COUNTING).await;
+    other.apply(COUNTING).await;
+    let dir = local.data_dir.path();
+    let token_file = dir.join("admin.token").display().to_string();
+    // The engine recorded where it answers beside the token it wrote.
+    let recorded = std::fs::read_to_string(dir.join("admin.token.url")).expect("admin.token.url");
+    assert!(
+        recorded.lines().any(|l| l == local.url()),
+        "{recorded:?} should hold {}",
+        local.url()
+    );
+
+    // Next to its own engine the token file is used by itself.
+    let trigger = ["trigger", "counting", "--project", "test"];
+    let mine = gantry_locally(&local.url(), &trigger, dir, None).await;
+    assert_eq!(mine.code, 0, "{mine:?}");
+
+    // Pointed at another engine, that token is not sent, and the error says why and where
+    // it came from.
+    let elsewhere = gantry_locally(&other.url(), &trigger, dir, None).await;
+    assert_eq!(elsewhere.code, 1, "{elsewhere:?}");
+    assert!(
+        elsewhere.stderr.contains(&format!(
+            "no token was sent ({token_file} is for the engine at {}",
+            local.url()
+        )) && elsewhere
+            .stderr
+            .contains("give one with --token or GANTRY_TOKEN"),
+        "{elsewhere:?}"
+    );
+
+    // A token that is not valid is traced to the variable or the flag it came from.
+    let from_env = gantry_locally(&other.url(), &trigger, dir, Some("not-a-token")).await;
+    assert_eq!(from_env.code, 1, "{from_env:?}");
+    assert!(
+        from_env.stderr.contains("the API token is not valid")
+            && from_env
+                .stderr
+                .contains("GANTRY_TOKEN environment variable"),
+        "{from_env:?}"
+    );
+    let mut with_flag = trigger.to_vec();
+    with_flag.extend(["--token", "not-a-token"]);
+    let from_flag = gantry_locally(&other.url(), &with_flag, dir, None).await;
+    assert_eq!(from_flag.code, 1, "{from_flag:?}");
+    assert!(
+        from_flag
+            .stderr
+            .contains("the token was given with --token"),
+        "{from_flag:?}"
+    );
+
+    // A token file whose engine no longer knows the token (its database was replaced) is
+    // traced to its file.
+    let stale = tempfile::tempdir().expect("temp dir");
+    std::fs::write(stale.path().join("admin.token"), "stale-token\n").expect("token");
+    std::fs::write(stale.path().join("admin.token.url"), other.url()).expect("url");
+    let refused = gantry_locally(&other.url(), &trigger, stale.path(), None).await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains(&format!(
+            "the token was read from {}",
+            stale.path().join("admin.token").display()
+        )),
+        "{refused:?}"
+    );
+    local.stop().await;
+    other.stop().await;
 }

@@ -1011,3 +1011,148 @@ async fn jobs_pass_pod_security_restricted_and_a_root_stage_is_refused_with_the_
     assert!(!error.contains("heartbeat"), "{error}");
     engine.stop().await;
 }
+
+/// `pipelines/deploy.yaml` end to end on the real control plane: its steps and B2I stages run
+/// as Jobs of the real Job controller (the runner in each pod pushes the image to a real
+/// registry), the rollout waits for its approval, and when the new pods cannot pull their
+/// image the real Deployment controller reports `ProgressDeadlineExceeded` and Gantry rolls
+/// the Deployment back to the revision it ran before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_deploy_pipeline_builds_waits_for_approval_and_rolls_back_a_stuck_rollout() {
+    use gantry_tests::image_tools::Buildah;
+    use gantry_tests::registry::Registry;
+    let registry = Registry::start().await;
+    Buildah::new().push_busybox_base(&registry, "base/busybox:1");
+    let plane = ControlPlane::start().await;
+    plane.create_namespace("demo", None).await;
+    plane
+        .apply(
+            &json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "demo"},
+                "spec": {
+                    "replicas": 2,
+                    "progressDeadlineSeconds": 3,
+                    "selector": {"matchLabels": {"app": "web"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "web"}},
+                        "spec": {"containers": [{"name": "web", "image": "web:1"}]},
+                    },
+                },
+            })
+            .to_string(),
+        )
+        .await;
+    eventually("the first revision to be available", || async {
+        let d = kubectl_json(&plane, &["-n", "demo", "get", "deployment", "web"]).await;
+        if d["status"]["availableReplicas"] == 2 {
+            Ok(())
+        } else {
+            Err(d["status"].to_string())
+        }
+    })
+    .await;
+    // From now on the node cannot pull any image for the web pods.
+    plane.kubelet().inject(
+        Target::Label("app".into(), "web".into()),
+        Fault::PullFails(u32::MAX),
+    );
+    plane.create_namespace("ci", None).await;
+    let kubeconfig = plane.kubeconfig();
+    let host = registry.host.clone();
+    let engine = gantry_tests::TestEngine::start_with(|config| {
+        plane.configure(config, &kubeconfig, "ci");
+        config.insecure_registries = vec![host];
+    })
+    .await;
+    let yaml = std::fs::read_to_string(gantry_tests::workspace().join("pipelines/deploy.yaml"))
+        .expect("the example");
+    let name = engine.apply(&yaml).await;
+    let run = gantry::run::trigger(
+        engine.engine(),
+        "test",
+        &name,
+        "push",
+        gantry::run::TriggerRequest {
+            params: [("registry".to_owned(), registry.host.clone())].into(),
+            context: Some(gantry::run::RunContext {
+                event: "push".into(),
+                branch: Some("main".into()),
+                commit_sha: Some("5f2c0e9a7b1d4c3e8f6a2b9d0c1e3f4a5b6c7d8e".into()),
+                ..gantry::run::RunContext::default()
+            }),
+        },
+    )
+    .await
+    .expect("run triggers");
+    let waiting = engine
+        .wait_for_stage(run.run_id, "rollout", LIMIT, |s| {
+            s.status == StageStatus::WaitingApproval || s.status.is_terminal()
+        })
+        .await;
+    assert_eq!(
+        waiting.status,
+        StageStatus::WaitingApproval,
+        "{:?}",
+        waiting.error
+    );
+    let jobs = kubectl_json(&plane, &["-n", "ci", "get", "jobs"]).await;
+    let mut keys: Vec<&str> = jobs["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|j| j["metadata"]["annotations"]["gantry.dev/stage-key"].as_str())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["build", "package", "test"], "{jobs:#}");
+    let approved = engine
+        .http()
+        .post(format!(
+            "{}/api/v1/runs/{}/stages/rollout/approve",
+            engine.url(),
+            run.run_id
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("approve");
+    assert!(approved.status().is_success(), "{}", approved.status());
+
+    let (_, stages) = engine.wait_for_run(run.run_id, LIMIT).await;
+    for key in ["test", "build", "package"] {
+        let stage = stage_of(&stages, key);
+        assert_eq!(
+            stage.status,
+            StageStatus::Succeeded,
+            "{key}: {:?}",
+            stage.error
+        );
+    }
+    let pinned = stage_of(&stages, "package")
+        .image
+        .clone()
+        .expect("the pushed image");
+    assert!(
+        pinned.starts_with(&format!("{}/demo/web@sha256:", registry.host)),
+        "{pinned}"
+    );
+    let rollout = stage_of(&stages, "rollout");
+    let error = rollout.error.clone().unwrap_or_default();
+    assert_eq!(rollout.status, StageStatus::Failed, "{error}");
+    assert!(error.contains("exceeded its progress deadline"), "{error}");
+    assert!(error.contains("rolled back to revision 1"), "{error}");
+    let d = kubectl_json(&plane, &["-n", "demo", "get", "deployment", "web"]).await;
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:1"
+    );
+    // kubectl sees the revision Gantry made (with its change cause) and the rollback.
+    let history = plane
+        .kubectl_ok(&["-n", "demo", "rollout", "history", "deployment/web"])
+        .await;
+    assert!(
+        history.contains(&format!("gantry run {} (5f2c0e9)", run.number)),
+        "{history}"
+    );
+    engine.stop().await;
+}

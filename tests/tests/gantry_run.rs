@@ -150,12 +150,45 @@ async fn gantry_run_exits_1_when_a_step_fails() {
     let lines: Vec<&str> = stdout.lines().collect();
     for line in [
         "[broken] about to fail",
-        "<-- broken failed: step \"step 1\" exited with 7",
+        "<-- broken failed: step \"echo about to fail; exit 7\" exited with 7",
         "<-- never skipped: needs `broken`, which failed",
-        "==> run #1 failed (stage `broken` failed: step \"step 1\" exited with 7)",
+        "==> run #1 failed (stage `broken` failed: step \"echo about to fail; exit 7\" exited with 7)",
     ] {
         assert!(lines.contains(&line), "no `{line}` in:\n{stdout}");
     }
     // `never` printed nothing: it never ran.
     assert!(!lines.iter().any(|l| l.contains("[never]")), "{stdout}");
+}
+
+/// With its data directory inside the directory it runs in (the embedded PostgreSQL's files,
+/// earlier workspaces), `gantry run` gives each stage the project's files and never its own
+/// data: every stage sees the same small tree, however many ran before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gantry_run_never_copies_its_own_data_directory_into_a_stage() {
+    let cwd = open_temp_dir();
+    let data = cwd.path().join(".gantry");
+    let _reaper = Reaper::new(&data);
+    std::fs::create_dir_all(cwd.path().join("src")).expect("src");
+    std::fs::write(cwd.path().join("src/app.sh"), "echo app\n").expect("a source file");
+    let file = cwd.path().join("count.yaml");
+    let count = "find . -type f | sort | tr '\\n' ' '; echo";
+    let mut yaml = "name: count\nstages:\n".to_owned();
+    for stage in ["one", "two", "three"] {
+        yaml.push_str(&format!(
+            "  - name: {stage}\n    steps:\n      - {count:?}\n"
+        ));
+    }
+    std::fs::write(&file, yaml).expect("write the pipeline");
+    let out = gantry_run(&file, cwd.path(), &data).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    for stage in ["one", "two", "three"] {
+        let files = format!("[{stage}] ./count.yaml ./src/app.sh ");
+        assert!(stdout.lines().any(|l| l == files), "{stage}: {stdout}");
+    }
 }

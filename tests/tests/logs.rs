@@ -222,13 +222,14 @@ stages:
     assert_eq!(
         app.log_lines(run.run_id, "publish").await,
         vec![
-            "$ step 1",
+            "$ echo \"token is $TOKEN\"",
             "token is ***",
             "exit code 0",
-            "$ step 2",
+            "$ echo \"again $TOKEN\" >&2",
             "again ***",
             "exit code 0",
-            "$ step 3",
+            // The step's name is its command, masked like every line.
+            "$ test \"$TOKEN\" = *** && echo \"the step got the real…",
             "the step got the real value",
             "exit code 0"
         ]

@@ -51,7 +51,11 @@ stages:
     assert_eq!(stage_of(&stages, "on-main").status, StageStatus::Succeeded);
     assert_eq!(
         app.log_lines(run.run_id, "on-main").await,
-        vec!["$ step 1", "runs on main", "exit code 0"]
+        vec![
+            "$ echo \"runs on $GANTRY_BRANCH\"",
+            "runs on main",
+            "exit code 0"
+        ]
     );
     assert_eq!(stage_of(&stages, "deploy").status, StageStatus::Skipped);
 
@@ -106,7 +110,7 @@ stages:
         assert_eq!(
             app.log_lines(run.run_id, &key).await,
             vec![
-                "$ step 1".to_owned(),
+                "$ echo \"os=$GANTRY_MATRIX_OS toolchain=$GANTRY_MATRIX_TOOLCHA…".to_owned(),
                 format!("os={os} toolchain={toolchain} label={os}-{toolchain} stage={key}"),
                 "exit code 0".to_owned(),
             ]
@@ -150,7 +154,7 @@ stages:
     assert_eq!(
         app.log_lines(run.run_id, "show").await,
         vec![
-            "$ step 1",
+            "$ echo \"env=$GANTRY_PARAM_ENVIRONMENT greeting=$GANTRY_PARAM_…",
             "env=production greeting=hello target=production",
             "exit code 0"
         ]
@@ -225,13 +229,13 @@ stages:
     assert_eq!(
         app.log_lines(run.run_id, "echo").await,
         vec![
-            "$ step 1".to_owned(),
+            "$ printf '%s\\n' \"$GANTRY_PARAM_TITLE\"".to_owned(),
             evil.clone(),
             "exit code 0".to_owned(),
-            "$ step 2".to_owned(),
+            "$ echo \"other=$GANTRY_PARAM_OTHER\"".to_owned(),
             format!("other={evil2}"),
             "exit code 0".to_owned(),
-            "$ step 3".to_owned(),
+            "$ echo \"third=$GANTRY_PARAM_THIRD copy=$TITLE_COPY\"".to_owned(),
             format!("third={evil3} copy={evil}"),
             "exit code 0".to_owned(),
         ]

@@ -33,7 +33,7 @@ stages:
   - name: deploy
     needs: [build]
     approval:
-      message: Ship it?
+      message: Ship build ${{{{ run.number }}}}?
 "#,
         gate = gate.display()
     )
@@ -174,6 +174,39 @@ async fn sign_in_trigger_watch_the_log_live_approve_cancel_and_rerun() {
         s.status == StageStatus::WaitingApproval
     })
     .await;
+    // While it waits, the dashboard and the pipeline page say so, not just "running".
+    browser.goto(&format!("{base}/")).await;
+    let on_dashboard = browser
+        .js(
+            &format!("return document.querySelector('a.branch[href=\"/runs/{second}\"] .badge').textContent;"),
+            vec![],
+        )
+        .await;
+    assert_eq!(on_dashboard, json!("waiting for approval"));
+    browser.screenshot("5a-dashboard-waiting").await;
+    browser.goto(&format!("{base}/p/test/web")).await;
+    let on_pipeline_page = browser
+        .js(
+            &format!("return document.querySelector('table a[href=\"/runs/{second}\"]').closest('tr').querySelector('.badge').textContent;"),
+            vec![],
+        )
+        .await;
+    assert_eq!(on_pipeline_page, json!("waiting for approval"));
+    // The approval-only stage has no log: its pane asks the question (with this run's number)
+    // and offers Approve and Reject, rather than "Loading…" forever.
+    browser.goto(&format!("{base}/runs/{second}")).await;
+    browser.click("button[data-open='deploy']").await;
+    browser
+        .wait_for(
+            "the question in the log pane",
+            "const pane = document.getElementById('log-approval'); \
+             const shown = (t) => [...pane.querySelectorAll('button')].some(b => b.textContent.trim() === t && b.offsetParent !== null); \
+             return document.getElementById('log-state').textContent === 'No log: this stage waits for approval.' \
+               && pane.textContent.includes('Ship build 2?') && shown('Approve deploy') && shown('Reject deploy');",
+            WAIT,
+        )
+        .await;
+    browser.screenshot("5b-approval-log-pane").await;
     browser.click_button("Cancel run").await;
     let (row, _) = app.wait_for_run(second, WAIT).await;
     assert_eq!(row.status, RunStatus::Cancelled);

@@ -17,6 +17,10 @@ pub const ADMIN: &str = "admin";
 pub const TOKEN_FILE: &str = "admin.token";
 /// In the data directory: the first administrator's password (for the web UI).
 pub const PASSWORD_FILE: &str = "admin.password";
+/// In the data directory, beside the token: the URLs of the engine the token works with
+/// (one a line), so the CLI sends the token to that engine only, never to another engine it
+/// is pointed at.
+pub const TOKEN_URL_FILE: &str = "admin.token.url";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
@@ -95,6 +99,58 @@ fn write_private(path: &Path, text: &str) -> Result<(), BootstrapError> {
         .open(path)
         .map_err(error)?;
     writeln!(file, "{text}").map_err(error)
+}
+
+/// Records, beside the data directory's `admin.token`, the URLs this engine answers on (the
+/// address it listens on, and its public URL when that differs), when the token is valid
+/// here. Done at every start, not only the first: the same data directory may be served on
+/// another address later (`gantry run` picks a free port, `gantry serve` defaults to 8080).
+/// A token that this engine's database does not know loses its record, so the CLI stops
+/// sending it anywhere.
+pub async fn record_engine(
+    pool: &sqlx::PgPool,
+    data_dir: &Path,
+    urls: &[String],
+) -> Result<(), BootstrapError> {
+    let path = data_dir.join(TOKEN_URL_FILE);
+    let valid = match read_token(data_dir) {
+        Some(token) => store::access::user_by_token(pool, &credential::hash(&token))
+            .await?
+            .is_some(),
+        None => false,
+    };
+    if valid {
+        let mut text = String::new();
+        for url in urls {
+            if !text.lines().any(|l| l == url) {
+                text.push_str(url);
+                text.push('\n');
+            }
+        }
+        write_private(&path, text.trim_end())
+    } else {
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(BootstrapError::Write {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+/// The URLs recorded beside `admin.token` by [`record_engine`] (`None`: no record).
+pub fn read_token_urls(data_dir: &Path) -> Option<Vec<String>> {
+    std::fs::read_to_string(data_dir.join(TOKEN_URL_FILE))
+        .ok()
+        .map(|text| {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
 }
 
 /// The token in `<data_dir>/admin.token`, if this user may read it.

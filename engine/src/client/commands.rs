@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
+use super::run_ref::{self, RunRef, label};
 use super::{Client, ClientError, follow, show};
 use crate::cli::{
     ApplyArgs, DecisionArgs, LogsArgs, ProjectArgs, RerunArgs, RunsArgs, ServerArgs, TriggerArgs,
@@ -26,14 +27,70 @@ fn report(error: &ClientError) -> ExitCode {
     error.exit_code()
 }
 
+/// Prints the engine's problems with a pipeline file (`FILE:LINE:COL: message` each), each with
+/// the line of the local file it points at and a caret under the column.
+fn report_problems(error: &ClientError, file: &str, source: &str) -> ExitCode {
+    let ClientError::Api { problems, .. } = error else {
+        return report(error);
+    };
+    if problems.is_empty() {
+        return report(error);
+    }
+    let mut err = std::io::stderr().lock();
+    for problem in problems {
+        let _ = writeln!(err, "{problem}");
+        if let Some(snippet) = problem_position(problem, file)
+            .and_then(|pos| crate::pipeline::diagnostic::snippet(source, pos))
+        {
+            let _ = write!(err, "{snippet}");
+        }
+    }
+    error.exit_code()
+}
+
+/// The position in `FILE:LINE:COL: message`.
+fn problem_position(problem: &str, file: &str) -> Option<crate::pipeline::yaml::Pos> {
+    let rest = problem.strip_prefix(file)?.strip_prefix(':')?;
+    let mut parts = rest.splitn(3, ':');
+    let line = parts.next()?.parse().ok()?;
+    let col = parts.next()?.parse().ok()?;
+    Some(crate::pipeline::yaml::Pos::new(line, col))
+}
+
 fn usage(message: &str) -> ExitCode {
     eprintln!("gantry: {message}");
     ExitCode::from(2)
 }
 
+/// The run at the front of `words` and the words after it, which must number `rest` (a
+/// range); anything else is a usage error naming the forms a run takes.
+fn take_run(
+    words: &[String],
+    rest: std::ops::RangeInclusive<usize>,
+    after: &str,
+) -> Result<(RunRef, Vec<String>), ExitCode> {
+    let (run, left) = run_ref::take(words).map_err(|e| usage(&e))?;
+    if !rest.contains(&left.len()) {
+        return Err(usage(&if left.is_empty() {
+            format!("give {after} after {run}")
+        } else {
+            format!(
+                "unexpected `{}` after {run}{}",
+                left.join(" "),
+                if *rest.end() > 0 {
+                    format!(" (expected {after})")
+                } else {
+                    String::new()
+                }
+            )
+        }));
+    }
+    Ok((run, left.to_vec()))
+}
+
 fn connect(server: &ServerArgs) -> Result<Client, ExitCode> {
     Client::new(&server.server)
-        .map(|c| c.with_token(server.token()))
+        .map(|c| c.with_credential(server.credential()))
         .map_err(|e| report(&e))
 }
 
@@ -78,7 +135,10 @@ pub async fn apply(args: ApplyArgs) -> ExitCode {
             Ok(text) => text,
             Err(e) => return usage(&format!("cannot read {file}: {e}")),
         };
-        match client.apply(&args.project.project, &file, yaml).await {
+        match client
+            .apply(&args.project.project, &file, yaml.clone())
+            .await
+        {
             Ok(applied) if applied.created => {
                 out(format!(
                     "applied {} version {}",
@@ -89,7 +149,7 @@ pub async fn apply(args: ApplyArgs) -> ExitCode {
                 "unchanged {} version {}",
                 applied.name, applied.version
             )),
-            Err(e @ ClientError::Api { .. }) => code = report(&e),
+            Err(e @ ClientError::Api { .. }) => code = report_problems(&e, &file, &yaml),
             Err(e) => return report(&e),
         }
     }
@@ -103,8 +163,8 @@ pub async fn trigger(args: TriggerArgs) -> ExitCode {
             .trigger(&args.project.project, &args.pipeline, &params)
             .await?;
         out(format!(
-            "triggered run {}: {} #{}",
-            triggered.run_id, args.pipeline, triggered.number
+            "triggered {} #{} (id {})",
+            args.pipeline, triggered.number, triggered.run_id
         ));
         if !args.follow {
             return Ok(ExitCode::SUCCESS);
@@ -135,9 +195,13 @@ pub async fn runs(args: RunsArgs) -> ExitCode {
     .await
 }
 
-pub async fn status(run: i64, server: ServerArgs) -> ExitCode {
+pub async fn status(words: Vec<String>, server: ServerArgs) -> ExitCode {
+    let (run, _) = match take_run(&words, 0..=0, "nothing") {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     with_client(&server, |client| async move {
-        let run = client.run(run).await?;
+        let run = client.find_run(&run).await?;
         let text = show::run_status(&run, chrono::Utc::now());
         let _ = std::io::stdout().lock().write_all(text.as_bytes());
         Ok(ExitCode::SUCCESS)
@@ -146,21 +210,20 @@ pub async fn status(run: i64, server: ServerArgs) -> ExitCode {
 }
 
 pub async fn logs(args: LogsArgs) -> ExitCode {
+    let (run, stage) = match take_run(&args.run, 1..=1, "a stage") {
+        Ok((run, mut rest)) => (run, rest.remove(0)),
+        Err(code) => return code,
+    };
     with_client(&args.server, |client| async move {
+        let run = client.run_id(&run).await?;
         if args.follow {
             let stage = match args.attempt {
                 Some(attempt) => {
-                    let mut stdout = std::io::stdout();
-                    follow::attempt_log(&client, args.run, &args.stage, attempt, |line| {
-                        let _ = writeln!(stdout, "{}", line.text);
-                    })
-                    .await?;
+                    let mut stdout = std::io::stdout().lock();
+                    follow::attempt_log(&client, run, &stage, attempt, "", &mut stdout).await?;
                     return Ok(ExitCode::SUCCESS);
                 }
-                None => {
-                    follow::stage_log(&client, args.run, &args.stage, &mut std::io::stdout())
-                        .await?
-                }
+                None => follow::stage_log(&client, run, &stage, &mut std::io::stdout()).await?,
             };
             return Ok(match stage.status {
                 StageStatus::Failed | StageStatus::TimedOut | StageStatus::Cancelled => {
@@ -169,7 +232,7 @@ pub async fn logs(args: LogsArgs) -> ExitCode {
                 _ => ExitCode::SUCCESS,
             });
         }
-        let mut response = client.log(args.run, &args.stage, args.attempt).await?;
+        let mut response = client.log(run, &stage, args.attempt).await?;
         let mut stdout = std::io::stdout().lock();
         while let Some(chunk) = client.next_chunk(&mut response).await? {
             if stdout.write_all(&chunk).is_err() {
@@ -182,12 +245,17 @@ pub async fn logs(args: LogsArgs) -> ExitCode {
     .await
 }
 
-pub async fn cancel(run: i64, stage: Option<String>, server: ServerArgs) -> ExitCode {
+pub async fn cancel(words: Vec<String>, server: ServerArgs) -> ExitCode {
+    let (run, stage) = match take_run(&words, 0..=1, "at most a stage") {
+        Ok((run, rest)) => (run, rest.into_iter().next()),
+        Err(code) => return code,
+    };
     with_client(&server, |client| async move {
-        client.cancel(run, stage.as_deref()).await?;
+        let run = client.find_run(&run).await?;
+        client.cancel(run.id, stage.as_deref()).await?;
         match stage {
-            Some(key) => out(format!("cancelling stage {key} of run {run}")),
-            None => out(format!("cancelling run {run}")),
+            Some(key) => out(format!("cancelling stage {key} of {}", label(&run))),
+            None => out(format!("cancelling {}", label(&run))),
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -195,23 +263,34 @@ pub async fn cancel(run: i64, stage: Option<String>, server: ServerArgs) -> Exit
 }
 
 pub async fn decide(args: DecisionArgs, approve: bool) -> ExitCode {
+    let (run, stage) = match take_run(&args.run, 1..=1, "a stage") {
+        Ok((run, mut rest)) => (run, rest.remove(0)),
+        Err(code) => return code,
+    };
     with_client(&args.server, |client| async move {
-        client.decide(args.run, &args.stage, approve).await?;
+        let run = client.find_run(&run).await?;
+        client.decide(run.id, &stage, approve).await?;
         let verb = if approve { "approved" } else { "rejected" };
-        out(format!("{verb} stage {} of run {}", args.stage, args.run));
+        out(format!("{verb} stage {stage} of {}", label(&run)));
         Ok(ExitCode::SUCCESS)
     })
     .await
 }
 
 pub async fn rerun(args: RerunArgs) -> ExitCode {
+    let (run, _) = match take_run(&args.run, 0..=0, "nothing") {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     with_client(&args.server, |client| async move {
-        let triggered = client.rerun(args.run, args.failed).await?;
+        let run = client.find_run(&run).await?;
+        let triggered = client.rerun(run.id, args.failed).await?;
         out(format!(
-            "triggered run {}: #{}, a rerun of run {}{}",
-            triggered.run_id,
+            "triggered {} #{} (id {}), a rerun of {}{}",
+            run.pipeline,
             triggered.number,
-            args.run,
+            triggered.run_id,
+            label(&run),
             if args.failed {
                 " (what did not succeed)"
             } else {

@@ -1,6 +1,7 @@
-//! Following live: one attempt's log over Server-Sent Events (resumed with `Last-Event-ID`
-//! after a dropped connection), one stage across its retry attempts (`gantry logs -f`), and a
-//! whole run with every stage's log (`gantry trigger --follow`).
+//! Following live: one attempt's log (what is already stored through the plain download, as
+//! fast as `gantry logs` without `-f`, then the rest over Server-Sent Events, resumed with
+//! `Last-Event-ID` after a dropped connection), one stage across its retry attempts (`gantry
+//! logs -f`), and a whole run with every stage's log (`gantry trigger --follow`).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -18,16 +19,75 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// How often run and stage states are polled while following.
 const POLL: Duration = Duration::from_millis(500);
 
-/// Follows one attempt's log until the engine's `end` event, calling `each` for every line.
-/// A dropped connection is reopened from the last line received.
+/// Writes whole lines of a log to `out`, each after `prefix`, in one write per batch: a
+/// batch never interleaves with another follower's lines, and a 200,000-line log is not
+/// 200,000 writes.
+fn write_lines<'a>(out: &mut impl Write, prefix: &str, lines: impl IntoIterator<Item = &'a [u8]>) {
+    let mut batch = Vec::new();
+    for line in lines {
+        batch.extend_from_slice(prefix.as_bytes());
+        batch.extend_from_slice(line);
+        batch.push(b'\n');
+    }
+    if !batch.is_empty() {
+        // A closed pipe (`| head`) is the reader's choice, not an error to report.
+        let _ = out.write_all(&batch);
+    }
+}
+
+/// Catching up: the lines already stored, through the plain download (`gantry logs`' bulk
+/// endpoint, no per-line event), written to `out` as they come. Returns how many whole lines
+/// were written, which is the number of the last one (an attempt's lines are numbered from 1
+/// without gaps), so the live stream can go on after it. A connection lost half-way is not an
+/// error: the stream picks up after the last whole line.
+async fn catch_up(
+    client: &Client,
+    run: i64,
+    key: &str,
+    attempt: i32,
+    prefix: &str,
+    out: &mut impl Write,
+) -> Result<i64, ClientError> {
+    let mut response = match client.log(run, key, Some(attempt)).await {
+        Ok(response) => response,
+        Err(e) if e.is_transient() => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut lines = 0i64;
+    let mut partial: Vec<u8> = Vec::new();
+    while let Ok(Some(bytes)) = client.next_chunk(&mut response).await {
+        let Some(end) = bytes.iter().rposition(|&b| b == b'\n') else {
+            partial.extend_from_slice(&bytes);
+            continue;
+        };
+        partial.extend_from_slice(&bytes[..end]);
+        let whole = std::mem::replace(&mut partial, bytes[end + 1..].to_vec());
+        let count = whole.split(|&b| b == b'\n').count();
+        if prefix.is_empty() {
+            let _ = out.write_all(&whole);
+            let _ = out.write_all(b"\n");
+        } else {
+            write_lines(out, prefix, whole.split(|&b| b == b'\n'));
+        }
+        lines += i64::try_from(count).unwrap_or(i64::MAX);
+    }
+    let _ = out.flush();
+    Ok(lines)
+}
+
+/// Follows one attempt's log until the engine's `end` event, writing every line to `out`
+/// after `prefix`: first what is stored (at download speed), then new lines as they come. A
+/// dropped connection is reopened from the last line received.
 pub async fn attempt_log(
     client: &Client,
     run: i64,
     key: &str,
     attempt: i32,
-    mut each: impl FnMut(&LogLine),
+    prefix: &str,
+    out: &mut impl Write,
 ) -> Result<(), ClientError> {
-    let mut last: Option<i64> = None;
+    let caught_up = catch_up(client, run, key, attempt, prefix, out).await?;
+    let mut last: Option<i64> = (caught_up > 0).then_some(caught_up);
     let mut failures = 0u32;
     loop {
         let error = match client.log_stream(run, key, attempt, last).await {
@@ -37,22 +97,31 @@ pub async fn attempt_log(
                     match client.next_chunk(&mut response).await {
                         Ok(Some(bytes)) => {
                             failures = 0;
-                            for event in parser.push(&bytes) {
-                                match event.event.as_str() {
-                                    "end" => return Ok(()),
-                                    "message" => {
-                                        let line: LogLine = serde_json::from_str(&event.data)
-                                            .map_err(|e| {
-                                                ClientError::Protocol(format!(
-                                                    "a log event from {} is not a line: {e}",
-                                                    client.server()
-                                                ))
-                                            })?;
-                                        last = Some(line.n);
-                                        each(&line);
-                                    }
-                                    _ => {}
+                            let mut batch: Vec<LogLine> = Vec::new();
+                            let events = parser.push(&bytes);
+                            let ended = events.iter().any(|e| e.event == "end");
+                            for event in events {
+                                if event.event != "message" {
+                                    continue;
                                 }
+                                let line: LogLine =
+                                    serde_json::from_str(&event.data).map_err(|e| {
+                                        ClientError::Protocol(format!(
+                                            "a log event from {} is not a line: {e}",
+                                            client.server()
+                                        ))
+                                    })?;
+                                // Lines the catch-up already wrote (none, unless the engine
+                                // ignored Last-Event-ID) are not written twice.
+                                if last.is_none_or(|l| line.n > l) {
+                                    last = Some(line.n);
+                                    batch.push(line);
+                                }
+                            }
+                            write_lines(out, prefix, batch.iter().map(|l| l.text.as_bytes()));
+                            let _ = out.flush();
+                            if ended {
+                                return Ok(());
                             }
                         }
                         Ok(None) => {
@@ -108,10 +177,7 @@ pub async fn stage_log(
         if want > 1 {
             let _ = writeln!(out, "--- attempt {want} of {} ---", stage.max_attempts);
         }
-        attempt_log(client, run, key, want, |line| {
-            let _ = writeln!(out, "{}", line.text);
-        })
-        .await?;
+        attempt_log(client, run, key, want, "", out).await?;
         let _ = out.flush();
         let stage = client.stage(run, key).await?;
         if stage.status.is_terminal() && stage.attempt <= want {
@@ -132,10 +198,10 @@ fn spawn_follower(client: &Client, run: i64, key: &str, attempt: i32) -> Followe
     let client = client.clone();
     let key = key.to_owned();
     tokio::spawn(async move {
-        attempt_log(&client, run, &key, attempt, |line| {
-            say(&format!("[{key}] {}", line.text));
-        })
-        .await
+        // `Stdout`, not a lock held across awaits: each batch of whole lines is one write, so
+        // stages' lines interleave by line, never within one.
+        let prefix = format!("[{key}] ");
+        attempt_log(&client, run, &key, attempt, &prefix, &mut std::io::stdout()).await
     })
 }
 
@@ -248,9 +314,8 @@ pub async fn run(client: &Client, id: i64) -> Result<Run, ClientError> {
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default();
             say(&format!(
-                "==> {} #{} {}{why}",
-                run.pipeline,
-                run.number,
+                "==> {} {}{why}",
+                super::run_ref::label(&run),
                 run.status.as_str()
             ));
             return Ok(run);
@@ -269,38 +334,8 @@ mod tests {
 
     use super::*;
 
-    /// An engine stand-in whose log stream drops the connection after two lines; the client
-    /// must come back with `Last-Event-ID: 2` and get the rest.
-    #[tokio::test]
-    async fn a_dropped_log_stream_resumes_after_the_last_line() {
-        let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
-        let router = Router::new().route(
-            "/api/v1/runs/{id}/stages/{key}/logs/stream",
-            get({
-                let seen = Arc::clone(&seen);
-                move |headers: HeaderMap| {
-                    let seen = Arc::clone(&seen);
-                    async move {
-                        let last = headers
-                            .get("last-event-id")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned);
-                        let first = last.is_none();
-                        seen.lock().map(|mut s| s.push(last)).ok();
-                        let line = |n: i64, text: &str| {
-                            format!("id: {n}\ndata: {{\"n\":{n},\"ts_ms\":0,\"stream\":\"stdout\",\"text\":\"{text}\"}}\n\n")
-                        };
-                        let body = if first {
-                            // Two lines, then the connection ends without an `end` event.
-                            format!("{}{}", line(1, "one"), line(2, "two"))
-                        } else {
-                            format!("{}event: end\ndata: {{}}\n\n", line(3, "three"))
-                        };
-                        ([("content-type", "text/event-stream")], body)
-                    }
-                }
-            }),
-        );
+    /// Serves `router` on a free port until the returned task is aborted.
+    async fn stand_in(router: Router) -> (Client, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -308,15 +343,119 @@ mod tests {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        let client = Client::new(&format!("http://{addr}")).expect("client");
-        let mut lines = Vec::new();
-        attempt_log(&client, 1, "build", 1, |l| lines.push(l.text.clone()))
+        (
+            Client::new(&format!("http://{addr}")).expect("client"),
+            server,
+        )
+    }
+
+    const PLAIN: &str = "/api/v1/runs/{id}/stages/{key}/logs";
+    const STREAM: &str = "/api/v1/runs/{id}/stages/{key}/logs/stream";
+
+    fn last_event_id(headers: &HeaderMap) -> Option<String> {
+        headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    fn event(n: i64, text: &str) -> String {
+        format!(
+            "id: {n}\ndata: {{\"n\":{n},\"ts_ms\":0,\"stream\":\"stdout\",\"text\":\"{text}\"}}\n\n"
+        )
+    }
+
+    /// A stand-in whose stored log is long: following it must take what is stored from the
+    /// plain download, in bulk, and open the live stream only after its last line (the stream
+    /// here would repeat every line from the start otherwise).
+    #[tokio::test]
+    async fn following_catches_up_through_the_plain_download_then_streams_after_it() {
+        const STORED: i64 = 20_000;
+        let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+        let router = Router::new()
+            .route(
+                PLAIN,
+                get(|| async {
+                    (1..=STORED)
+                        .map(|n| format!("line {n}\n"))
+                        .collect::<String>()
+                }),
+            )
+            .route(
+                STREAM,
+                get({
+                    let seen = Arc::clone(&seen);
+                    move |headers: HeaderMap| {
+                        let seen = Arc::clone(&seen);
+                        async move {
+                            let last = last_event_id(&headers);
+                            let after: i64 =
+                                last.as_deref().and_then(|l| l.parse().ok()).unwrap_or(0);
+                            seen.lock().map(|mut s| s.push(last)).ok();
+                            let mut body: String = (after + 1..=STORED)
+                                .map(|n| event(n, &format!("line {n}")))
+                                .collect();
+                            body.push_str(&event(STORED + 1, "live"));
+                            body.push_str("event: end\ndata: {}\n\n");
+                            ([("content-type", "text/event-stream")], body)
+                        }
+                    }
+                }),
+            );
+        let (client, server) = stand_in(router).await;
+        let mut out = Vec::new();
+        attempt_log(&client, 1, "build", 1, "", &mut out)
             .await
             .expect("follows to the end");
         server.abort();
-        assert_eq!(lines, ["one", "two", "three"]);
+        let text = String::from_utf8(out).expect("UTF-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 20_001, "every line once");
+        assert_eq!(lines[0], "line 1");
+        assert_eq!(lines[19_999], "line 20000");
+        assert_eq!(lines[20_000], "live");
         let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
-        assert_eq!(seen, [None, Some("2".to_owned())]);
+        assert_eq!(seen, [Some(STORED.to_string())]);
+    }
+
+    /// An engine stand-in whose log stream drops the connection after a line; the client
+    /// must come back with `Last-Event-ID: 2` and get the rest.
+    #[tokio::test]
+    async fn a_dropped_log_stream_resumes_after_the_last_line() {
+        let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+        let router = Router::new().route(PLAIN, get(|| async { "one\n" })).route(
+            "/api/v1/runs/{id}/stages/{key}/logs/stream",
+            get({
+                let seen = Arc::clone(&seen);
+                move |headers: HeaderMap| {
+                    let seen = Arc::clone(&seen);
+                    async move {
+                        let last = last_event_id(&headers);
+                        let first = last.as_deref() == Some("1");
+                        seen.lock().map(|mut s| s.push(last)).ok();
+                        let body = if first {
+                            // A line, then the connection ends without an `end` event.
+                            event(2, "two")
+                        } else {
+                            format!("{}event: end\ndata: {{}}\n\n", event(3, "three"))
+                        };
+                        ([("content-type", "text/event-stream")], body)
+                    }
+                }
+            }),
+        );
+        let (client, server) = stand_in(router).await;
+        let mut out = Vec::new();
+        attempt_log(&client, 1, "build", 1, "[build] ", &mut out)
+            .await
+            .expect("follows to the end");
+        server.abort();
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "[build] one\n[build] two\n[build] three\n"
+        );
+        let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+        assert_eq!(seen, [Some("1".to_owned()), Some("2".to_owned())]);
     }
 
     #[test]
@@ -328,6 +467,8 @@ mod tests {
             max_attempts: 2,
             error: Some("attempt 1 of 2: exit status 1".into()),
             approved_by: None,
+            approval_message: None,
+            image: None,
             reused_from: None,
             allow_failure: false,
             finally: false,

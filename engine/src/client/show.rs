@@ -38,6 +38,25 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A stage table (a header, then one line per stage of `stages`, in order) with the image an
+/// image stage pushed on a line of its own under the stage's: the digest is what a later
+/// deploy or promotion names, too long for a column.
+fn with_images(table: &str, stages: &[Stage]) -> String {
+    let mut out = String::with_capacity(table.len());
+    for (i, line) in table.lines().enumerate() {
+        out.push_str(line);
+        out.push('\n');
+        let image = i
+            .checked_sub(1)
+            .and_then(|row| stages.get(row))
+            .and_then(|s| s.image.as_deref());
+        if let Some(image) = image {
+            out.push_str(&format!("  image: {image}\n"));
+        }
+    }
+    out
+}
+
 /// `0.4s`, `12.3s`, `4m05s`, `2h03m`.
 pub fn duration(secs: f64) -> String {
     if secs < 60.0 {
@@ -105,7 +124,8 @@ pub fn runs_table(runs: &[Run], now: DateTime<Utc>) -> String {
     )
 }
 
-/// What to say about a stage beyond its status: its error, who approved it, reuse.
+/// What to say about a stage beyond its status: its error (a rejection names who rejected
+/// it), who approved it, reuse.
 fn stage_detail(stage: &Stage) -> String {
     let mut parts = Vec::new();
     if let Some(error) = &stage.error {
@@ -126,16 +146,18 @@ fn stage_detail(stage: &Stage) -> String {
     parts.join("; ")
 }
 
-/// `gantry status RUN`: the run, then a table of its stages.
+/// `gantry status RUN`: the run (`PROJECT/PIPELINE #N (id ID) STATUS`, the pipeline's
+/// description), then a table of its stages.
 pub fn run_status(run: &Run, now: DateTime<Utc>) -> String {
     let mut out = format!(
-        "run {}: {}/{} #{} {}\n",
-        run.id,
+        "{}/{} {}\n",
         run.project,
-        run.pipeline,
-        run.number,
+        super::run_ref::label(run),
         run.status.as_str()
     );
+    if let Some(description) = run.description.as_deref().filter(|d| !d.trim().is_empty()) {
+        out.push_str(&format!("{}\n", description.trim()));
+    }
     if let Some(reason) = &run.reason {
         out.push_str(&format!("reason: {reason}\n"));
     }
@@ -162,11 +184,30 @@ pub fn run_status(run: &Run, now: DateTime<Utc>) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(
-        &["STAGE", "STATUS", "ATTEMPT", "DURATION", "DETAIL"],
-        &rows,
+    out.push_str(&with_images(
+        &table(&["STAGE", "STATUS", "ATTEMPT", "DURATION", "DETAIL"], &rows),
+        &run.stages,
     ));
+    for stage in &run.stages {
+        out.push_str(&waiting_for_approval(run.id, stage));
+    }
     out
+}
+
+/// For a stage waiting for approval: the question it asks, and how to answer it.
+fn waiting_for_approval(run: i64, stage: &Stage) -> String {
+    if stage.status != crate::store::StageStatus::WaitingApproval {
+        return String::new();
+    }
+    let question = stage
+        .approval_message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    format!(
+        "\n{} waits for approval{question}\n  gantry approve {run} {}   (or: gantry reject {run} {})\n",
+        stage.key, stage.key, stage.key
+    )
 }
 
 #[cfg(test)]
@@ -197,6 +238,49 @@ mod tests {
             "1.5s"
         );
         assert_eq!(elapsed(None, None, now), "-");
+    }
+
+    #[test]
+    fn a_stage_waiting_for_approval_shows_its_question_and_the_answers() {
+        let stage = |status: &str| -> Stage {
+            serde_json::from_value(serde_json::json!({
+                "key": "deploy", "status": status, "attempt": 0, "max_attempts": 1,
+                "error": null, "approved_by": null, "reused_from": null,
+                "approval_message": "Ship build 12 to production?",
+                "allow_failure": false, "finally": false, "started_at": null, "finished_at": null,
+            }))
+            .expect("a stage")
+        };
+        assert_eq!(
+            waiting_for_approval(40, &stage("waiting_approval")),
+            "\ndeploy waits for approval: Ship build 12 to production?\n  \
+             gantry approve 40 deploy   (or: gantry reject 40 deploy)\n"
+        );
+        assert_eq!(waiting_for_approval(40, &stage("succeeded")), "");
+    }
+
+    #[test]
+    fn a_stage_that_pushed_an_image_shows_it_under_its_row() {
+        let stage = |key: &str, image: Option<&str>| -> Stage {
+            serde_json::from_value(serde_json::json!({
+                "key": key, "status": "succeeded", "attempt": 1, "max_attempts": 1,
+                "error": null, "approved_by": null, "reused_from": null, "image": image,
+                "allow_failure": false, "finally": false, "started_at": null, "finished_at": null,
+            }))
+            .expect("a stage")
+        };
+        let pinned = "127.0.0.1:5000/demo/hello@sha256:".to_owned() + &"a".repeat(64);
+        let stages = [
+            stage("build", None),
+            stage("package", Some(&pinned)),
+            stage("smoke", None),
+        ];
+        let rows: Vec<Vec<String>> = stages.iter().map(|s| vec![s.key.clone()]).collect();
+        let text = with_images(&table(&["STAGE"], &rows), &stages);
+        assert_eq!(
+            text,
+            format!("STAGE\nbuild\npackage\n  image: {pinned}\nsmoke\n")
+        );
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub fn router() -> Router<Arc<Engine>> {
             "/projects/{project}/pipelines/{name}/runs",
             post(trigger).get(pipeline_runs),
         )
+        .route(
+            "/projects/{project}/pipelines/{name}/runs/{number}",
+            get(get_run_by_number),
+        )
         .route("/projects/{project}/secrets", get(list_secrets))
         .route("/projects/{project}/secrets/{name}", put(put_secret))
         .route("/runs", get(list_runs))
@@ -287,7 +291,26 @@ async fn list_runs(
 struct RunView {
     #[serde(flatten)]
     run: runs::RunRow,
+    /// The `description` of the pipeline version the run ran.
+    description: Option<String>,
     stages: Vec<stages::StageRunRow>,
+}
+
+impl RunView {
+    async fn of(engine: &Engine, run: runs::RunRow) -> Result<RunView, ApiError> {
+        let stages = stages::for_run(&engine.store.pool, run.id).await?;
+        let description = engine
+            .plan(run.version_id)
+            .await?
+            .pipeline
+            .description
+            .clone();
+        Ok(RunView {
+            run,
+            description,
+            stages,
+        })
+    }
 }
 
 async fn get_run(
@@ -296,8 +319,31 @@ async fn get_run(
     Path(id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
     let (run, _) = authorized_run(&engine, &who, &id, Action::Read).await?;
-    let stages = stages::for_run(&engine.store.pool, run.id).await?;
-    Ok(Json(RunView { run, stages }))
+    Ok(Json(RunView::of(&engine, run).await?))
+}
+
+/// `PIPELINE#N`: a run by the number its pipeline gave it, readable by whoever may read
+/// `GET /runs/{id}`.
+async fn get_run_by_number(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+    Path((project, name, number)): Path<(String, String, String)>,
+) -> Result<Json<RunView>, ApiError> {
+    let number: i32 = number
+        .trim_start_matches('#')
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("`{number}` is not a run number")))?;
+    access::require(&engine.store.pool, &who, &project, Action::Read).await?;
+    let pipeline = pipelines::find(&engine.store.pool, &project, &name).await?;
+    let run = runs::by_number(&engine.store.pool, pipeline.id, number)
+        .await
+        .map_err(|e| match e {
+            store::StoreError::NotFound(_) => {
+                ApiError::NotFound(format!("pipeline {project}/{name} has no run #{number}"))
+            }
+            other => other.into(),
+        })?;
+    Ok(Json(RunView::of(&engine, run).await?))
 }
 
 #[derive(Serialize)]

@@ -12,6 +12,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/projects/{project}/pipelines"),
     ("post", "/projects/{project}/pipelines/{name}/runs"),
     ("get", "/projects/{project}/pipelines/{name}/runs"),
+    ("get", "/projects/{project}/pipelines/{name}/runs/{number}"),
     ("get", "/projects/{project}/secrets"),
     ("put", "/projects/{project}/secrets/{name}"),
     ("get", "/runs"),
@@ -252,6 +253,16 @@ fn operation(method: &str, path: &str) -> Option<Value> {
             &["project", "pipeline", "before", "limit"],
             with_errors(
                 json!({ "200": json_response("The runs.", array_of("Run")) }),
+                RUN_ERRORS,
+            ),
+        ),
+        ("get", "/projects/{project}/pipelines/{name}/runs/{number}") => op(
+            "runs",
+            "getRunByNumber",
+            "A run with its stages, by the number its pipeline gave it (`#N` in the web UI), for whoever may read `GET /runs/{id}`.",
+            &["project", "pipeline", "run_number"],
+            with_errors(
+                json!({ "200": json_response("The run.", schema_ref("RunDetail")) }),
                 RUN_ERRORS,
             ),
         ),
@@ -711,6 +722,7 @@ fn parameters() -> Value {
         "token_id": path("id", "The token's id.", json!({ "type": "integer", "format": "int64" })),
         "delivery_id": path("id", "The delivery's id.", json!({ "type": "integer", "format": "int64" })),
         "run_id": path("id", "The run's id.", json!({ "type": "integer", "format": "int64" })),
+        "run_number": path("number", "The run's number in its pipeline (`#N`).", json!({ "type": "integer", "format": "int32", "minimum": 1 })),
         "artifact_id": path(
             "artifact",
             "The artifact's id (`id` in the run's artifact list).",
@@ -803,6 +815,8 @@ fn schemas() -> Value {
             "status": schema_ref("RunStatus"),
             "reason": { "type": ["string", "null"], "description": "Why the run ended as it did." },
             "cancel_requested": flag(),
+            "triggered_by": { "type": ["string", "null"], "description": "Who started it: a user, a webhook's sender, `schedule`." },
+            "cancelled_by": { "type": ["string", "null"], "description": "Who cancelled it: a user, or `concurrency` for a newer run of its group." },
             "rerun_of": opt_id(),
             "created_at": time(),
             "started_at": opt_time(),
@@ -828,7 +842,8 @@ fn schemas() -> Value {
             "claimed_by": { "type": ["string", "null"], "description": "The engine process that started the attempt." },
             "cancel_requested": flag(),
             "error": opt_text(),
-            "approved_by": opt_text(),
+            "approved_by": { "type": ["string", "null"], "description": "Who approved the stage (a rejection is in `error`: \"rejected by NAME\")." },
+            "approval_message": { "type": ["string", "null"], "description": "The approval question as asked: `approval.message` with the run's values, set when the stage began to wait." },
             "reused_from": { "type": ["integer", "null"], "format": "int64", "description": "The stage run whose result a rerun reused." },
             "queued_at": opt_time(),
             "started_at": opt_time(),
@@ -853,7 +868,13 @@ fn schemas() -> Value {
     let run_detail = extended(
         &run,
         "A run with its stages.",
-        &[("stages", array_of("Stage"))],
+        &[
+            ("stages", array_of("Stage")),
+            (
+                "description",
+                json!({ "type": ["string", "null"], "description": "The `description` of the pipeline version the run ran." }),
+            ),
+        ],
     );
     let stage_detail = extended(
         &stage,

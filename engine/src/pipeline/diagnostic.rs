@@ -38,6 +38,48 @@ impl Report {
     }
 }
 
+impl Report {
+    /// Every problem as `FILE:LINE:COL: message` followed by the source line it points at
+    /// and a caret under the column, as rustc shows them (`source` is the file's text).
+    pub fn render(&self, source: &str) -> String {
+        let mut out = String::new();
+        for (line, diagnostic) in self.lines().zip(&self.diagnostics) {
+            out.push_str(&line);
+            out.push('\n');
+            if let Some(snippet) = snippet(source, diagnostic.pos) {
+                out.push_str(&snippet);
+            }
+        }
+        out
+    }
+}
+
+/// The source line at `pos` with a caret under its column, in rustc's gutter:
+///
+/// ```text
+///   |
+/// 4 |     stepz: []
+///   |     ^
+/// ```
+///
+/// `None` when the file has no such line. A column past the line's end points just after it.
+pub fn snippet(source: &str, pos: Pos) -> Option<String> {
+    let index = usize::try_from(pos.line).ok()?.checked_sub(1)?;
+    let text = source.split('\n').nth(index)?.trim_end_matches('\r');
+    let number = pos.line.to_string();
+    let gutter = " ".repeat(number.len());
+    // The same whitespace as the line up to the column (a tab stays a tab), so the caret lines
+    // up however the terminal shows tabs.
+    let before: String = text
+        .chars()
+        .take(usize::try_from(pos.col).unwrap_or(1).saturating_sub(1))
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
+        .collect();
+    Some(format!(
+        "{gutter} |\n{number} | {text}\n{gutter} | {before}^\n"
+    ))
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, line) in self.lines().enumerate() {
@@ -141,6 +183,34 @@ mod tests {
         assert_eq!(suggestion("retrys", keys), Some("retries"));
         assert_eq!(suggestion("completely", keys), None);
         assert_eq!(suggestion("gpu", ["cpu", "memory"]), None);
+    }
+
+    #[test]
+    fn rendered_problems_show_the_line_with_a_caret_under_the_column() {
+        let source = "name: x\nstages:\n  - name: a\n    stepz: []\n\tbad: 1\n";
+        let report = Report::new(
+            "p.yaml",
+            vec![
+                Diagnostic {
+                    pos: Pos::new(4, 5),
+                    message: "unknown key `stepz`".into(),
+                },
+                Diagnostic {
+                    pos: Pos::new(5, 2),
+                    message: "a tab".into(),
+                },
+                Diagnostic {
+                    pos: Pos::new(40, 1),
+                    message: "past the end".into(),
+                },
+            ],
+        );
+        assert_eq!(
+            report.render(source),
+            "p.yaml:4:5: unknown key `stepz`\n  |\n4 |     stepz: []\n  |     ^\n\
+             p.yaml:5:2: a tab\n  |\n5 | \tbad: 1\n  | \t^\n\
+             p.yaml:40:1: past the end\n"
+        );
     }
 
     #[test]

@@ -52,7 +52,15 @@ pub fn parse(file: &str, text: &str) -> Result<Pipeline, Report> {
             return Err(sink.into_report(file));
         }
         Err(e) => {
-            sink.error(e.pos, e.message);
+            // A syntax error: report every one the parser can be brought to, not only the
+            // first. (Other errors here, such as a second document, stand alone.)
+            let syntax = yaml::syntax_errors(text);
+            if syntax.is_empty() || !e.message.starts_with("YAML syntax error") {
+                sink.error(e.pos, e.message);
+            }
+            for e in syntax {
+                sink.error(e.pos, e.message);
+            }
             return Err(sink.into_report(file));
         }
     };

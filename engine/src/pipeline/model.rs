@@ -416,6 +416,25 @@ pub struct S2i {
     pub incremental: bool,
     /// Overrides the builder's `io.openshift.s2i.scripts-url` label.
     pub scripts_url: Option<String>,
+    pub compression: ImageCompression,
+}
+
+/// How hard an image stage compresses its new layer (gzip level 1, 6 or 9): build time
+/// against layer size. The level is one of the inputs of the image's digest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImageCompression {
+    #[default]
+    Fast,
+    Default,
+    Best,
+}
+
+impl ImageCompression {
+    pub const ALL: [(&'static str, ImageCompression); 3] = [
+        ("fast", ImageCompression::Fast),
+        ("default", ImageCompression::Default),
+        ("best", ImageCompression::Best),
+    ];
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -453,6 +472,7 @@ pub struct B2i {
     pub ports: Vec<Port>,
     pub env: Env,
     pub labels: Vec<(String, Template)>,
+    pub compression: ImageCompression,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

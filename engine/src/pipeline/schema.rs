@@ -18,7 +18,7 @@ use super::decode::triggers::{
     PULL_REQUEST_KEYS, PUSH_KEYS, SCHEDULE_KEYS, TRIGGER_KEYS, WEBHOOK_KEYS,
 };
 use super::decode::{PARAM_KEYS, PIPELINE_KEYS};
-use super::model::{B2iPreset, PullRequestAction};
+use super::model::{B2iPreset, ImageCompression, PullRequestAction};
 
 pub const SCHEMA_ID: &str = "https://gantry.dev/schemas/pipeline.schema.json";
 
@@ -244,8 +244,15 @@ pub fn schema() -> Value {
         }),
     ]});
 
+    let compression = || {
+        doc(
+            json!({ "enum": ImageCompression::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>() }),
+            "How hard the new layer is compressed: `fast` (gzip 1, the default), `default` (gzip 6), `best` (gzip 9). Smaller layers cost build time; see docs/performance.md.",
+        )
+    };
     let s2i = object(S2I_KEYS, &["builder", "output"], |k| match k {
         "env" => r("env"),
+        "compression" => compression(),
         "incremental" => boolean(),
         "builder" => doc(string(), "The S2I builder image."),
         "output" => doc(string(), "Where to push the built image."),
@@ -253,6 +260,7 @@ pub fn schema() -> Value {
     });
     let b2i = object(B2I_KEYS, &["artifact", "base", "output"], |k| match k {
         "preset" => json!({ "enum": B2iPreset::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>() }),
+        "compression" => compression(),
         "entrypoint" | "cmd" => r("command"),
         "ports" => r("ports"),
         "env" => r("env"),

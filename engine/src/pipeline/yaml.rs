@@ -191,20 +191,166 @@ pub struct YamlError {
 ///
 /// Duplicate keys do not stop the parse: the document is returned together with them so the
 /// caller can report every problem at once. Syntax errors do stop it (the parser cannot
-/// resynchronise), and come back as the single error in `Err`.
+/// resynchronise), and come back as the first error in `Err`; [`syntax_errors`] finds the
+/// others it can.
 pub fn parse(text: &str) -> Result<(Option<Node>, Vec<YamlError>), YamlError> {
     let mut builder = Builder::default();
     for item in Parser::new_from_str(text) {
-        let (event, span) = item.map_err(|e| YamlError {
-            pos: Pos {
+        let (event, span) = item.map_err(|e| {
+            let pos = Pos {
                 line: u32::try_from(e.marker().line()).unwrap_or(u32::MAX),
                 col: u32::try_from(e.marker().col() + 1).unwrap_or(u32::MAX),
-            },
-            message: format!("YAML syntax error: {}", e.info()),
+            };
+            YamlError {
+                pos,
+                message: syntax_message(text, pos, e.info()),
+            }
         })?;
         builder.event(event, &span)?;
     }
     Ok((builder.document, builder.warnings))
+}
+
+/// Most syntax errors reported for one file; past that, fixing the first ones comes first.
+pub const MAX_SYNTAX_ERRORS: usize = 20;
+
+/// The first syntax error the parser meets in `text`, if any.
+fn first_syntax_error(text: &str) -> Option<YamlError> {
+    for item in Parser::new_from_str(text) {
+        if let Err(e) = item {
+            let mut pos = Pos {
+                line: u32::try_from(e.marker().line()).unwrap_or(u32::MAX),
+                col: u32::try_from(e.marker().col() + 1).unwrap_or(u32::MAX),
+            };
+            if e.info().contains("tab") {
+                pos = tab_after(text, pos).unwrap_or(pos);
+            }
+            return Some(YamlError {
+                pos,
+                message: syntax_message(text, pos, e.info()),
+            });
+        }
+    }
+    None
+}
+
+/// The tab an error about a tab is about: the first on the error's line, else on the next
+/// one. The parser reports a tab just after it, or where the scalar before it ended.
+fn tab_after(text: &str, pos: Pos) -> Option<Pos> {
+    let first = usize::try_from(pos.line).ok()?.checked_sub(1)?;
+    for (i, line) in text.split('\n').enumerate().skip(first).take(2) {
+        if let Some(col) = line.chars().position(|c| c == '\t') {
+            return Some(Pos {
+                line: u32::try_from(i + 1).ok()?,
+                col: u32::try_from(col + 1).ok()?,
+            });
+        }
+    }
+    None
+}
+
+/// The parser's words, with what they usually mean in a pipeline file and what to do.
+fn syntax_message(text: &str, pos: Pos, info: &str) -> String {
+    let at = text
+        .split('\n')
+        .nth(pos.line.saturating_sub(1) as usize)
+        .and_then(|line| line.chars().nth(pos.col.saturating_sub(1) as usize));
+    let hint = if at == Some('\t') || info.contains("found a tab") {
+        "a tab: YAML indents with spaces only"
+    } else if info.contains("mapping values are not allowed") {
+        "a value holding `: ` must be quoted (`\"echo a: b\"`), or this line is indented wrongly"
+    } else if info.contains("did not find expected key")
+        || info.contains("did not find expected '-' indicator")
+    {
+        "check this line's indentation against the lines above it"
+    } else if info.contains("cannot start any token") {
+        "quote a value that starts with `@`, `` ` `` or `%`"
+    } else if info.contains("expected ',' or ']'") {
+        "a `[` list is not closed"
+    } else if info.contains("expected ',' or '}'") {
+        "a `{` mapping is not closed"
+    } else if info.contains("quoted scalar, found unexpected end of stream") {
+        "a quoted string is not closed"
+    } else if info.contains("indentation in quoted scalar") {
+        "a quoted string is not closed, or its next line is indented less than it"
+    } else if info.contains("illegal placement of ':'") {
+        "an earlier `[` or `{` is not closed, or a `:` here needs quoting"
+    } else {
+        ""
+    };
+    if hint.is_empty() {
+        format!("YAML syntax error: {info}")
+    } else {
+        format!("YAML syntax error: {info} ({hint})")
+    }
+}
+
+/// Whether the parser can be brought past an error by skipping its line: not when the error
+/// is about something spanning lines (an open list, mapping or quote), which would make every
+/// later line look wrong.
+fn skippable(error: &YamlError) -> bool {
+    // The parser's own words, before the hint in parentheses.
+    let info = error.message.split(" (").next().unwrap_or_default();
+    // `:` misplaced is what every line inside an unclosed `[` looks like.
+    ![
+        "flow",
+        "quoted",
+        "end of stream",
+        "block scalar",
+        "document",
+        "illegal placement",
+    ]
+    .iter()
+    .any(|w| info.contains(w))
+}
+
+/// Every syntax error of `text` the parser can be brought to report, in order. The parser
+/// stops at its first error and cannot resynchronise, so each further one is found by parsing
+/// again with the lines of the errors before it blanked (the numbering stays). When that
+/// cannot work, the last error says the parser cannot continue past it.
+pub fn syntax_errors(text: &str) -> Vec<YamlError> {
+    const STOPPED: &str =
+        " (the YAML parser cannot continue past this error: fix it to see any problems after it)";
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    let mut errors: Vec<YamlError> = Vec::new();
+    let last_line = lines
+        .iter()
+        .rposition(|l| !l.trim().is_empty())
+        .map_or(0, |i| i + 1);
+    while let Some(error) = first_syntax_error(&lines.join("\n")) {
+        let line = error.pos.line as usize;
+        let progressed = errors.last().is_none_or(|e| error.pos.line > e.pos.line);
+        if !progressed {
+            if let Some(previous) = errors.last_mut() {
+                previous.message.push_str(STOPPED);
+            }
+            break;
+        }
+        if errors.len() + 1 == MAX_SYNTAX_ERRORS {
+            errors.push(error);
+            if let Some(last) = errors.last_mut() {
+                last.message.push_str(&format!(
+                    " (the first {MAX_SYNTAX_ERRORS} syntax errors are shown: fix them to see any after)"
+                ));
+            }
+            break;
+        }
+        let stop = !skippable(&error) || line == 0;
+        errors.push(error);
+        if stop {
+            if line < last_line
+                && let Some(last) = errors.last_mut()
+            {
+                last.message.push_str(STOPPED);
+            }
+            break;
+        }
+        match lines.get_mut(line - 1) {
+            Some(l) => *l = "",
+            None => break,
+        }
+    }
+    errors
 }
 
 enum Frame {
@@ -535,6 +681,29 @@ mod tests {
         let err = parse("a: [1, 2\nb: 3\n").expect_err("unterminated flow sequence");
         assert!(err.pos.line >= 1 && err.pos.col >= 1, "{err:?}");
         assert!(err.message.starts_with("YAML syntax error"));
+    }
+
+    #[test]
+    fn syntax_errors_go_on_past_a_line_they_can_skip_and_say_when_they_cannot() {
+        let errors = syntax_errors("a: b: c\nd: 1\ne: f: g\n");
+        let lines: Vec<u32> = errors.iter().map(|e| e.pos.line).collect();
+        assert_eq!(lines, [1, 3], "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .all(|e| !e.message.contains("cannot continue"))
+        );
+
+        let stuck = syntax_errors("a: \"open\nb: 1\nc: 2\n");
+        assert_eq!(stuck.len(), 1, "{stuck:?}");
+        assert!(
+            stuck[0].message.contains("cannot continue past this error"),
+            "{stuck:?}"
+        );
+
+        let tab = syntax_errors("a:\n  b: 1\n\tc: 2\n");
+        assert_eq!(tab.first().map(|e| e.pos), Some(Pos::new(3, 1)), "{tab:?}");
+        assert!(syntax_errors("a: 1\n").is_empty());
     }
 
     #[test]

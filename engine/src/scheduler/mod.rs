@@ -230,6 +230,10 @@ async fn advance_next(engine: &Engine) -> Result<Option<Advanced>, crate::run::R
                 if let crate::pipeline::StageKind::Deploy(_) = &plan.stage(&plan.stages[*i]).kind {
                     stages::set_runs_in_engine(&mut *tx, row.id).await?;
                 }
+                // The question as asked, with this run's values: what approvers see.
+                if let Some(message) = crate::spec::approval_message(&run, &plan, *i, &rows) {
+                    stages::set_approval_message(&mut *tx, row.id, &message).await?;
+                }
                 (StageStatus::WaitingApproval, None)
             }
             Change::Succeed => (StageStatus::Succeeded, None),

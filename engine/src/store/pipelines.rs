@@ -178,6 +178,30 @@ pub async fn version(db: impl PgExecutor<'_>, id: VersionId) -> Result<VersionRo
     .ok_or_else(|| StoreError::NotFound(format!("pipeline version {id}")))
 }
 
+/// One applied version of a pipeline, without its text (for a list of versions).
+#[derive(Clone, Debug)]
+pub struct VersionSummary {
+    pub id: VersionId,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The pipeline's valid versions, newest first. Invalid ones (a repository file that did not
+/// parse) are left out: they have no plan to show, and each already has its failed run.
+pub async fn versions(
+    db: impl PgExecutor<'_>,
+    pipeline: PipelineId,
+) -> Result<Vec<VersionSummary>> {
+    Ok(sqlx::query_as!(
+        VersionSummary,
+        r#"SELECT id AS "id: VersionId", version, created_at FROM pipeline_versions
+           WHERE pipeline_id = $1 AND valid ORDER BY version DESC"#,
+        pipeline.0
+    )
+    .fetch_all(db)
+    .await?)
+}
+
 pub async fn project_of(db: impl PgExecutor<'_>, pipeline: PipelineId) -> Result<ProjectId> {
     Ok(sqlx::query_scalar!(
         r#"SELECT project_id AS "id: ProjectId" FROM pipelines WHERE id = $1"#,

@@ -151,6 +151,22 @@ pub async fn get(db: impl PgExecutor<'_>, id: RunId) -> Result<RunRow> {
         .ok_or_else(|| StoreError::NotFound(format!("run {id}")))
 }
 
+/// Run `number` of a pipeline (the `#N` people see), as `PIPELINE#N` names it.
+pub async fn by_number(
+    db: impl PgExecutor<'_>,
+    pipeline: PipelineId,
+    number: i32,
+) -> Result<RunRow> {
+    select_runs!(
+        "WHERE r.pipeline_id = $1 AND r.number = $2",
+        pipeline.0,
+        number
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("run #{number}")))
+}
+
 /// Newest first; `before` pages backwards by id; `projects` (names) limits the runs to those
 /// projects (`None`: every project).
 pub async fn list(

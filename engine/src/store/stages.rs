@@ -26,6 +26,8 @@ pub struct StageRunRow {
     pub cancel_requested: bool,
     pub error: Option<String>,
     pub approved_by: Option<String>,
+    /// The approval question as asked (rendered when the stage began to wait).
+    pub approval_message: Option<String>,
     pub reused_from: Option<StageRunId>,
     pub queued_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
@@ -42,7 +44,8 @@ macro_rules! select_stages {
             r#"SELECT id AS "id: StageRunId", run_id AS "run_id: RunId", key, plan_index, needs,
                       finally, allow_failure, status AS "status: StageStatus", attempt, max_attempts,
                       timeout_secs, executor, executor_handle, claimed_by, cancel_requested, error,
-                      approved_by, reused_from AS "reused_from: StageRunId", queued_at, started_at,
+                      approved_by, approval_message, reused_from AS "reused_from: StageRunId",
+                      queued_at, started_at,
                       finished_at, heartbeat_at, image, log_lines
                FROM stage_runs "# + $tail
             $(, $arg)*
@@ -405,6 +408,35 @@ pub async fn waiting_since(db: impl PgExecutor<'_>) -> Result<Vec<StageRunRow>> 
             .fetch_all(db)
             .await?,
     )
+}
+
+/// Which of `runs` wait for a person: they have a stage waiting for approval (the run itself
+/// reads `running`; pages say it waits).
+pub async fn waiting_for_approval(db: impl PgExecutor<'_>, runs: &[RunId]) -> Result<Vec<RunId>> {
+    let ids: Vec<i64> = runs.iter().map(|r| r.0).collect();
+    Ok(sqlx::query_scalar!(
+        r#"SELECT DISTINCT run_id AS "run_id!: RunId" FROM stage_runs
+           WHERE run_id = ANY($1) AND status = 'waiting_approval'"#,
+        &ids
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Records the approval question as asked, with its references rendered for the run.
+pub async fn set_approval_message(
+    db: impl PgExecutor<'_>,
+    id: StageRunId,
+    message: &str,
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE stage_runs SET approval_message = $2 WHERE id = $1",
+        id.0,
+        message
+    )
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 pub async fn set_approved_by(db: impl PgExecutor<'_>, id: StageRunId, who: &str) -> Result<()> {

@@ -1,17 +1,23 @@
 //! A project's members page (the project's admins only): who has which role, forms to add a
 //! member, change a role or remove one, and the project's anonymous-read switch. Each form
 //! does what the API's member and project routes do, with the same permission check.
+//!
+//! Adding someone who has no account yet offers to create it: the project's admins (engine
+//! administrators included) may create plain users this way, never administrators. The new
+//! account gets a random initial password, shown on the answer page once (like a new API
+//! token) for the admin to hand over; its owner changes it on the API tokens page.
 
 use std::sync::Arc;
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::response::{Html, Redirect};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
 use super::PageError;
 use super::{Chrome, render, urlencode};
-use crate::access::{self, Action, Principal, Role};
+use crate::access::{self, Action, Principal, Role, credential, password};
 use crate::engine::Engine;
 use crate::http::error::ApiError;
 use crate::store::ProjectId;
@@ -26,6 +32,25 @@ pub struct MembersPage {
     pub roles: Vec<&'static str>,
     /// What the last form did.
     pub done: String,
+    /// The add form named someone without an account: the offer to create it.
+    pub offer: Option<NewMember>,
+    /// Just created: the account and its initial password, shown this once.
+    pub created: Option<CreatedUser>,
+    /// Where people sign in (for the note that goes with a new password).
+    pub login_url: String,
+}
+
+#[derive(Clone, Serialize)]
+pub struct NewMember {
+    pub user: String,
+    pub role: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct CreatedUser {
+    pub user: String,
+    pub role: &'static str,
+    pub password: String,
 }
 
 #[derive(Serialize)]
@@ -46,14 +71,17 @@ async fn managed(engine: &Engine, who: &Principal, project: &str) -> Result<Proj
         .ok_or_else(|| ApiError::NotFound(format!("project `{project}` not found")))?)
 }
 
-pub async fn page(
-    State(engine): State<Arc<Engine>>,
-    who: Principal,
-    Path(project): Path<String>,
-    Query(query): Query<DoneQuery>,
+/// The page itself, with what the last form left to say.
+async fn show(
+    engine: &Engine,
+    who: &Principal,
+    project: String,
+    id: ProjectId,
+    done: String,
+    offer: Option<NewMember>,
+    created: Option<CreatedUser>,
 ) -> Result<Html<String>, PageError> {
     let pool = &engine.store.pool;
-    let id = managed(&engine, &who, &project).await?;
     let anonymous_read = db::project_access(pool, &project, None)
         .await?
         .is_some_and(|p| p.anonymous_read);
@@ -68,14 +96,28 @@ pub async fn page(
     Ok(render(
         "members.html",
         &MembersPage {
-            chrome: Chrome::of(&who),
+            chrome: Chrome::of(who),
             project,
             anonymous_read,
             members,
             roles: Role::ALL.iter().map(|r| r.as_str()).collect(),
-            done: query.done.unwrap_or_default(),
+            done,
+            offer,
+            created,
+            login_url: format!("{}/login", engine.url.trim_end_matches('/')),
         },
     )?)
+}
+
+pub async fn page(
+    State(engine): State<Arc<Engine>>,
+    who: Principal,
+    Path(project): Path<String>,
+    Query(query): Query<DoneQuery>,
+) -> Result<Html<String>, PageError> {
+    let id = managed(&engine, &who, &project).await?;
+    let done = query.done.unwrap_or_default();
+    show(&engine, &who, project, id, done, None, None).await
 }
 
 fn back(project: &str, done: &str) -> Redirect {
@@ -93,29 +135,82 @@ pub struct MemberForm {
     role: String,
 }
 
-/// Adds a member or changes a member's role.
+fn parse_role(text: &str) -> Result<Role, ApiError> {
+    Role::parse(text).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "`{text}` is not a role (viewer, developer, maintainer, admin)"
+        ))
+    })
+}
+
+/// Adds a member or changes a member's role. Someone without an account gets the members page
+/// again (as 404: there is no such user) offering to create the account.
 pub async fn set(
     State(engine): State<Arc<Engine>>,
     mut who: Principal,
     Path(project): Path<String>,
     Form(form): Form<MemberForm>,
-) -> Result<Redirect, PageError> {
+) -> Result<Response, PageError> {
     who.accept_csrf(&form.csrf);
     who.require_user(true)?;
     let id = managed(&engine, &who, &project).await?;
-    let role = Role::parse(&form.role).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "`{}` is not a role (viewer, developer, maintainer, admin)",
-            form.role
-        ))
-    })?;
+    let role = parse_role(&form.role)?;
     let name = form.user.trim();
-    let user = db::user_by_name(&engine.store.pool, name)
-        .await
-        .map_err(|_| ApiError::NotFound(format!("there is no user `{name}`")))?
-        .user;
+    let user = match db::user_by_name(&engine.store.pool, name).await {
+        Ok(found) => found.user,
+        Err(crate::store::StoreError::NotFound(_)) => {
+            let offer = NewMember {
+                user: name.to_owned(),
+                role: role.as_str(),
+            };
+            let page = show(&engine, &who, project, id, String::new(), Some(offer), None).await?;
+            return Ok((StatusCode::NOT_FOUND, page).into_response());
+        }
+        Err(e) => return Err(e.into()),
+    };
     db::set_member(&engine.store.pool, id, user.id, role).await?;
-    Ok(back(&project, &format!("{name} is now {}.", role.as_str())))
+    Ok(back(&project, &format!("{name} is now {}.", role.as_str())).into_response())
+}
+
+/// Creates a user (never an administrator) with a random initial password and makes them a
+/// member; the answer page shows the password, this once.
+pub async fn create(
+    State(engine): State<Arc<Engine>>,
+    mut who: Principal,
+    Path(project): Path<String>,
+    Form(form): Form<MemberForm>,
+) -> Result<Html<String>, PageError> {
+    who.accept_csrf(&form.csrf);
+    who.require_user(true)?;
+    let id = managed(&engine, &who, &project).await?;
+    let role = parse_role(&form.role)?;
+    let name = form.user.trim();
+    if !crate::pipeline::decode::is_valid_name(name) {
+        return Err(ApiError::BadRequest(format!(
+            "`{name}` cannot be a user name: use letters, digits, `.`, `_` and `-`"
+        ))
+        .into());
+    }
+    let initial = credential::random();
+    let hash = password::hash_blocking(initial.clone()).await?;
+    // One transaction: an account is never left behind without the membership it was made for.
+    let mut tx = engine
+        .store
+        .pool
+        .begin()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let user = db::create_user(&mut *tx, name, Some(&hash), false).await?;
+    db::set_member(&mut *tx, id, user.id, role).await?;
+    tx.commit().await.map_err(crate::store::StoreError::from)?;
+    tracing::info!(user = %user.name, project = %project, by = %who.name(), "user created from the members page");
+    let created = CreatedUser {
+        user: user.name.clone(),
+        role: role.as_str(),
+        password: initial,
+    };
+    let done = format!("{} now has an account and is {}.", user.name, role.as_str());
+    show(&engine, &who, project, id, done, None, Some(created)).await
 }
 
 #[derive(Deserialize)]

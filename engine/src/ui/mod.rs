@@ -5,18 +5,20 @@
 //! API; every form carries the session's CSRF token.
 
 pub mod actions;
+pub mod diff;
 pub mod error;
 pub mod graph;
 pub mod members;
 pub mod pages;
 pub mod session;
 pub mod tokens;
+pub mod trend;
 
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use axum::extract::{Path, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -156,20 +158,28 @@ pub fn asset_version() -> &'static str {
     })
 }
 
-/// An error page (status and a message for people).
-pub fn error_page(status: StatusCode, message: &str) -> Response {
+/// An error page: the status, a message for people, and links onwards (`back`: the page
+/// the visitor came from, when it was one of ours).
+pub fn error_page(
+    who: &Principal,
+    status: StatusCode,
+    message: &str,
+    back: Option<&str>,
+) -> Response {
     #[derive(Serialize)]
     struct ErrorPage<'a> {
         chrome: Chrome,
         status: u16,
         reason: &'a str,
         message: &'a str,
+        back: Option<&'a str>,
     }
     let page = ErrorPage {
-        chrome: Chrome::of(&Principal::Anonymous),
+        chrome: Chrome::of(who),
         status: status.as_u16(),
         reason: status.canonical_reason().unwrap_or("Error"),
         message,
+        back,
     };
     match render("error.html", &page) {
         Ok(html) => (status, html).into_response(),
@@ -180,7 +190,9 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
     }
 }
 
-pub fn router() -> Router<Arc<Engine>> {
+/// The UI's pages and forms, and the fallback for every path no router knows. `engine` is for
+/// the middleware, which shows error pages with the signed-in user's header.
+pub fn router(engine: Arc<Engine>) -> Router<Arc<Engine>> {
     Router::new()
         .route("/", get(pages::dashboard))
         .route("/login", get(session::login_page).post(session::login))
@@ -201,6 +213,7 @@ pub fn router() -> Router<Arc<Engine>> {
             "/p/{project}/members",
             get(members::page).post(members::set),
         )
+        .route("/p/{project}/members/create", post(members::create))
         .route("/p/{project}/members/{user}/remove", post(members::remove))
         .route("/p/{project}/settings", post(members::settings))
         .route("/runs/{id}", get(pages::run))
@@ -210,23 +223,71 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/runs/{id}/stages/{key}/reject", post(actions::reject))
         .route("/tokens", get(tokens::page).post(tokens::create))
         .route("/tokens/{id}/delete", post(tokens::delete))
+        .route("/password", post(tokens::change_password))
         .route("/assets/{version}/{file}", get(asset))
-        .layer(axum::middleware::from_fn(page_headers))
+        .fallback(no_such_page)
+        .layer(axum::middleware::from_fn_with_state(engine, page_headers))
 }
 
-/// Sends a page that needs a signed-in user to the sign-in form (coming back afterwards), and
-/// adds the headers every page gets: no framing by other sites, no inline scripts.
-async fn page_headers(request: Request, next: Next) -> Response {
+/// Paths that belong to programs, not people: their errors stay as their routers made them
+/// (JSON for the API), never an HTML page.
+fn is_machine_path(path: &str) -> bool {
+    [
+        "/api/", "/hooks/", "/assets/", "/healthz", "/readyz", "/metrics",
+    ]
+    .iter()
+    .any(|prefix| path.starts_with(prefix))
+}
+
+/// Every path no route matches: a page for people, the API's JSON for programs.
+async fn no_such_page(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if is_machine_path(path) {
+        return crate::http::error::ApiError::NotFound(format!("no route for {path}"))
+            .into_response();
+    }
+    let mut response = StatusCode::NOT_FOUND.into_response();
+    response.extensions_mut().insert(error::ErrorNote(format!(
+        "There is no page at {path}. Check the address, or find what you are looking for from \
+         the dashboard."
+    )));
+    response
+}
+
+/// The page the visitor came from, when it is one of ours (and not the page that failed).
+fn came_from(headers: &HeaderMap, path: &str) -> Option<String> {
+    let referer = headers.get(header::REFERER)?.to_str().ok()?;
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let rest = referer
+        .strip_prefix("http://")
+        .or_else(|| referer.strip_prefix("https://"))?;
+    let (authority, local) = rest.split_at(rest.find('/')?);
+    let local_path = local.split(['?', '#']).next().unwrap_or(local);
+    (authority == host && local_path != path && !local.starts_with("//")).then(|| local.to_owned())
+}
+
+/// Sends a page that needs a signed-in user to the sign-in form (coming back afterwards),
+/// shows every other error answer as the error page, and adds the headers every page gets: no
+/// framing by other sites, no inline scripts.
+async fn page_headers(State(engine): State<Arc<Engine>>, request: Request, next: Next) -> Response {
     let back = request
         .uri()
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
-    let is_get = request.method() == axum::http::Method::GET;
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    let headers = request.headers().clone();
     let mut response = next.run(request).await;
-    if response.status() == StatusCode::UNAUTHORIZED && is_get {
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED && method == axum::http::Method::GET {
         let target = format!("/login?next={}", urlencode(&back));
         response = Redirect::to(&target).into_response();
+    } else if (status.is_client_error() || status.is_server_error())
+        && !is_machine_path(&path)
+        && needs_error_page(&response)
+    {
+        response = error_page_for(&engine, response, &method, &path, &headers).await;
     }
     let headers = response.headers_mut();
     headers.insert(
@@ -246,6 +307,51 @@ async fn page_headers(request: Request, next: Next) -> Response {
         HeaderValue::from_static("same-origin"),
     );
     response
+}
+
+/// Whether an error answer still needs the error page: it carries a handler's note, or it is
+/// not a page at all (axum's own text answers). A handler's own page (say, the members page
+/// answering 404 with the offer to create the account) is left as it is.
+fn needs_error_page(response: &Response) -> bool {
+    let html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    response.extensions().get::<error::ErrorNote>().is_some() || !html
+}
+
+/// How much of a bare error answer's text is read for its message.
+const BARE_ERROR_LIMIT: usize = 4096;
+
+/// `response` (an error answer) as the error page, with the header of whoever asked.
+async fn error_page_for(
+    engine: &Engine,
+    response: Response,
+    method: &axum::http::Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let status = response.status();
+    let message = match response.extensions().get::<error::ErrorNote>() {
+        Some(note) => note.0.clone(),
+        None => {
+            let body = axum::body::to_bytes(response.into_body(), BARE_ERROR_LIMIT)
+                .await
+                .unwrap_or_default();
+            error::bare_error_message(
+                status,
+                method.as_str(),
+                path,
+                &String::from_utf8_lossy(&body),
+            )
+        }
+    };
+    // Who asked, for the page's header; a request whose credentials fail shows as anonymous.
+    let who = crate::http::auth::authenticate(engine, headers, method)
+        .await
+        .unwrap_or(Principal::Anonymous);
+    error_page(&who, status, &message, came_from(headers, path).as_deref())
 }
 
 /// Percent-encodes everything but unreserved characters.
@@ -303,11 +409,14 @@ mod tests {
             id: RunId(7),
             number: 3,
             status: "running",
-            trigger: "manual".into(),
+            trigger: "manual by alice".into(),
+            pipeline: "build".into(),
             branch: "main".into(),
+            commit: "0123abcd".into(),
             created: "2026-12-03 10:00:00 UTC".into(),
             duration: "5s".into(),
             reason: String::new(),
+            waiting_approval: false,
         }
     }
 
@@ -333,6 +442,7 @@ mod tests {
                 next: "/runs/1".into(),
                 name: "<script>alert(1)</script>".into(),
                 error: Some("Wrong user name or password.".into()),
+                notice: Some("Your password was changed.".into()),
             },
         );
         assert!(
@@ -341,7 +451,27 @@ mod tests {
         );
         done.push("login.html");
 
-        let response = error_page(StatusCode::FORBIDDEN, "`bob` may not trigger runs");
+        let html = rendered(
+            "error.html",
+            &serde_json::json!({
+                "chrome": chrome(),
+                "status": 403,
+                "reason": "Forbidden",
+                "message": "`bob` may not trigger runs <script>alert(3)</script>",
+                "back": "/p/web/build",
+            }),
+        );
+        assert!(
+            html.contains(r#"href="&#x2F;p&#x2F;web&#x2F;build""#),
+            "{html}"
+        );
+        assert!(html.contains("ask an admin of the project"), "{html}");
+        let response = error_page(
+            &Principal::Anonymous,
+            StatusCode::FORBIDDEN,
+            "`bob` may not trigger runs",
+            None,
+        );
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         done.push("error.html");
 
@@ -355,6 +485,7 @@ mod tests {
                     anonymous_read: true,
                     can_secrets: false,
                     can_manage: false,
+                    runs: vec![run_item()],
                     pipelines: vec![PipelineCard {
                         name: "build".into(),
                         version: 2,
@@ -363,6 +494,7 @@ mod tests {
                             run_id: RunId(7),
                             number: 3,
                             status: "failed",
+                            waiting_approval: false,
                             when: "now".into(),
                         }],
                     }],
@@ -370,6 +502,12 @@ mod tests {
             },
         );
         assert!(html.contains(r#"href="/runs/7""#) && html.contains("badge s-failed"));
+        // The project's recent runs: pipeline and number, branch and short commit, who.
+        assert!(
+            html.contains("build #3") && html.contains("<code>0123abcd</code>"),
+            "{html}"
+        );
+        assert!(html.contains("manual by alice"), "{html}");
         done.push("dashboard.html");
 
         let html = rendered(
@@ -379,6 +517,7 @@ mod tests {
                 project: "web".into(),
                 pipeline: "build".into(),
                 version: 2,
+                description: "Builds <the> site".into(),
                 runs: vec![run_item()],
                 params: vec![
                     ParamField {
@@ -407,13 +546,35 @@ mod tests {
                 can_secrets: true,
                 deploys: true,
                 older: Some(RunId(5)),
+                trend: trend::of(&[], &[], chrono::Utc::now()),
+                versions: vec![],
+                shown: pages::VersionView {
+                    version: 2,
+                    applied: "now".into(),
+                    yaml: "name: build # <b>\n".into(),
+                    previous: Some(1),
+                    diff: diff::lines("name: old\n", "name: build # <b>\n"),
+                    added: 1,
+                    removed: 1,
+                    stages: vec![],
+                },
             },
+        );
+        // The shown version's YAML and its diff, escaped.
+        assert!(html.contains("name: build # &lt;b&gt;"), "{html}");
+        assert!(
+            html.contains(r#"<del class="d-removed"><span class="mark">-</span>name: old</del>"#),
+            "{html}"
         );
         // Every field is labelled, and the form carries the CSRF token.
         for id in ["param-target", "param-fast", "param-note"] {
             assert!(html.contains(&format!(r#"<label for="{id}">"#)), "{id}");
         }
         assert!(html.contains(r#"name="csrf" value="CSRF-TOKEN""#));
+        assert!(
+            html.contains(r#"<p class="description">Builds &lt;the&gt; site</p>"#),
+            "the pipeline's description, escaped: {html}"
+        );
         done.push("pipeline.html");
 
         let stages = vec![("build".to_owned(), vec![]), ("deploy".to_owned(), vec![0])];
@@ -460,6 +621,7 @@ mod tests {
                         message: "Ship it?".into(),
                         approvers: vec!["alice".into()],
                         may_decide: true,
+                        gate: false,
                     }),
                 }],
                 artifacts: vec![ArtifactItem {
@@ -505,6 +667,8 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("<code>registry&#x2F;app</code>") && html.contains("sha256:abc"));
+        // The id the CLI and the API take, beside the number the page is titled with.
+        assert!(html.contains("id <code>7</code>"), "{html}");
         done.push("run.html");
 
         rendered(
@@ -615,8 +779,25 @@ mod tests {
                 }],
                 roles: Role::ALL.iter().map(|r| r.as_str()).collect(),
                 done: "alice is now maintainer.".into(),
+                offer: Some(members::NewMember {
+                    user: "bob".into(),
+                    role: "developer",
+                }),
+                created: Some(members::CreatedUser {
+                    user: "carol".into(),
+                    role: "viewer",
+                    password: "INITIAL-SECRET".into(),
+                }),
+                login_url: "https://ci.example/login".into(),
             },
         );
+        // The offer posts the name and role to the create form; the new password shows once.
+        assert!(html.contains(r#"action="/p/web/members/create""#), "{html}");
+        assert!(
+            html.contains(r#"name="user" value="bob""#)
+                && html.contains("Create bob and add as developer")
+        );
+        assert!(html.contains(r#"<code id="new-password" class="token">INITIAL-SECRET</code>"#));
         assert!(
             html.contains("<option selected>maintainer</option>"),
             "{html}"

@@ -23,18 +23,7 @@ pub fn time(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-/// `3s`, `1m 05s`, `2h 03m`.
-pub fn duration(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> String {
-    let (Some(from), Some(to)) = (from, to) else {
-        return String::new();
-    };
-    let secs = (to - from).num_seconds().max(0);
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m {:02}s", s / 60, s % 60),
-        s => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
+pub use super::trend::duration;
 
 #[derive(Serialize)]
 pub struct DashboardPage {
@@ -51,7 +40,12 @@ pub struct ProjectCard {
     pub can_secrets: bool,
     pub can_manage: bool,
     pub pipelines: Vec<PipelineCard>,
+    /// The project's newest runs, whatever their pipeline (newest first).
+    pub runs: Vec<RunItem>,
 }
+
+/// How many of a project's newest runs the dashboard lists.
+const DASHBOARD_RUNS: i64 = 10;
 
 #[derive(Serialize)]
 pub struct PipelineCard {
@@ -66,6 +60,8 @@ pub struct BranchItem {
     pub run_id: RunId,
     pub number: i32,
     pub status: &'static str,
+    /// A stage of the run waits for a person (the run itself reads `running`).
+    pub waiting_approval: bool,
     pub when: String,
 }
 
@@ -78,6 +74,8 @@ pub async fn dashboard(
     let projects = crate::http::users::visible_projects(&engine, &who).await?;
     let pipelines = pipelines::list(pool, visible.as_deref()).await?;
     let latest = dashboard::latest_per_branch(pool, visible.as_deref()).await?;
+    let run_ids: Vec<RunId> = latest.iter().map(|b| b.run_id).collect();
+    let waiting = stages::waiting_for_approval(pool, &run_ids).await?;
     let mut cards: Vec<ProjectCard> = projects
         .into_iter()
         .map(|p| ProjectCard {
@@ -87,8 +85,23 @@ pub async fn dashboard(
             name: p.name,
             anonymous_read: p.anonymous_read,
             pipelines: Vec::new(),
+            runs: Vec::new(),
         })
         .collect();
+    // One query per project: a busy project does not push a quiet one's runs off the page.
+    for card in &mut cards {
+        let names = [card.name.clone()];
+        let recent = runs::list(pool, None, None, DASHBOARD_RUNS, Some(&names)).await?;
+        let ids: Vec<RunId> = recent.iter().map(|r| r.id).collect();
+        let waiting = stages::waiting_for_approval(pool, &ids).await?;
+        card.runs = recent
+            .iter()
+            .map(|r| RunItem {
+                waiting_approval: waiting.contains(&r.id),
+                ..RunItem::of(r)
+            })
+            .collect();
+    }
     for pipeline in pipelines {
         let branches = latest
             .iter()
@@ -98,6 +111,7 @@ pub async fn dashboard(
                 run_id: b.run_id,
                 number: b.number,
                 status: b.status.as_str(),
+                waiting_approval: waiting.contains(&b.run_id),
                 when: time(&b.created_at),
             })
             .collect();
@@ -124,10 +138,15 @@ pub struct RunItem {
     pub number: i32,
     pub status: &'static str,
     pub trigger: String,
+    pub pipeline: String,
     pub branch: String,
+    /// The commit built, shortened (empty when the run names none).
+    pub commit: String,
     pub created: String,
     pub duration: String,
     pub reason: String,
+    /// A stage of the run waits for a person (set by the pages that list runs).
+    pub waiting_approval: bool,
 }
 
 impl RunItem {
@@ -137,6 +156,13 @@ impl RunItem {
             number: run.number,
             status: run.status.as_str(),
             trigger: run.trigger_text(),
+            pipeline: run.pipeline.clone(),
+            commit: run.context["commit_sha"]
+                .as_str()
+                .unwrap_or_default()
+                .chars()
+                .take(8)
+                .collect(),
             branch: run.context["branch"]
                 .as_str()
                 .or(run.context["tag"].as_str())
@@ -145,6 +171,7 @@ impl RunItem {
             created: time(&run.created_at),
             duration: duration(run.started_at, run.finished_at.or(Some(Utc::now()))),
             reason: run.reason.clone().unwrap_or_default(),
+            waiting_approval: false,
         }
     }
 }
@@ -166,6 +193,8 @@ pub struct PipelinePage {
     pub project: String,
     pub pipeline: String,
     pub version: i32,
+    /// The pipeline's `description` (empty when it has none).
+    pub description: String,
     pub runs: Vec<RunItem>,
     pub params: Vec<ParamField>,
     pub can_trigger: bool,
@@ -174,11 +203,115 @@ pub struct PipelinePage {
     pub deploys: bool,
     /// The id to page back from (`?before=`), when there may be older runs.
     pub older: Option<RunId>,
+    /// The listed runs' durations, as a bar chart.
+    pub trend: super::trend::Trend,
+    /// The pipeline's versions, newest first, to pick the one shown.
+    pub versions: Vec<VersionLink>,
+    /// The version shown (`?version=`, else the newest): its YAML, plan and changes.
+    pub shown: VersionView,
+}
+
+#[derive(Serialize)]
+pub struct VersionLink {
+    pub version: i32,
+    pub applied: String,
+    pub current: bool,
+}
+
+#[derive(Serialize)]
+pub struct VersionView {
+    pub version: i32,
+    pub applied: String,
+    /// The YAML as applied.
+    pub yaml: String,
+    /// The version it is compared with (the one before it), if any.
+    pub previous: Option<i32>,
+    /// Its lines against the previous version's, unchanged stretches folded.
+    pub diff: Vec<super::diff::Line>,
+    pub added: usize,
+    pub removed: usize,
+    /// Its stages in plan order (every stage after all it needs).
+    pub stages: Vec<PlanStage>,
+}
+
+#[derive(Serialize)]
+pub struct PlanStage {
+    pub key: String,
+    /// The keys of the stages it waits for.
+    pub needs: Vec<String>,
+    pub finally: bool,
 }
 
 #[derive(Deserialize)]
 pub struct PageQuery {
     before: Option<i64>,
+    /// Which version's YAML to show (its number).
+    version: Option<i32>,
+}
+
+/// Unchanged lines kept around each change in a version's diff.
+const DIFF_CONTEXT: usize = 3;
+
+/// `version` of the pipeline (number; the newest when `None`) with its YAML, plan, and diff
+/// to the version before it.
+async fn version_view(
+    engine: &Engine,
+    pipeline: &pipelines::PipelineRow,
+    versions: &[pipelines::VersionSummary],
+    version: Option<i32>,
+) -> Result<VersionView, PageError> {
+    let wanted = version.unwrap_or(pipeline.version);
+    let Some(at) = versions.iter().position(|v| v.version == wanted) else {
+        let newest = versions.first().map_or(0, |v| v.version);
+        return Err(PageError(ApiError::NotFound(format!(
+            "Pipeline {} has no version {wanted}; its versions are numbered 1 to {newest}. \
+             Pick one from the pipeline's page.",
+            pipeline.name
+        ))));
+    };
+    let summary = &versions[at];
+    let pool = &engine.store.pool;
+    let yaml = pipelines::version(pool, summary.id).await?.yaml;
+    // Versions are listed newest first: the one before is the next in the list.
+    let previous = match versions.get(at + 1) {
+        Some(p) => Some((p.version, pipelines::version(pool, p.id).await?.yaml)),
+        None => None,
+    };
+    let lines = super::diff::lines(previous.as_ref().map_or("", |(_, y)| y.as_str()), &yaml);
+    let count = |c: super::diff::Change| lines.iter().filter(|l| l.change == c).count();
+    let (added, removed) = (
+        count(super::diff::Change::Added),
+        count(super::diff::Change::Removed),
+    );
+    let plan = engine.plan(summary.id).await?;
+    let stages = plan
+        .stages
+        .iter()
+        .map(|s| PlanStage {
+            key: s.key.clone(),
+            needs: s
+                .needs
+                .iter()
+                .filter_map(|&n| plan.stages.get(n).map(|p| p.key.clone()))
+                .collect(),
+            finally: s.finally,
+        })
+        .collect();
+    Ok(VersionView {
+        version: summary.version,
+        applied: time(&summary.created_at),
+        yaml,
+        previous: previous.as_ref().map(|(v, _)| *v),
+        // The first version is all additions: nothing to compare, so no diff is shown.
+        diff: if previous.is_some() {
+            super::diff::folded(lines, DIFF_CONTEXT)
+        } else {
+            Vec::new()
+        },
+        added,
+        removed,
+        stages,
+    })
 }
 
 const RUNS_PER_PAGE: i64 = 30;
@@ -234,6 +367,22 @@ pub async fn pipeline(
         .then(|| list.last().map(|r| r.id))
         .flatten();
     let role = granted.role;
+    let run_ids: Vec<RunId> = list.iter().map(|r| r.id).collect();
+    let waiting = stages::waiting_for_approval(pool, &run_ids).await?;
+    let mut items: Vec<RunItem> = list.iter().map(RunItem::of).collect();
+    for item in &mut items {
+        item.waiting_approval = waiting.contains(&item.id);
+    }
+    let versions = pipelines::versions(pool, row.id).await?;
+    let shown = version_view(&engine, &row, &versions, page.version).await?;
+    let versions = versions
+        .iter()
+        .map(|v| VersionLink {
+            version: v.version,
+            applied: time(&v.created_at),
+            current: v.version == shown.version,
+        })
+        .collect();
     Ok(render(
         "pipeline.html",
         &PipelinePage {
@@ -241,7 +390,8 @@ pub async fn pipeline(
             project,
             pipeline: row.name,
             version: row.version,
-            runs: list.iter().map(RunItem::of).collect(),
+            description: plan.pipeline.description.clone().unwrap_or_default(),
+            runs: items,
             params: param_fields(&plan),
             can_trigger: allows(role, Action::Trigger) && who.user().is_some(),
             can_secrets: allows(role, Action::ListSecrets) && who.user().is_some(),
@@ -252,6 +402,9 @@ pub async fn pipeline(
                 .chain(&plan.pipeline.finally)
                 .any(|s| matches!(s.kind, crate::pipeline::StageKind::Deploy(_))),
             older,
+            trend: super::trend::of(&list, &waiting, Utc::now()),
+            versions,
+            shown,
         },
     )?)
 }
@@ -283,6 +436,8 @@ pub struct ApprovalItem {
     pub approvers: Vec<String>,
     /// Whether the viewer may approve or reject it.
     pub may_decide: bool,
+    /// The stage is only an approval: nothing runs, so it has no log.
+    pub gate: bool,
 }
 
 #[derive(Serialize)]
@@ -388,13 +543,17 @@ pub async fn run(
                 .get(index)
                 .and_then(|p| plan.stage(p).approval.as_ref())
                 .map(|a| ApprovalItem {
-                    message: a
-                        .message
-                        .as_ref()
-                        .map(|m| m.raw.value.clone())
+                    // As asked (rendered when the stage began to wait); before that, as written.
+                    message: s
+                        .approval_message
+                        .clone()
+                        .or_else(|| a.message.as_ref().map(|m| m.raw.value.clone()))
                         .unwrap_or_default(),
                     approvers: a.approvers.clone(),
                     may_decide: access::may_approve(&who, granted.role, &a.approvers),
+                    gate: plan.stages.get(index).is_some_and(|p| {
+                        matches!(plan.stage(p).kind, crate::pipeline::StageKind::Gate)
+                    }),
                 });
             let end = s
                 .finished_at

@@ -23,6 +23,8 @@ pub const SESSION_DAYS: i64 = 7;
 #[derive(Deserialize)]
 pub struct NextQuery {
     next: Option<String>,
+    /// Set after a password change (which ended the session).
+    changed: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -32,6 +34,8 @@ pub(crate) struct LoginPage {
     pub next: String,
     pub name: String,
     pub error: Option<String>,
+    /// Good news for whoever signs in (their password was changed).
+    pub notice: Option<String>,
 }
 
 /// Only a path on this site (not `//other.host`) may be where signing in leads.
@@ -49,6 +53,7 @@ fn login_form(
     next: String,
     name: String,
     error: Option<String>,
+    notice: Option<String>,
 ) -> Result<Response, PageError> {
     let csrf = credential::random();
     let page = LoginPage {
@@ -57,6 +62,7 @@ fn login_form(
         next,
         name,
         error,
+        notice,
     };
     let cookie = auth::set_cookie(
         LOGIN_CSRF_COOKIE,
@@ -78,7 +84,17 @@ pub async fn login_page(
     Query(query): Query<NextQuery>,
 ) -> Result<Response, PageError> {
     let next = safe_next(query.next.as_deref());
-    login_form(&engine, &headers, StatusCode::OK, next, String::new(), None)
+    let notice = (query.changed == Some(true))
+        .then(|| "Your password was changed: sign in with the new one.".to_owned());
+    login_form(
+        &engine,
+        &headers,
+        StatusCode::OK,
+        next,
+        String::new(),
+        None,
+        notice,
+    )
 }
 
 #[derive(Deserialize)]
@@ -114,6 +130,7 @@ pub async fn login(
             next,
             form.name,
             Some("The form expired; please sign in again.".into()),
+            None,
         );
     }
     // Refused before the password is checked: guessing is slowed, not only answered slowly.
@@ -130,6 +147,7 @@ pub async fn login(
             Some(format!(
                 "Too many failed sign-ins; try again in {seconds} s."
             )),
+            None,
         )?;
         if let Ok(value) = seconds.to_string().parse() {
             page.headers_mut().insert(header::RETRY_AFTER, value);
@@ -155,6 +173,7 @@ pub async fn login(
             next,
             form.name,
             Some("Wrong user name or password.".into()),
+            None,
         );
     };
     engine.logins.succeeded(&form.name);

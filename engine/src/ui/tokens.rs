@@ -1,11 +1,15 @@
 //! The API tokens page: a user's tokens (names and dates, never values), a form to create one
-//! (its value is shown on the answer page, once) and buttons to revoke them.
+//! (its value is shown on the answer page, once) and buttons to revoke them; and the form to
+//! change one's own password (how someone given an initial password makes it their own).
 
 use std::sync::Arc;
 
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::response::{Html, Redirect};
+
+use crate::access::password;
+use crate::http::error::ApiError;
 use serde::{Deserialize, Serialize};
 
 use super::PageError;
@@ -123,4 +127,53 @@ pub async fn delete(
     let me = who.require_user(true)?;
     db::delete_token(&engine.store.pool, me.id, id).await?;
     Ok(Redirect::to("/tokens"))
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    csrf: String,
+    current: String,
+    new: String,
+    repeat: String,
+}
+
+/// Changes the signed-in user's own password, after checking the current one. Every session
+/// of theirs ends with it (this one too), so the answer is the sign-in form.
+pub async fn change_password(
+    State(engine): State<Arc<Engine>>,
+    mut who: Principal,
+    Form(form): Form<PasswordForm>,
+) -> Result<Redirect, PageError> {
+    who.accept_csrf(&form.csrf);
+    let me = who.require_user(true)?;
+    let now = std::time::Instant::now();
+    // A stolen session must not become a way to guess the password: the sign-in throttle counts.
+    if let Some(wait) = engine.logins.wait(&me.name, None, now) {
+        return Err(ApiError::BadRequest(format!(
+            "too many wrong passwords; try again in {} s",
+            wait.as_secs().max(1)
+        ))
+        .into());
+    }
+    let stored = db::user_by_name(&engine.store.pool, &me.name)
+        .await?
+        .password_hash
+        .unwrap_or_default();
+    if !password::verify_blocking(form.current, stored).await {
+        engine.logins.failed(&me.name, None, now);
+        return Err(ApiError::BadRequest(
+            "the current password is wrong, so the password was not changed".into(),
+        )
+        .into());
+    }
+    if form.new != form.repeat {
+        return Err(ApiError::BadRequest(
+            "the new password and its repetition differ, so the password was not changed".into(),
+        )
+        .into());
+    }
+    let hash = password::hash_blocking(form.new).await?;
+    let ended = db::set_password(&engine.store.pool, me.id, &hash).await?;
+    tracing::info!(user = %me.name, sessions_ended = ended, "password changed in the web UI");
+    Ok(Redirect::to("/login?next=/tokens&changed=true"))
 }

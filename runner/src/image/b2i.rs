@@ -12,7 +12,7 @@ use super::oci::{self, ConfigEdit, Descriptor, Family, Manifest};
 use super::reference::Reference;
 use super::registry::{Ensured, Registry, Resolved, scope, sha256_digest};
 use super::task::{B2iTask, Preset, RegistryAccess};
-use super::{ImageError, Progress, Pushed, host_architecture};
+use super::{ImageError, Progress, Pushed, host_architecture, source_date};
 
 const DEFAULT_APP_DIR: &str = "/app";
 const DEFAULT_WEBAPPS_DIR: &str = "/usr/local/tomcat/webapps";
@@ -29,6 +29,7 @@ pub async fn build(
     let output = parse("output image", &task.output)?;
     let artifact = workspace.join(&task.artifact);
     check_artifact(&task.artifact, &artifact)?;
+    let epoch = source_date::effective(task.created_epoch, task.created_from_checkout, workspace);
 
     progress.say(&format!("b2i: resolving base image {base}"));
     let same_registry = base.registry == output.registry;
@@ -76,10 +77,12 @@ pub async fn build(
     // is never whole in memory nor on disk.
     let placed = placement(task);
     progress.say(&format!(
-        "b2i: writing and uploading the layer ({} preset: {} -> {})",
+        "b2i: writing and uploading the layer ({} preset: {} -> {}, dated {}, compression {})",
         preset_name(task.preset),
         task.artifact,
-        placed.destination
+        placed.destination,
+        oci::rfc3339(epoch),
+        task.compression.name()
     ));
     let location = target
         .begin_stream(&output.repository)
@@ -88,10 +91,11 @@ pub async fn build(
     let (sink, chunks) = ChunkSender::channel();
     let writing = {
         let (artifact, scratch, placed) = (artifact.clone(), scratch.to_owned(), placed.clone());
-        let (preset, mtime) = (task.preset, u64::try_from(task.created_epoch).unwrap_or(0));
+        let (preset, mtime) = (task.preset, u64::try_from(epoch).unwrap_or(0));
+        let compression = task.compression;
         tokio::task::spawn_blocking(move || {
             write_layer(
-                LayerWriter::streaming(sink, mtime),
+                LayerWriter::streaming_with(sink, mtime, compression),
                 preset,
                 &artifact,
                 &placed,
@@ -113,7 +117,7 @@ pub async fn build(
         layer.digest, layer.size, layer.entries
     ));
 
-    let edit = config_edit(task, &placed, &layer);
+    let edit = config_edit(task, &placed, &layer, epoch);
     oci::apply(&mut config, &edit).map_err(ImageError::BadDocument)?;
     let new_config =
         serde_json::to_vec(&config).map_err(|e| ImageError::BadDocument(e.to_string()))?;
@@ -330,7 +334,14 @@ fn placement(task: &B2iTask) -> Placement {
     Placement { dir, destination }
 }
 
-fn config_edit(task: &B2iTask, placed: &Placement, layer: &Layer) -> ConfigEdit {
+/// The config changes of a B2I build dated `epoch`. The command follows a Dockerfile's rules:
+/// the preset's entrypoint (when it has one) is an `ENTRYPOINT` written before the stage's
+/// own `entrypoint`/`cmd`, so
+///
+/// - `cmd` alone keeps the entrypoint (the preset's, else the base's) and gives it arguments;
+/// - `entrypoint` alone replaces it and drops the base's `Cmd`;
+/// - both set both.
+fn config_edit(task: &B2iTask, placed: &Placement, layer: &Layer, epoch: i64) -> ConfigEdit {
     let default_entrypoint = match task.preset {
         Preset::Binary => Some(vec![placed.destination.clone()]),
         Preset::Jar => Some(vec![
@@ -340,12 +351,9 @@ fn config_edit(task: &B2iTask, placed: &Placement, layer: &Layer) -> ConfigEdit 
         ]),
         Preset::War | Preset::Tarball => None,
     };
-    let entrypoint = match (&task.entrypoint, &task.cmd) {
-        (Some(e), _) => Some(e.clone()),
-        (None, None) => default_entrypoint,
-        (None, Some(_)) => None,
-    };
-    let created = oci::rfc3339(task.created_epoch);
+    // An entrypoint of the stage wins; else the preset's (None: the base's stays).
+    let entrypoint = task.entrypoint.clone().or(default_entrypoint);
+    let created = oci::rfc3339(epoch);
     ConfigEdit {
         created_by: task.created_by.clone().unwrap_or_else(|| {
             format!(
@@ -363,7 +371,7 @@ fn config_edit(task: &B2iTask, placed: &Placement, layer: &Layer) -> ConfigEdit 
         workdir: task.workdir.clone(),
         user: task.user.clone(),
         ports: task.ports.clone(),
-        labels: task.labels.clone(),
+        labels: source_date::with_created_label(&task.labels, epoch),
     }
 }
 
@@ -490,6 +498,8 @@ mod tests {
             env: vec![],
             labels: vec![],
             created_epoch: 0,
+            created_from_checkout: false,
+            compression: Default::default(),
             created_by: None,
             registries: vec![],
         }
@@ -508,12 +518,12 @@ mod tests {
             entries: 1,
         };
         assert_eq!(
-            config_edit(&binary, &placed, &layer).entrypoint,
+            config_edit(&binary, &placed, &layer, 0).entrypoint,
             Some(vec!["/app/hello".to_owned()])
         );
         let jar = task(Preset::Jar, "target/app.jar");
         assert_eq!(
-            config_edit(&jar, &placement(&jar), &layer).entrypoint,
+            config_edit(&jar, &placement(&jar), &layer, 0).entrypoint,
             Some(vec!["java".into(), "-jar".into(), "/app/app.jar".into()])
         );
         let mut war = task(Preset::War, "target/shop.war");
@@ -523,10 +533,98 @@ mod tests {
         );
         war.webapps_dir = Some("/opt/jetty/webapps/".into());
         assert_eq!(placement(&war).destination, "/opt/jetty/webapps/shop.war");
-        assert_eq!(config_edit(&war, &placement(&war), &layer).entrypoint, None);
-        let mut with_cmd = task(Preset::Binary, "out/hello");
-        with_cmd.cmd = Some(vec!["--serve".into()]);
-        assert_eq!(config_edit(&with_cmd, &placed, &layer).entrypoint, None);
+        assert_eq!(
+            config_edit(&war, &placement(&war), &layer, 0).entrypoint,
+            None
+        );
+    }
+
+    /// The config a build gives on top of a base with `ENTRYPOINT ["/base-entry"]` and
+    /// `CMD ["base-arg"]`: (Entrypoint, Cmd).
+    fn command_of(task: &B2iTask) -> (Value, Value) {
+        let layer = Layer {
+            path: None,
+            diff_id: "sha256:d".into(),
+            digest: "sha256:g".into(),
+            size: 1,
+            entries: 1,
+        };
+        let mut config = serde_json::json!({"config": {
+            "Entrypoint": ["/base-entry"], "Cmd": ["base-arg"]}});
+        oci::apply(&mut config, &config_edit(task, &placement(task), &layer, 0)).expect("apply");
+        let run = &config["config"];
+        (
+            run.get("Entrypoint").cloned().unwrap_or(Value::Null),
+            run.get("Cmd").cloned().unwrap_or(Value::Null),
+        )
+    }
+
+    #[test]
+    fn cmd_and_entrypoint_follow_dockerfile_rules() {
+        use serde_json::json;
+        let args = Some(vec!["--serve".to_owned()]);
+        let entry = Some(vec!["/app/hello".to_owned(), "-v".to_owned()]);
+
+        // `cmd` alone: arguments to the preset's entrypoint (the binary), not a program.
+        let mut binary = task(Preset::Binary, "out/hello");
+        binary.cmd = args.clone();
+        assert_eq!(
+            command_of(&binary),
+            (json!(["/app/hello"]), json!(["--serve"]))
+        );
+        let mut jar = task(Preset::Jar, "target/app.jar");
+        jar.cmd = args.clone();
+        assert_eq!(
+            command_of(&jar),
+            (json!(["java", "-jar", "/app/app.jar"]), json!(["--serve"]))
+        );
+        // A preset without an entrypoint: `cmd` alone keeps the base's, as `CMD` does.
+        let mut war = task(Preset::War, "target/shop.war");
+        war.cmd = args.clone();
+        assert_eq!(
+            command_of(&war),
+            (json!(["/base-entry"]), json!(["--serve"]))
+        );
+        // Nothing given: the preset's entrypoint resets the base's Cmd; a war keeps the base's
+        // command whole.
+        assert_eq!(
+            command_of(&task(Preset::Binary, "out/hello")),
+            (json!(["/app/hello"]), Value::Null)
+        );
+        assert_eq!(
+            command_of(&task(Preset::War, "target/shop.war")),
+            (json!(["/base-entry"]), json!(["base-arg"]))
+        );
+        // `entrypoint` alone: replaces it and drops the base's Cmd; both: both.
+        let mut own = task(Preset::Tarball, "site.tar");
+        own.entrypoint = entry.clone();
+        assert_eq!(command_of(&own), (json!(["/app/hello", "-v"]), Value::Null));
+        own.cmd = args;
+        assert_eq!(
+            command_of(&own),
+            (json!(["/app/hello", "-v"]), json!(["--serve"]))
+        );
+    }
+
+    #[test]
+    fn the_image_is_dated_with_the_commit_time_unless_the_stage_says_otherwise() {
+        let layer = Layer {
+            path: None,
+            diff_id: "sha256:d".into(),
+            digest: "sha256:g".into(),
+            size: 1,
+            entries: 1,
+        };
+        let t = task(Preset::Binary, "out/hello");
+        let edit = config_edit(&t, &placement(&t), &layer, 1_714_564_800);
+        assert_eq!(edit.created, "2024-05-01T12:00:00Z");
+        assert_eq!(
+            edit.labels,
+            [(
+                source_date::CREATED_LABEL.to_owned(),
+                "2024-05-01T12:00:00Z".to_owned()
+            )]
+        );
     }
 
     #[test]

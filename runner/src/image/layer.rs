@@ -8,13 +8,10 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use flate2::Compression;
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
-/// Gzip level 1: a layer compresses at several times the speed of the default level for a
-/// few percent more bytes, and builds are dominated by compression.
-const GZIP_LEVEL: u32 = 1;
+use super::task::Compression;
 
 /// A finished layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,20 +69,37 @@ pub struct LayerWriter<W: Write = BufWriter<File>> {
 }
 
 impl LayerWriter {
-    /// Starts a layer at `path`, with every entry's mtime set to `mtime` (seconds).
+    /// Starts a layer at `path`, with every entry's mtime set to `mtime` (seconds), compressed
+    /// [`Compression::Fast`].
     pub fn create(path: &Path, mtime: u64) -> io::Result<LayerWriter> {
+        LayerWriter::create_with(path, mtime, Compression::Fast)
+    }
+
+    /// [`create`](Self::create) at a chosen compression.
+    pub fn create_with(
+        path: &Path,
+        mtime: u64,
+        compression: Compression,
+    ) -> io::Result<LayerWriter> {
         let file = BufWriter::with_capacity(256 * 1024, File::create(path)?);
-        let mut writer = LayerWriter::streaming(file, mtime);
+        let mut writer = LayerWriter::streaming_with(file, mtime, compression);
         writer.path = Some(path.to_owned());
         Ok(writer)
     }
 }
 
 impl<W: Write> LayerWriter<W> {
-    /// Starts a layer written to `sink` as it is made (say, an upload: see [`ChunkSender`]).
+    /// Starts a layer written to `sink` as it is made (say, an upload: see [`ChunkSender`]),
+    /// compressed [`Compression::Fast`].
     pub fn streaming(sink: W, mtime: u64) -> LayerWriter<W> {
+        LayerWriter::streaming_with(sink, mtime, Compression::Fast)
+    }
+
+    /// [`streaming`](Self::streaming) at a chosen compression.
+    pub fn streaming_with(sink: W, mtime: u64, compression: Compression) -> LayerWriter<W> {
         // GzBuilder's defaults: no file name, mtime 0, OS "unknown": nothing machine-specific.
-        let gzip = GzEncoder::new(hashing(sink), Compression::new(GZIP_LEVEL));
+        let level = flate2::Compression::new(compression.gzip_level());
+        let gzip = GzEncoder::new(hashing(sink), level);
         let mut tar = tar::Builder::new(hashing(gzip));
         tar.mode(tar::HeaderMode::Deterministic);
         LayerWriter {
@@ -302,6 +316,39 @@ mod tests {
             })
             .collect();
         assert_eq!(names, ["app/", "app/hello", "app/hi", "etc/.wh.motd"]);
+    }
+
+    #[test]
+    fn the_compression_level_changes_the_bytes_not_the_content() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Compressible but not trivial: a level shows in the size.
+        let body: Vec<u8> = (0..400_000u32)
+            .map(|i| b"gantry layer "[(i as usize * 7 + i as usize / 13) % 13])
+            .collect();
+        let write = |name: &str, compression| {
+            let mut layer =
+                LayerWriter::create_with(&dir.path().join(name), 1, compression).expect("create");
+            layer
+                .file(
+                    "data",
+                    0o644,
+                    Owner::default(),
+                    body.len() as u64,
+                    &body[..],
+                )
+                .expect("file");
+            layer.finish().expect("finish")
+        };
+        let fast = write("fast", Compression::Fast);
+        let best = write("best", Compression::Best);
+        assert_eq!(fast.diff_id, best.diff_id, "the same tar");
+        assert_ne!(fast.digest, best.digest, "compressed differently");
+        assert!(best.size < fast.size, "{} !< {}", best.size, fast.size);
+        assert_eq!(
+            write("fast-again", Compression::Fast).digest,
+            fast.digest,
+            "each level is deterministic"
+        );
     }
 
     #[test]

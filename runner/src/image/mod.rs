@@ -16,6 +16,7 @@
 //! | [`registry`] | the distribution API: manifests, blobs, mounts, uploads, all streamed |
 //! | [`oci`] | manifest, index and config documents, media types |
 //! | [`layer`] | deterministic layer tarballs with their digests |
+//! | [`source_date`] | the commit time images are dated with (`SOURCE_DATE_EPOCH`) |
 //! | [`b2i`] | binary to image |
 //! | [`rootfs`], [`snapshot`], [`s2i`] | source to image |
 
@@ -28,9 +29,10 @@ pub mod registry;
 pub mod rootfs;
 pub mod s2i;
 pub mod snapshot;
+pub mod source_date;
 pub mod task;
 
-pub use task::{B2iTask, ImageTask, Preset, RegistryAccess, S2iTask};
+pub use task::{B2iTask, Compression, ImageTask, Preset, RegistryAccess, S2iTask};
 
 use reference::ReferenceError;
 use registry::RegistryError;
@@ -49,6 +51,17 @@ pub enum ImageError {
         what: &'static str,
         name: String,
         detail: String,
+    },
+    /// The image exists, but not for the platform being built for (an index without it).
+    #[error(
+        "{what} `{name}` exists, but not for {wanted} (the platform this runner builds for): it is built for {}; choose an image with a {wanted} variant, or run the stage on a {wanted} runner",
+        registry::offered_list(.offered)
+    )]
+    NoPlatform {
+        what: &'static str,
+        name: String,
+        wanted: String,
+        offered: Vec<String>,
     },
     #[error("{what} `{name}`: {source}")]
     Registry {
@@ -88,6 +101,12 @@ impl ImageError {
         let name = name.to_owned();
         move |source| match source {
             RegistryError::NotFound(detail) => ImageError::UnknownImage { what, name, detail },
+            RegistryError::NoPlatform { wanted, offered } => ImageError::NoPlatform {
+                what,
+                name,
+                wanted,
+                offered,
+            },
             source => ImageError::Registry { what, name, source },
         }
     }

@@ -70,6 +70,26 @@ pub fn pick_platform<'a>(index: &'a Index, os: &str, architecture: &str) -> Opti
     })
 }
 
+/// The platforms an index offers (`linux/arm64`, `linux/arm/v7`), each once, in index order;
+/// entries without a platform (attestations) are left out.
+pub fn platforms(index: &Index) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in index.manifests.iter().filter_map(|m| m.platform.as_ref()) {
+        if p.os == "unknown" {
+            // BuildKit's attestation manifests carry `unknown/unknown`: not an image to run.
+            continue;
+        }
+        let name = match &p.variant {
+            Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+            None => format!("{}/{}", p.os, p.architecture),
+        };
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 /// The media types of a new image that extends `base`: the same family as the base, since
 /// some registries reject a manifest that mixes Docker and OCI types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

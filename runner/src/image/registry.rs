@@ -30,6 +30,13 @@ const DOCUMENT_LIMIT: usize = 8 * 1024 * 1024;
 pub enum RegistryError {
     #[error("{0}")]
     NotFound(String),
+    /// An index (multi-platform image) without an entry for the platform wanted.
+    #[error("the image has no {wanted} entry; it is built for {}", offered_list(.offered))]
+    NoPlatform {
+        wanted: String,
+        /// `os/architecture[/variant]` of each entry, in index order.
+        offered: Vec<String>,
+    },
     #[error(
         "registry {host} requires credentials and none are configured for it (a docker config.json in the stage's REGISTRY_AUTH secret, or the engine's --registry-auth file)"
     )]
@@ -240,13 +247,22 @@ impl Registry {
     }
 
     async fn send(&self, request: RequestBuilder, what: &str) -> Result<Response, RegistryError> {
-        request
-            .send()
-            .await
-            .map_err(|e| RegistryError::Unreachable {
-                host: self.host.clone(),
-                detail: format!("{what}: {}", crate::engine::describe(&e)),
-            })
+        request.send().await.map_err(|e| self.unreachable(what, e))
+    }
+
+    /// A transport error, without the request's URL: an upload URL carries a session id and
+    /// state that run to hundreds of characters and say nothing to the reader; `host/repository`
+    /// says where.
+    fn unreachable(&self, what: &str, e: reqwest::Error) -> RegistryError {
+        let place = e.url().map(short_place);
+        let cause = crate::engine::describe(&e.without_url());
+        RegistryError::Unreachable {
+            host: self.host.clone(),
+            detail: match place {
+                Some(place) if !what.contains(&place) => format!("{what} at {place}: {cause}"),
+                _ => format!("{what}: {cause}"),
+            },
+        }
     }
 
     /// Turns an unsuccessful answer into an error carrying the registry's own message.
@@ -324,20 +340,10 @@ impl Registry {
         if oci::is_index(&media_type) {
             let index: Index = serde_json::from_slice(&body).map_err(|e| self.bad_document(&e))?;
             let entry = oci::pick_platform(&index, os, architecture).ok_or_else(|| {
-                let offered: Vec<String> = index
-                    .manifests
-                    .iter()
-                    .filter_map(|m| m.platform.as_ref())
-                    .map(|p| format!("{}/{}", p.os, p.architecture))
-                    .collect();
-                RegistryError::NotFound(format!(
-                    "the image index has no {os}/{architecture} entry (it offers: {})",
-                    if offered.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        offered.join(", ")
-                    }
-                ))
+                RegistryError::NoPlatform {
+                    wanted: format!("{os}/{architecture}"),
+                    offered: oci::platforms(&index),
+                }
             })?;
             let digest = entry.digest.clone();
             (body, media_type) = self.manifest(repository, &digest).await?;
@@ -375,10 +381,7 @@ impl Registry {
         while let Some(chunk) = answer
             .chunk()
             .await
-            .map_err(|e| RegistryError::Unreachable {
-                host: self.host.clone(),
-                detail: format!("{what}: {}", crate::engine::describe(&e)),
-            })?
+            .map_err(|e| self.unreachable(what, e))?
         {
             if body.len() + chunk.len() > DOCUMENT_LIMIT {
                 return Err(RegistryError::Protocol {
@@ -447,10 +450,7 @@ impl Registry {
         let mut size = 0u64;
         let mut stream = answer.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| RegistryError::Unreachable {
-                host: self.host.clone(),
-                detail: format!("{what}: {}", crate::engine::describe(&e)),
-            })?;
+            let chunk = chunk.map_err(|e| self.unreachable(&what, e))?;
             hasher.update(&chunk);
             size += chunk.len() as u64;
             file.write_all(&chunk).await.map_err(io)?;
@@ -705,6 +705,40 @@ pub enum Ensured {
     Copied(u64),
 }
 
+/// Where a request went, short: `host[:port]/repository` for the distribution API
+/// (`/v2/REPOSITORY/blobs/...`, `/manifests/...`), `host[:port]/path` otherwise (a token
+/// service); never the query.
+pub fn short_place(url: &reqwest::Url) -> String {
+    let host = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        (None, _) => String::new(),
+    };
+    let path = url.path().trim_start_matches('/');
+    let repository = path.strip_prefix("v2/").map(|rest| {
+        ["/blobs/", "/manifests/", "/tags/", "/referrers/"]
+            .iter()
+            .filter_map(|marker| rest.find(marker))
+            .min()
+            .map_or(rest.trim_end_matches('/'), |at| &rest[..at])
+    });
+    match repository {
+        Some(repository) if !repository.is_empty() => format!("{host}/{repository}"),
+        Some(_) => host,
+        None if path.is_empty() => host,
+        None => format!("{host}/{path}"),
+    }
+}
+
+/// `a, b and c` (or `no platform at all` for an index whose entries name none).
+pub fn offered_list(offered: &[String]) -> String {
+    match offered {
+        [] => "no platform at all (its entries name none)".to_owned(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
 fn basic_header(user: &str, secret: &str) -> Result<HeaderValue, RegistryError> {
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
     let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
@@ -748,6 +782,79 @@ pub fn scope(repository: &str, actions: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_errors_name_host_and_repository_not_the_upload_url() {
+        let long = format!(
+            "http://127.0.0.1:5000/v2/team/app/blobs/uploads/3f0e-uuid?_state={}&digest=sha256:ab",
+            "x".repeat(180)
+        );
+        let url = reqwest::Url::parse(&long).expect("url");
+        assert_eq!(short_place(&url), "127.0.0.1:5000/team/app");
+        let manifest = reqwest::Url::parse("https://r.io/v2/a/b/c/manifests/1").expect("url");
+        assert_eq!(short_place(&manifest), "r.io/a/b/c");
+        let token = reqwest::Url::parse("https://auth.r.io/token?scope=x").expect("url");
+        assert_eq!(short_place(&token), "auth.r.io/token");
+        let check = reqwest::Url::parse("https://r.io:8443/v2/").expect("url");
+        assert_eq!(short_place(&check), "r.io:8443");
+    }
+
+    /// A real transport failure (nothing listens on the port) on an upload URL of 200+
+    /// characters: the message keeps what and where, not the URL.
+    #[tokio::test]
+    async fn a_failed_upload_says_where_in_a_short_message() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        let registry = Registry {
+            http: reqwest::Client::new(),
+            host: format!("127.0.0.1:{port}"),
+            base: format!("http://127.0.0.1:{port}"),
+            authorization: Mutex::new(None),
+        };
+        let location = format!(
+            "http://127.0.0.1:{port}/v2/team/app/blobs/uploads/0b7c?_state={}",
+            "s".repeat(200)
+        );
+        let err = registry
+            .send_stream(&location, reqwest::Body::from(vec![1u8; 10]))
+            .await
+            .expect_err("nothing listens");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot reach registry 127.0.0.1:{port} (a streamed upload at 127.0.0.1:{port}/team/app: "
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("_state"), "{text}");
+        assert!(text.len() < 200, "{} characters: {text}", text.len());
+    }
+
+    #[test]
+    fn an_index_for_other_platforms_lists_them() {
+        let index: Index = serde_json::from_value(serde_json::json!({"manifests": [
+            {"mediaType": oci::OCI_MANIFEST, "digest": "sha256:a", "size": 1,
+             "platform": {"os": "linux", "architecture": "arm64"}},
+            {"mediaType": oci::OCI_MANIFEST, "digest": "sha256:b", "size": 1,
+             "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
+            {"mediaType": oci::OCI_MANIFEST, "digest": "sha256:c", "size": 1,
+             "platform": {"os": "unknown", "architecture": "unknown"}},
+        ]}))
+        .expect("index");
+        let err = RegistryError::NoPlatform {
+            wanted: "linux/amd64".into(),
+            offered: oci::platforms(&index),
+        };
+        let image = crate::image::ImageError::registry("base image", "r.io/base:1")(err);
+        assert_eq!(
+            image.to_string(),
+            "base image `r.io/base:1` exists, but not for linux/amd64 (the platform this runner \
+             builds for): it is built for linux/arm64 and linux/arm/v7; choose an image with a \
+             linux/amd64 variant, or run the stage on a linux/amd64 runner"
+        );
+        assert!(!image.to_string().contains("does not exist"));
+    }
 
     #[test]
     fn registry_errors_keep_the_registry_message() {

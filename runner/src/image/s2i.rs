@@ -19,7 +19,7 @@ use super::reference::Reference;
 use super::registry::{Registry, Resolved, scope};
 use super::snapshot::{self, Snapshot};
 use super::task::S2iTask;
-use super::{ImageError, Progress, Pushed, host_architecture, rootfs};
+use super::{ImageError, Progress, Pushed, host_architecture, rootfs, source_date};
 use crate::wire::StepSpec;
 
 const SCRIPTS_URL_LABELS: [&str; 2] = ["io.openshift.s2i.scripts-url", "io.s2i.scripts-url"];
@@ -48,6 +48,8 @@ pub struct Prepared {
     assemble_env: Vec<(String, String)>,
     /// What the build adds to the image's environment (`.s2i/environment`, then `env`).
     build_env: Vec<(String, String)>,
+    /// What the image is dated with (seconds): see [`super::source_date`].
+    epoch: i64,
 }
 
 /// Where the S2I scripts may be, in s2i's lookup order for each script: the stage's
@@ -300,6 +302,7 @@ pub async fn prepare(
         gid,
         assemble_env,
         build_env,
+        epoch: source_date::effective(task.created_epoch, task.created_from_checkout, workspace),
     })
 }
 
@@ -350,7 +353,9 @@ pub async fn commit(
     progress: &dyn Progress,
 ) -> Result<Pushed, ImageError> {
     let output = parse("output image", &task.output)?;
-    let mtime = u64::try_from(task.created_epoch).unwrap_or(0);
+    let epoch = prepared.epoch;
+    let mtime = u64::try_from(epoch).unwrap_or(0);
+    let compression = task.compression;
     let layer: Layer = {
         let root = prepared.root.clone();
         let before = prepared.before.clone();
@@ -359,7 +364,8 @@ pub async fn commit(
         let (layer, changes) = tokio::task::spawn_blocking(move || {
             let after = snapshot::take(&root, &excluded)?;
             let changes = snapshot::diff(&before, &after);
-            snapshot::write_layer(&root, &after, &changes, &path, mtime).map(|l| (l, changes))
+            snapshot::write_layer(&root, &after, &changes, &path, mtime, compression)
+                .map(|l| (l, changes))
         })
         .await
         .map_err(|e| ImageError::Worker(e.to_string()))?
@@ -376,12 +382,12 @@ pub async fn commit(
 
     let mut config = prepared.config.clone();
     let edit = ConfigEdit {
-        created: oci::rfc3339(task.created_epoch),
+        created: oci::rfc3339(epoch),
         created_by: format!("gantry s2i: {} (assemble)", prepared.assemble),
         diff_id: layer.diff_id.clone(),
         cmd: Some(vec![prepared.run.clone()]),
         env: prepared.build_env.clone(),
-        labels: task.labels.clone(),
+        labels: source_date::with_created_label(&task.labels, epoch),
         ..ConfigEdit::default()
     };
     oci::apply(&mut config, &edit).map_err(ImageError::BadDocument)?;
@@ -497,6 +503,12 @@ impl Previous<'_> {
             Err(super::registry::RegistryError::NotFound(_)) => {
                 return Ok(format!(
                     "s2i: incremental: no previous image {}; a full build",
+                    self.output
+                ));
+            }
+            Err(super::registry::RegistryError::NoPlatform { wanted, .. }) => {
+                return Ok(format!(
+                    "s2i: incremental: the previous image {} has no {wanted} entry; a full build",
                     self.output
                 ));
             }
@@ -879,6 +891,8 @@ mod tests {
             incremental: false,
             labels: vec![],
             created_epoch: 0,
+            created_from_checkout: false,
+            compression: Default::default(),
             registries: vec![],
             rootfs: None,
             exclude: vec![],

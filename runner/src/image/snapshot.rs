@@ -167,6 +167,7 @@ pub fn write_layer(
     changes: &Changes,
     path: &Path,
     mtime: u64,
+    compression: super::task::Compression,
 ) -> io::Result<Layer> {
     let mut wanted: BTreeSet<&str> = BTreeSet::new();
     let mut dirs: BTreeSet<String> = BTreeSet::new();
@@ -204,7 +205,7 @@ pub fn write_layer(
     items.sort();
     items.dedup();
 
-    let mut layer = LayerWriter::create(path, mtime)?;
+    let mut layer = LayerWriter::create_with(path, mtime, compression)?;
     for item in items {
         let relative = if item.parent.is_empty() {
             item.name.clone()
@@ -265,7 +266,8 @@ mod tests {
         assert_eq!(changes.deleted, ["etc/motd", "var/cache/old"]);
 
         let layer_path = dir.path().join("layer.tar.gz");
-        let layer = write_layer(&root, &after, &changes, &layer_path, 5).expect("layer");
+        let layer = write_layer(&root, &after, &changes, &layer_path, 5, Default::default())
+            .expect("layer");
         let bytes = fs::read(layer.path.as_ref().expect("a file")).expect("read");
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
         let names: Vec<String> = archive
@@ -293,8 +295,15 @@ mod tests {
                 "var/cache/.wh.old",
             ]
         );
-        let again =
-            write_layer(&root, &after, &changes, &dir.path().join("again"), 5).expect("again");
+        let again = write_layer(
+            &root,
+            &after,
+            &changes,
+            &dir.path().join("again"),
+            5,
+            Default::default(),
+        )
+        .expect("again");
         assert_eq!(
             again.digest, layer.digest,
             "the same changes give the same layer"

@@ -50,6 +50,38 @@ impl std::fmt::Debug for RegistryAccess {
     }
 }
 
+/// How hard a new layer is compressed (gzip). The level is part of the layer's bytes, so it is
+/// one of the inputs that decide the image digest.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// gzip level 1: the fastest, the largest layers.
+    #[default]
+    Fast,
+    /// gzip level 6, zlib's default (what docker and buildah use).
+    Default,
+    /// gzip level 9: the smallest layers, the slowest.
+    Best,
+}
+
+impl Compression {
+    pub fn gzip_level(self) -> u32 {
+        match self {
+            Compression::Fast => 1,
+            Compression::Default => 6,
+            Compression::Best => 9,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Fast => "fast",
+            Compression::Default => "default",
+            Compression::Best => "best",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Preset {
@@ -90,6 +122,12 @@ pub struct B2iTask {
     /// input then gives the same digest.
     #[serde(default)]
     pub created_epoch: i64,
+    /// The engine did not know the commit time: take it from the git checkout in the
+    /// workspace when there is one (see [`super::source_date`]), else keep `created_epoch`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created_from_checkout: bool,
+    #[serde(default)]
+    pub compression: Compression,
     /// What `history` says made the layer.
     #[serde(default)]
     pub created_by: Option<String>,
@@ -115,8 +153,14 @@ pub struct S2iTask {
     pub incremental: bool,
     #[serde(default)]
     pub labels: Vec<(String, String)>,
+    /// As [`B2iTask::created_epoch`].
     #[serde(default)]
     pub created_epoch: i64,
+    /// As [`B2iTask::created_from_checkout`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created_from_checkout: bool,
+    #[serde(default)]
+    pub compression: Compression,
     #[serde(default)]
     pub registries: Vec<RegistryAccess>,
     /// The builder's filesystem is already here (in Kubernetes: `/`, the runner runs inside

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use gantry_runner::image::{B2iTask, Preset, RegistryAccess, b2i};
+use gantry_runner::image::{B2iTask, Compression, Preset, RegistryAccess, b2i};
 use gantry_tests::image_tools::Buildah;
 use gantry_tests::registry::Registry;
 
@@ -33,6 +33,9 @@ enum Bench {
         size_mb: u64,
         #[arg(long, default_value_t = 5)]
         iterations: u32,
+        /// The stage's `compression`: fast, default or best (gzip 1, 6, 9).
+        #[arg(long, default_value = "fast")]
+        compression: String,
     },
     /// (internal) One Gantry B2I build from a task file; prints the pushed image and VmHWM.
     #[command(hide = true)]
@@ -48,7 +51,13 @@ fn main() -> Result<()> {
         Bench::B2i {
             size_mb,
             iterations,
-        } => tokio::runtime::Runtime::new()?.block_on(bench_b2i(size_mb, iterations)),
+            compression,
+        } => {
+            let compression: Compression =
+                serde_json::from_value(serde_json::Value::String(compression))
+                    .context("--compression is fast, default or best")?;
+            tokio::runtime::Runtime::new()?.block_on(bench_b2i(size_mb, iterations, compression))
+        }
         Bench::Once {
             task,
             workspace,
@@ -78,7 +87,8 @@ fn once(task: &Path, workspace: &Path, scratch: &Path) -> Result<()> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .map(|v| v.trim().trim_end_matches("kB").trim().to_owned())
         .unwrap_or_default();
-    println!("{} {hwm}", pushed.pinned);
+    // The bytes uploaded: the new layer and the config (base layers are mounted).
+    println!("{} {} {hwm}", pushed.pinned, pushed.uploaded_bytes);
     Ok(())
 }
 
@@ -140,7 +150,7 @@ fn check(status: std::process::Output, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&status.stdout).trim().to_owned())
 }
 
-async fn bench_b2i(size_mb: u64, iterations: u32) -> Result<()> {
+async fn bench_b2i(size_mb: u64, iterations: u32, compression: Compression) -> Result<()> {
     let registry = Registry::start().await;
     let buildah = Buildah::new();
     buildah.push_busybox_base(&registry, "base/busybox:1");
@@ -184,6 +194,8 @@ async fn bench_b2i(size_mb: u64, iterations: u32) -> Result<()> {
             env: Vec::new(),
             labels: Vec::new(),
             created_epoch: 0,
+            created_from_checkout: false,
+            compression,
             created_by: None,
             registries: vec![RegistryAccess {
                 host: registry.host.clone(),
@@ -204,11 +216,15 @@ async fn bench_b2i(size_mb: u64, iterations: u32) -> Result<()> {
             .output()?;
         let took = started.elapsed();
         let line = check(out, "gantry b2i")?;
-        let kb: u64 = line
-            .rsplit(' ')
+        let mut fields = line.rsplit(' ');
+        let kb: u64 = fields
             .next()
             .and_then(|v| v.parse().ok())
             .context("the child reports its VmHWM")?;
+        let uploaded: u64 = fields
+            .next()
+            .and_then(|v| v.parse().ok())
+            .context("the child reports the bytes it uploaded")?;
         peak_kb = peak_kb.max(kb);
         gantry_times.push(took);
         std::fs::remove_dir_all(&scratch)?;
@@ -262,10 +278,13 @@ async fn bench_b2i(size_mb: u64, iterations: u32) -> Result<()> {
         let _ = buildah.command().args(["rm", &container]).output();
         let _ = buildah.command().args(["rmi", &local]).output();
         println!(
-            "  iteration {i}: gantry {:>7.0} ms   buildah {:>7.0} ms   gantry peak RSS {} KiB",
+            "  iteration {i}: gantry {:>7.0} ms   buildah {:>7.0} ms   gantry peak RSS {} KiB   \
+             gantry uploaded {:.1} MiB ({})",
             took.as_secs_f64() * 1000.0,
             buildah_took.as_secs_f64() * 1000.0,
-            kb
+            kb,
+            uploaded as f64 / (1024.0 * 1024.0),
+            compression.name()
         );
     }
     let g = median(&mut gantry_times);

@@ -70,6 +70,8 @@ pub fn task(
             ),
         ],
         created_epoch: 0,
+        created_from_checkout: false,
+        compression: Default::default(),
         created_by: Some("gantry images build-runner".into()),
         registries,
     }

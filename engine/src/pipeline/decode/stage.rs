@@ -5,8 +5,8 @@ use super::reader::{Map, Reader, is_env_name};
 use super::{NAME_RULE, is_valid_name};
 use crate::pipeline::condition::Condition;
 use crate::pipeline::model::{
-    Approval, B2i, B2iPreset, Cache, Deploy, Matrix, Quantities, Resources, S2i, SecretRef,
-    Service, Spanned, Stage, StageKind, Step,
+    Approval, B2i, B2iPreset, Cache, Deploy, ImageCompression, Matrix, Quantities, Resources, S2i,
+    SecretRef, Service, Spanned, Stage, StageKind, Step,
 };
 use crate::pipeline::yaml::{Node, Value};
 
@@ -40,6 +40,7 @@ pub const S2I_KEYS: &[&str] = &[
     "env",
     "incremental",
     "scripts_url",
+    "compression",
 ];
 pub const B2I_KEYS: &[&str] = &[
     "artifact",
@@ -55,6 +56,7 @@ pub const B2I_KEYS: &[&str] = &[
     "ports",
     "env",
     "labels",
+    "compression",
 ];
 pub const DEPLOY_KEYS: &[&str] = &[
     "namespace",
@@ -336,6 +338,7 @@ fn decode_s2i(r: &mut Reader<'_>, node: &Node) -> Option<S2i> {
         .get("scripts_url")
         .and_then(|n| r.non_empty_string(n, "`scripts_url`"))
         .map(|s| s.value);
+    let compression = compression(r, &map);
     Some(S2i {
         builder: builder?,
         context_dir,
@@ -343,7 +346,32 @@ fn decode_s2i(r: &mut Reader<'_>, node: &Node) -> Option<S2i> {
         env,
         incremental,
         scripts_url,
+        compression,
     })
+}
+
+/// An image stage's `compression` (default `fast`).
+fn compression(r: &mut Reader<'_>, map: &Map<'_>) -> ImageCompression {
+    let Some(node) = map.get("compression") else {
+        return ImageCompression::default();
+    };
+    let Some(text) = r.string(node, "`compression`") else {
+        return ImageCompression::default();
+    };
+    let found = ImageCompression::ALL
+        .iter()
+        .find(|(name, _)| *name == text.value)
+        .map(|(_, c)| *c);
+    if found.is_none() {
+        r.error(
+            node,
+            format!(
+                "unknown compression `{}` (expected fast, default or best)",
+                text.value
+            ),
+        );
+    }
+    found.unwrap_or_default()
 }
 
 fn relative_path(r: &mut Reader<'_>, node: &Node, what: &str) -> Option<String> {
@@ -423,6 +451,7 @@ fn decode_b2i(r: &mut Reader<'_>, node: &Node) -> Option<B2i> {
         .get("env")
         .map(|n| r.env(n, "`env`"))
         .unwrap_or_default();
+    let compression = compression(r, &map);
     // Every field is read before giving up on a missing one, so all problems are reported.
     let b2i = B2i {
         artifact: artifact?,
@@ -438,6 +467,7 @@ fn decode_b2i(r: &mut Reader<'_>, node: &Node) -> Option<B2i> {
         ports,
         env,
         labels,
+        compression,
     };
     if b2i.webapps_dir.is_some()
         && b2i.preset != B2iPreset::War

@@ -1,0 +1,1 @@
+ALTER TABLE stage_runs DROP COLUMN approval_message;
