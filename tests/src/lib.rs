@@ -244,6 +244,35 @@ impl TestEngine {
         .expect("run triggers")
     }
 
+    /// Triggers `pipeline` as a push of commit `sha` to `main` would, with `params`.
+    pub async fn trigger_push(
+        &self,
+        pipeline: &str,
+        params: &[(&str, &str)],
+        sha: &str,
+    ) -> Triggered {
+        gantry::run::trigger(
+            self.engine(),
+            "test",
+            pipeline,
+            "push",
+            TriggerRequest {
+                params: params
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                context: Some(RunContext {
+                    event: "push".into(),
+                    branch: Some("main".into()),
+                    commit_sha: Some(sha.to_owned()),
+                    ..RunContext::default()
+                }),
+            },
+        )
+        .await
+        .expect("run triggers")
+    }
+
     /// Waits until the run ends and returns it with its stages.
     pub async fn wait_for_run(
         &self,

@@ -742,17 +742,18 @@ async fn cancelling_deletes_the_job_and_the_garbage_collector_its_pod() {
     engine.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deploy_stage_rolls_out_with_the_real_deployment_controller() {
-    let plane = ControlPlane::start().await;
-    plane.kubelet().set_missing("web:broken");
-    plane.create_namespace("demo", None).await;
+/// Deployment demo/web, two replicas of `web:1` with a 3 s progress deadline (and
+/// `change_cause` as its first revision's cause), once both replicas are available.
+async fn web_deployment(plane: &ControlPlane, change_cause: Option<&str>) {
+    let mut metadata = json!({"name": "web", "namespace": "demo"});
+    if let Some(cause) = change_cause {
+        metadata["annotations"] = json!({"kubernetes.io/change-cause": cause});
+    }
     plane
         .apply(
             &json!({
                 "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "web", "namespace": "demo",
-                             "annotations": {"kubernetes.io/change-cause": "first install"}},
+                "metadata": metadata,
                 "spec": {
                     "replicas": 2,
                     "progressDeadlineSeconds": 3,
@@ -767,7 +768,7 @@ async fn a_deploy_stage_rolls_out_with_the_real_deployment_controller() {
         )
         .await;
     eventually("the first revision to be available", || async {
-        let d = kubectl_json(&plane, &["-n", "demo", "get", "deployment", "web"]).await;
+        let d = kubectl_json(plane, &["-n", "demo", "get", "deployment", "web"]).await;
         if d["status"]["availableReplicas"] == 2 {
             Ok(())
         } else {
@@ -775,6 +776,14 @@ async fn a_deploy_stage_rolls_out_with_the_real_deployment_controller() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_stage_rolls_out_with_the_real_deployment_controller() {
+    let plane = ControlPlane::start().await;
+    plane.kubelet().set_missing("web:broken");
+    plane.create_namespace("demo", None).await;
+    web_deployment(&plane, Some("first install")).await;
     let engine = plane.engine("demo").await;
     let name = engine
         .apply(
@@ -1025,33 +1034,7 @@ async fn the_example_deploy_pipeline_builds_waits_for_approval_and_rolls_back_a_
     Buildah::new().push_busybox_base(&registry, "base/busybox:1");
     let plane = ControlPlane::start().await;
     plane.create_namespace("demo", None).await;
-    plane
-        .apply(
-            &json!({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "web", "namespace": "demo"},
-                "spec": {
-                    "replicas": 2,
-                    "progressDeadlineSeconds": 3,
-                    "selector": {"matchLabels": {"app": "web"}},
-                    "template": {
-                        "metadata": {"labels": {"app": "web"}},
-                        "spec": {"containers": [{"name": "web", "image": "web:1"}]},
-                    },
-                },
-            })
-            .to_string(),
-        )
-        .await;
-    eventually("the first revision to be available", || async {
-        let d = kubectl_json(&plane, &["-n", "demo", "get", "deployment", "web"]).await;
-        if d["status"]["availableReplicas"] == 2 {
-            Ok(())
-        } else {
-            Err(d["status"].to_string())
-        }
-    })
-    .await;
+    web_deployment(&plane, None).await;
     // From now on the node cannot pull any image for the web pods.
     plane.kubelet().inject(
         Target::Label("app".into(), "web".into()),
@@ -1068,23 +1051,13 @@ async fn the_example_deploy_pipeline_builds_waits_for_approval_and_rolls_back_a_
     let yaml = std::fs::read_to_string(gantry_tests::workspace().join("pipelines/deploy.yaml"))
         .expect("the example");
     let name = engine.apply(&yaml).await;
-    let run = gantry::run::trigger(
-        engine.engine(),
-        "test",
-        &name,
-        "push",
-        gantry::run::TriggerRequest {
-            params: [("registry".to_owned(), registry.host.clone())].into(),
-            context: Some(gantry::run::RunContext {
-                event: "push".into(),
-                branch: Some("main".into()),
-                commit_sha: Some("5f2c0e9a7b1d4c3e8f6a2b9d0c1e3f4a5b6c7d8e".into()),
-                ..gantry::run::RunContext::default()
-            }),
-        },
-    )
-    .await
-    .expect("run triggers");
+    let run = engine
+        .trigger_push(
+            &name,
+            &[("registry", &registry.host)],
+            "5f2c0e9a7b1d4c3e8f6a2b9d0c1e3f4a5b6c7d8e",
+        )
+        .await;
     let waiting = engine
         .wait_for_stage(run.run_id, "rollout", LIMIT, |s| {
             s.status == StageStatus::WaitingApproval || s.status.is_terminal()

@@ -44,23 +44,13 @@ async fn test_build_package_approve_deploy_runs_end_to_end_on_the_stand_in() {
     let yaml = std::fs::read_to_string(workspace().join("pipelines/deploy.yaml")).expect("example");
     let name = engine.apply(&yaml).await;
     // A push to main, so `${{ git.short_sha }}` (the image tag) has a value.
-    let run = gantry::run::trigger(
-        engine.engine(),
-        "test",
-        &name,
-        "push",
-        gantry::run::TriggerRequest {
-            params: [("registry".to_owned(), registry.host.clone())].into(),
-            context: Some(gantry::run::RunContext {
-                event: "push".into(),
-                branch: Some("main".into()),
-                commit_sha: Some("5f2c0e9a7b1d4c3e8f6a2b9d0c1e3f4a5b6c7d8e".into()),
-                ..gantry::run::RunContext::default()
-            }),
-        },
-    )
-    .await
-    .expect("run triggers");
+    let run = engine
+        .trigger_push(
+            &name,
+            &[("registry", &registry.host)],
+            "5f2c0e9a7b1d4c3e8f6a2b9d0c1e3f4a5b6c7d8e",
+        )
+        .await;
 
     let waiting = engine
         .wait_for_stage(run.run_id, "rollout", LIMIT, |s| {
