@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use gantry_tests::controlplane::{ControlPlane, Fault, Identity, Target};
+use gantry_tests::controlplane::{ControlPlane, Fault, Gate, Identity, Options, Target};
 use gantry_tests::{StageStatus, assert_succeeded, stage_of};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -745,6 +745,15 @@ async fn cancelling_deletes_the_job_and_the_garbage_collector_its_pod() {
 /// Deployment demo/web, two replicas of `web:1` with a 3 s progress deadline (and
 /// `change_cause` as its first revision's cause), once both replicas are available.
 async fn web_deployment(plane: &ControlPlane, change_cause: Option<&str>) {
+    web_deployment_with(plane, change_cause, 3).await;
+}
+
+/// [`web_deployment`] with a progress deadline of `progress_deadline` seconds.
+async fn web_deployment_with(
+    plane: &ControlPlane,
+    change_cause: Option<&str>,
+    progress_deadline: u32,
+) {
     let mut metadata = json!({"name": "web", "namespace": "demo"});
     if let Some(cause) = change_cause {
         metadata["annotations"] = json!({"kubernetes.io/change-cause": cause});
@@ -756,7 +765,7 @@ async fn web_deployment(plane: &ControlPlane, change_cause: Option<&str>) {
                 "metadata": metadata,
                 "spec": {
                     "replicas": 2,
-                    "progressDeadlineSeconds": 3,
+                    "progressDeadlineSeconds": progress_deadline,
                     "selector": {"matchLabels": {"app": "web"}},
                     "template": {
                         "metadata": {"labels": {"app": "web"}},
@@ -1126,6 +1135,254 @@ async fn the_example_deploy_pipeline_builds_waits_for_approval_and_rolls_back_a_
     assert!(
         history.contains(&format!("gantry run {} (5f2c0e9)", run.number)),
         "{history}"
+    );
+    engine.stop().await;
+}
+
+/// The audit events of `user`'s requests for `resource` from the `from`-th event on, one per
+/// request (a watch is logged when it starts and when it ends): `(verb, resourceVersion
+/// asked for)`, in the order they started.
+fn requests_for(
+    plane: &ControlPlane,
+    from: usize,
+    user: &str,
+    resource: &str,
+) -> Vec<(String, Option<i64>)> {
+    let mut seen = std::collections::HashSet::new();
+    plane
+        .audit()
+        .into_iter()
+        .skip(from)
+        .filter(|e| e["user"]["username"] == user && e["objectRef"]["resource"] == resource)
+        .filter(|e| seen.insert(e["auditID"].as_str().unwrap_or("").to_owned()))
+        .map(|e| {
+            let uri = e["requestURI"].as_str().unwrap_or("");
+            let url = reqwest::Url::parse(&format!("https://api{uri}"))
+                .unwrap_or_else(|err| panic!("{uri}: {err}"));
+            let version = url
+                .query_pairs()
+                .find(|(k, _)| k == "resourceVersion")
+                .and_then(|(_, v)| v.parse().ok());
+            (e["verb"].as_str().unwrap_or("").to_owned(), version)
+        })
+        .collect()
+}
+
+/// The last open item of issue 17: Gantry's watches outlive a resourceVersion etcd no longer
+/// has. The API server serves every watch from etcd itself (`--watch-cache=false`). With a
+/// rollout held half-way (the new pods wait at a gate) and a stage's pod running, it is
+/// killed, etcd is compacted past every revision anything has seen (nothing can write while
+/// it is down), and it is started again: each of Gantry's watches (the deploy stage's on the
+/// Deployment, the executor's on Jobs and pods) resumes from a compacted resourceVersion, is
+/// answered 410 Gone, and must list again. Then the gate opens: the rollout to revision 2
+/// finishes and the deploy stage sees it, and a stage's pod deleted after the restart is
+/// reported as deleted, which only the pod watch can tell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_list_again_after_410_gone_and_the_stages_carry_on() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{WatchEvent, WatchParams};
+    let began = std::time::Instant::now();
+    let mut plane = ControlPlane::start_with(Options {
+        apiserver_args: vec!["--watch-cache=false".into()],
+        ..Options::default()
+    })
+    .await;
+    plane.create_namespace("demo", None).await;
+    // A progress deadline longer than the test: the held rollout is slow, not stuck.
+    web_deployment_with(&plane, None, 600).await;
+    let gate = Gate::new();
+    plane.kubelet().inject(
+        Target::Label("app".into(), "web".into()),
+        Fault::PendingUntil(gate.clone()),
+    );
+    plane.create_namespace("ci", None).await;
+    // The engine as a user of its own: the audit log tells its requests from the test's.
+    let user = "gantry-engine";
+    let engine_user = Identity::User {
+        name: user,
+        groups: &["system:masters"],
+    };
+    let kubeconfig = plane.kubeconfig_for(&engine_user, None).await;
+    let engine =
+        gantry_tests::TestEngine::start_with(|c| plane.configure(c, &kubeconfig, "ci")).await;
+    let name = engine
+        .apply(
+            "name: gone
+stages:
+  - name: rollout
+    deploy:
+      namespace: demo
+      deployment: web
+      image: web:2
+      timeout: 120s
+  - name: hold
+    needs: []
+    steps:
+      - sleep 300.4142
+",
+        )
+        .await;
+    let run = engine.trigger(&name, &[]).await;
+
+    // Both stages are under way: the rollout waits for its new pod, the step runs.
+    let waiting = "Waiting for deployment \"web\" rollout to finish: 1 out of 2 new replicas have been updated...";
+    eventually("the deploy stage to wait for the new pods", || async {
+        let log = engine.log_lines(run.run_id, "rollout").await;
+        if log.iter().any(|l| l.contains(waiting)) {
+            Ok(())
+        } else {
+            Err(log.join("\n"))
+        }
+    })
+    .await;
+    engine
+        .wait_for_stage(run.run_id, "hold", LIMIT, |s| {
+            s.status == StageStatus::Running || s.status.is_terminal()
+        })
+        .await;
+    gantry_tests::proc::wait_until_found("the hold stage's sleep", LIMIT, || {
+        gantry_tests::proc::live_with_arg("300.4142")
+    })
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(plane.client(), "demo");
+    let seen_version = deployments
+        .get("web")
+        .await
+        .expect("the Deployment")
+        .metadata
+        .resource_version
+        .expect("a resourceVersion");
+
+    // Every watch breaks; while nothing can write, etcd forgets every revision seen so far.
+    let audited = plane.audit().len();
+    let old_revision = plane.etcd_revision().await;
+    plane.kill_apiserver();
+    let compacted = plane.compact_etcd().await;
+    assert!(compacted > old_revision, "{compacted} > {old_revision}");
+    let restart = plane.start_apiserver().await;
+    let restarted = std::time::Instant::now();
+    eprintln!("kube-apiserver started again in {restart:?}; etcd compacted to {compacted}");
+
+    // What any client resuming from a version seen before gets: 410 Gone, at once.
+    let params = WatchParams::default().fields("metadata.name=web");
+    let mut probe = std::pin::pin!(
+        deployments
+            .watch(&params, &seen_version)
+            .await
+            .expect("a watch from the old version")
+    );
+    match probe.next().await {
+        Some(Ok(WatchEvent::Error(status))) => {
+            assert_eq!(
+                (status.code, status.reason.as_str()),
+                (410, "Expired"),
+                "{status:?}"
+            );
+        }
+        other => panic!("a watch from resourceVersion {seen_version} got {other:?}"),
+    }
+
+    // Each of Gantry's watches resumed from a version etcd no longer has, was told so, and
+    // listed again: a list, then a watch from a version etcd still has (which only a list
+    // can have given it).
+    for resource in ["deployments", "jobs", "pods"] {
+        let requests = eventually(&format!("Gantry to list {resource} again"), || async {
+            let requests = requests_for(&plane, audited, user, resource);
+            let listed_then_watched = |after: &[(String, Option<i64>)]| {
+                after
+                    .iter()
+                    .position(|(verb, _)| verb == "list")
+                    .is_some_and(|l| {
+                        after[l..].iter().any(|(verb, version)| {
+                            verb == "watch" && version.is_some_and(|v| v >= compacted)
+                        })
+                    })
+            };
+            let relisted = requests
+                .iter()
+                .position(|(verb, _)| verb == "watch")
+                .is_some_and(|w| listed_then_watched(&requests[w..]));
+            if relisted {
+                Ok(requests)
+            } else {
+                Err(format!("{requests:?}"))
+            }
+        })
+        .await;
+        let (_, resumed) = requests
+            .iter()
+            .find(|(verb, _)| verb == "watch")
+            .expect("a watch");
+        let resumed = resumed.unwrap_or_else(|| panic!("a resumed watch: {requests:?}"));
+        assert!(
+            resumed < compacted,
+            "{resource}: the first watch after the restart resumed from {resumed}, \
+             not from a compacted version (< {compacted}): {requests:?}"
+        );
+    }
+    let relisted = restarted.elapsed();
+    // The API server's side of it: etcd refused the resumed watches.
+    let apiserver_log = std::fs::read_to_string(plane.log_dir().join("kube-apiserver.log"))
+        .expect("kube-apiserver.log");
+    assert!(
+        apiserver_log
+            .contains("watch chan error: etcdserver: mvcc: required revision has been compacted"),
+        "no watch refused for a compacted revision in kube-apiserver.log"
+    );
+
+    // The executor's pod watch goes on: a pod deleted now is seen as deleted.
+    let pods = kubectl_json(&plane, &["-n", "ci", "get", "pods"]).await;
+    let hold_pod = pods["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|p| p["metadata"]["annotations"]["gantry.dev/stage-key"] == "hold")
+        .and_then(|p| p["metadata"]["name"].as_str())
+        .unwrap_or_else(|| panic!("the hold stage's pod: {pods:#}"))
+        .to_owned();
+    plane
+        .kubectl_ok(&["-n", "ci", "delete", "pod", &hold_pod, "--wait=false"])
+        .await;
+    // The deploy stage's watch goes on: the rollout finishes and it sees that.
+    gate.open();
+    let (_, stages) = engine.wait_for_run(run.run_id, LIMIT).await;
+    let rollout = stage_of(&stages, "rollout");
+    assert_eq!(
+        rollout.status,
+        StageStatus::Succeeded,
+        "{:?}",
+        rollout.error
+    );
+    let log = engine.log_lines(run.run_id, "rollout").await;
+    let done = log
+        .iter()
+        .position(|l| l.contains("deployment \"web\" successfully rolled out"))
+        .unwrap_or_else(|| panic!("{log:#?}"));
+    assert!(log[..done].iter().any(|l| l.contains(waiting)), "{log:#?}");
+    let d = kubectl_json(&plane, &["-n", "demo", "get", "deployment", "web"]).await;
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "2"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:2"
+    );
+    assert_eq!(d["status"]["updatedReplicas"], 2, "{}", d["status"]);
+    assert_eq!(d["status"]["availableReplicas"], 2, "{}", d["status"]);
+    let hold = stage_of(&stages, "hold");
+    let error = hold.error.clone().unwrap_or_default();
+    assert_eq!(hold.status, StageStatus::Failed, "{error}");
+    assert!(
+        error.contains("was deleted before the stage ended"),
+        "{error}"
+    );
+    eprintln!("the hold stage: {error}");
+    eprintln!(
+        "410 Gone: control plane up in {:?}, apiserver restart {restart:?}, all three watches \
+         listed again {relisted:?} after it, test {:?}",
+        plane.startup.total,
+        began.elapsed()
     );
     engine.stop().await;
 }

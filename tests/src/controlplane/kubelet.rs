@@ -15,8 +15,8 @@
 //! what else a runtime would isolate or restrict (mounts at their real paths, the network,
 //! capabilities, seccomp, supplementary groups) is not.
 //!
-//! Faults ([`Fault`]) are injected per pod ([`Target`]): a pod that stays Pending for a while,
-//! image pulls that fail before they succeed, the OOM killer, an eviction. What the real
+//! Faults ([`Fault`]) are injected per pod ([`Target`]): a pod that stays Pending for a while
+//! (or until the test opens a [`Gate`]), image pulls that fail before they succeed, the OOM killer, an eviction. What the real
 //! control plane does on its own (a node selector no node has, a Job's deadline, PodSecurity
 //! refusing a pod) needs no fault.
 
@@ -109,6 +109,9 @@ pub enum Fault {
     /// The pod stays Pending, its containers waiting in `ContainerCreating`/`PodInitializing`
     /// and its sandbox not ready, this long before anything starts (a slow volume or CNI).
     PendingFor(Duration),
+    /// The same, until the test opens the gate: a rollout held half-way for as long as a
+    /// test needs, however slow the machine.
+    PendingUntil(Gate),
     /// Every image pull of the pod fails this many times (`ErrImagePull`, then
     /// `ImagePullBackOff` for the back-off) before it succeeds.
     PullFails(u32),
@@ -119,6 +122,43 @@ pub enum Fault {
     /// phase Failed, reason `Evicted`, a `DisruptionTarget` condition.
     Evicted { after: Duration },
 }
+
+/// A gate pods with [`Fault::PendingUntil`] wait at; once open it stays open. Clones are the
+/// same gate.
+#[derive(Clone, Debug)]
+pub struct Gate(Arc<watch::Sender<bool>>);
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate(Arc::new(watch::Sender::new(false)))
+    }
+
+    /// Lets every pod waiting at the gate (and every later one) go on.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Returns once the gate is open.
+    pub(crate) async fn opened(&self) {
+        let mut open = self.0.subscribe();
+        // The sender lives as long as `self`: waiting cannot fail.
+        let _ = open.wait_for(|open| *open).await;
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate::new()
+    }
+}
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Gate) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Gate {}
 
 /// What the pod's worker is asked to do by the API server's picture of its pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

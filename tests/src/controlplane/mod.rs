@@ -9,7 +9,10 @@
 //!
 //! Each [`ControlPlane`] is its own: own directory, own etcd, own ports; it takes a few
 //! seconds to start (the controller manager's first controllers take most of them), and
-//! everything it started is killed when it is dropped.
+//! everything it started is killed when it is dropped. A test may kill the API server and
+//! start it again on the same port, and compact etcd meanwhile: with
+//! `--watch-cache=false` ([`Options::apiserver_args`]) every watch then resumes from a
+//! resourceVersion etcd no longer has and is answered 410 Gone.
 //!
 //! The commands and flags are those of tests/controlplane/START.md, with two changes: the
 //! API server's port is one its own process is seen listening on (no race with other
@@ -17,6 +20,7 @@
 
 mod bins;
 mod component;
+mod etcd;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod pki;
@@ -31,7 +35,7 @@ use kube::api::PostParams;
 use serde_json::json;
 
 use component::Component;
-pub use kubelet::{Fault, Images, Kubelet, KubeletOptions, Target};
+pub use kubelet::{Fault, Gate, Images, Kubelet, KubeletOptions, Target};
 
 /// How long each part may take to come up before the start fails (generous: the machine
 /// may be compiling beside the tests).
@@ -81,6 +85,17 @@ pub struct Options {
     /// Images the kubelet knows besides the runner image (which [`ControlPlane::start`]
     /// always maps to the test build's `gantry-runner`).
     pub images: Images,
+    /// kube-apiserver flags after the harness's own (a later one wins), e.g.
+    /// `--watch-cache=false` to serve every watch from etcd itself, so that compacting etcd
+    /// ([`ControlPlane::compact_etcd`]) expires watches as it would on a busy cluster.
+    pub apiserver_args: Vec<String>,
+}
+
+/// How kube-apiserver was started, to start it again the same way (same port, same flags).
+struct ApiserverCommand {
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
 }
 
 /// A running control plane with one fake node. Dropping it kills every process it started
@@ -91,6 +106,8 @@ pub struct ControlPlane {
     components: Vec<Component>,
     client: kube::Client,
     port: u16,
+    apiserver: ApiserverCommand,
+    etcd_socket: PathBuf,
     pki: pki::Pki,
     pub startup: Startup,
     dir: tempfile::TempDir,
@@ -119,19 +136,25 @@ impl Drop for ControlPlane {
     }
 }
 
-/// Whether the etcd at unix socket `socket` says it is healthy (`GET /health`).
-async fn etcd_healthy(socket: &Path) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::UnixStream::connect(socket).await else {
-        return false;
-    };
-    let request = b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    if stream.write_all(request).await.is_err() {
-        return false;
+/// Polls the API server's `/readyz` with `client` until it answers `ok`.
+async fn apiserver_ready(client: &kube::Client) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + START_LIMIT;
+    loop {
+        let request = axum::http::Request::get("/readyz")
+            .body(Vec::new())
+            .expect("a request");
+        if client
+            .request_text(request)
+            .await
+            .is_ok_and(|text| text.trim() == "ok")
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("/readyz not ok within {START_LIMIT:?}"));
+        }
+        tokio::time::sleep(POLL).await;
     }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer).await;
-    answer.contains("\"health\":\"true\"")
 }
 
 impl ControlPlane {
@@ -206,7 +229,7 @@ impl ControlPlane {
             logs.join("etcd.log"),
         );
         let deadline = tokio::time::Instant::now() + START_LIMIT;
-        while !etcd_healthy(&socket).await {
+        while !etcd::healthy(&socket).await {
             if let Err(e) = etcd.check_alive() {
                 panic!("{e}");
             }
@@ -263,6 +286,7 @@ impl ControlPlane {
             s("--allow-privileged=false"),
             s("--profiling=false"),
         ];
+        apiserver_args.extend(options.apiserver_args.iter().cloned());
         let apiserver_bin = bin("kube-apiserver");
         let apiserver_log = logs.join("kube-apiserver.log");
         let (child, port) = {
@@ -284,7 +308,11 @@ impl ControlPlane {
             .expect("starting kube-apiserver")
         };
         apiserver_args.push(format!("--secure-port={port}"));
-        components.push(Component::new("kube-apiserver", child, apiserver_log));
+        components.push(Component::new(
+            "kube-apiserver",
+            child,
+            apiserver_log.clone(),
+        ));
         let server = format!("https://127.0.0.1:{port}");
         let kubeconfig = |name: &str, pair: &pki::Pair| {
             let path = root.join(format!("{name}.kubeconfig"));
@@ -363,26 +391,8 @@ impl ControlPlane {
             scheduler_args,
             logs.join("kube-scheduler.log"),
         );
-        let readyz = async {
-            let deadline = tokio::time::Instant::now() + START_LIMIT;
-            loop {
-                let request = axum::http::Request::get("/readyz")
-                    .body(Vec::new())
-                    .expect("a request");
-                if client
-                    .request_text(request)
-                    .await
-                    .is_ok_and(|text| text.trim() == "ok")
-                {
-                    return Ok(());
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(format!("/readyz not ok within {START_LIMIT:?}"));
-                }
-                tokio::time::sleep(POLL).await;
-            }
-        };
-        let (kcm, scheduler, ready) = tokio::join!(kcm_task, scheduler_task, readyz);
+        let (kcm, scheduler, ready) =
+            tokio::join!(kcm_task, scheduler_task, apiserver_ready(&client));
         if let Err(e) = ready {
             let apiserver = &mut components[1];
             panic!(
@@ -424,6 +434,12 @@ impl ControlPlane {
             components,
             client,
             port,
+            apiserver: ApiserverCommand {
+                program: apiserver_bin,
+                args: apiserver_args,
+                log: apiserver_log,
+            },
+            etcd_socket: socket,
             pki,
             startup: Startup::default(),
             dir,
@@ -479,6 +495,70 @@ impl ControlPlane {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Kills kube-apiserver (SIGKILL: every connection to it breaks at once, watches
+    /// included, as when its machine dies). Nothing reaches the cluster until
+    /// [`ControlPlane::start_apiserver`]; etcd goes on running.
+    pub fn kill_apiserver(&mut self) {
+        let at = self
+            .components
+            .iter()
+            .position(|c| c.name == "kube-apiserver")
+            .expect("kube-apiserver runs");
+        // Dropping it kills its process group and reaps it: the port is free afterwards.
+        drop(self.components.remove(at));
+    }
+
+    /// Starts kube-apiserver again after [`ControlPlane::kill_apiserver`], with the same
+    /// flags on the same port, and returns once it is ready, with how long that took. The
+    /// other components and every client (the kubelet's, engines') reconnect by themselves.
+    pub async fn start_apiserver(&mut self) -> Duration {
+        let began = Instant::now();
+        assert!(
+            self.components.iter().all(|c| c.name != "kube-apiserver"),
+            "kube-apiserver is already running"
+        );
+        let command = &self.apiserver;
+        let child = component::command(&command.program, &command.args, &command.log)
+            .spawn()
+            .expect("start kube-apiserver again");
+        // Right after etcd, where it was: the components stop in reverse order.
+        self.components.insert(
+            1,
+            Component::new("kube-apiserver", child, command.log.clone()),
+        );
+        if let Err(e) = apiserver_ready(&self.client).await {
+            let apiserver = &mut self.components[1];
+            panic!(
+                "kube-apiserver started again: {e}; {:?}\n{}",
+                apiserver.check_alive(),
+                apiserver.log_tail(30)
+            );
+        }
+        began.elapsed()
+    }
+
+    /// etcd's current revision (the newest resourceVersion anything in the cluster has).
+    pub async fn etcd_revision(&self) -> i64 {
+        etcd::revision(&self.etcd_socket).await
+    }
+
+    /// Advances etcd's revision by two writes of a key of the test's own (outside
+    /// `/registry/`: the API server never sees it), then compacts etcd to that revision,
+    /// which it returns. Every resourceVersion anything has seen so far is then gone: a
+    /// watch the API server serves from etcd (see [`Options::apiserver_args`]) that resumes
+    /// from one ends at once with 410 Gone (`Expired`, "The resourceVersion for the provided
+    /// watch is too old."). With the API server killed meanwhile nothing else writes, so
+    /// that holds for every watch there was.
+    pub async fn compact_etcd(&self) -> i64 {
+        // Two: a watch from resourceVersion R resumes at revision R + 1.
+        for _ in 0..2 {
+            etcd::put(&self.etcd_socket, "/gantry-test/compaction", "advance").await;
+        }
+        let revision = self.etcd_revision().await;
+        etcd::compact(&self.etcd_socket, revision).await;
+        revision
     }
 
     /// `https://127.0.0.1:PORT`.

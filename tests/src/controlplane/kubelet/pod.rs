@@ -29,7 +29,7 @@ use super::container::exit_code;
 use super::events::{Type, record};
 use super::images::{PullContext, fake_digest, pull_policy};
 use super::status::{Kind, Status, now, running, terminated, waiting};
-use super::{Fault, Kubelet, Stop};
+use super::{Fault, Gate, Kubelet, Stop};
 
 /// The message of the kubelet's eviction manager for memory pressure (what `kubectl describe`
 /// shows on an evicted pod).
@@ -165,6 +165,23 @@ impl Worker {
         }
     }
 
+    /// Waits until `gate` opens, unless the pod is stopped first.
+    async fn until_open(&mut self, gate: &Gate) -> Step<()> {
+        loop {
+            if let Some(stop) = self.stopping() {
+                return Err(stop);
+            }
+            tokio::select! {
+                () = gate.opened() => return Ok(()),
+                changed = self.stop.changed() => {
+                    if changed.is_err() {
+                        return Err(Stop::Gone);
+                    }
+                }
+            }
+        }
+    }
+
     /// Waits until the pod is stopped.
     async fn until_stopped(&mut self) -> Stop {
         loop {
@@ -223,8 +240,10 @@ impl Worker {
     async fn start(&mut self) -> Step<()> {
         self.flush().await;
         for fault in self.faults.clone() {
-            if let Fault::PendingFor(d) = fault {
-                self.sleep(d).await?;
+            match fault {
+                Fault::PendingFor(d) => self.sleep(d).await?,
+                Fault::PendingUntil(gate) => self.until_open(&gate).await?,
+                _ => {}
             }
         }
         // The sandbox: a directory per volume (emptyDir, and any other kind: what a Secret or
