@@ -140,6 +140,9 @@ pub struct Run {
     /// Only in `GET /runs/{id}`.
     #[serde(default)]
     pub stages: Vec<Stage>,
+    /// What the run is about (`commit_sha`, `commit_message`, `branch`, …).
+    #[serde(default)]
+    pub context: serde_json::Value,
 }
 
 #[derive(Clone, Debug, Deserialize)]

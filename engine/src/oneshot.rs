@@ -27,13 +27,17 @@ fn git(args: &[&str]) -> Option<String> {
 /// commit's time (images are dated with it, as `SOURCE_DATE_EPOCH` would), from `git`.
 fn local_context(git: impl Fn(&[&str]) -> Option<String>) -> RunContext {
     let commit_sha = git(&["rev-parse", "HEAD"]);
-    let commit_time = commit_sha
-        .as_ref()
-        .and_then(|sha| git(&["show", "-s", "--format=%ct", sha]))
-        .and_then(|t| t.parse::<i64>().ok());
+    let show = |format: &str| {
+        commit_sha
+            .as_ref()
+            .and_then(|sha| git(&["show", "-s", &format!("--format={format}"), sha]))
+    };
+    let commit_time = show("%ct").and_then(|t| t.parse::<i64>().ok());
     RunContext {
         event: "manual".into(),
         branch: git(&["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD"),
+        commit_message: show("%s").map(|s| gantry_runner::checkout::subject_line(&s)),
+        commit_author: show("%an"),
         commit_sha,
         commit_time,
         ..RunContext::default()
@@ -217,6 +221,9 @@ mod tests {
         assert_eq!(context.branch.as_deref(), Some("main"));
         assert!(context.commit_sha.is_some(), "{context:?}");
         assert_eq!(context.commit_time, Some(1_714_557_600));
+        // What run lists show beside the short id.
+        assert_eq!(context.commit_message.as_deref(), Some("one"));
+        assert_eq!(context.commit_author.as_deref(), Some("t"));
         // What the image stage then dates the image with.
         let stored = serde_json::to_value(&context).expect("json");
         assert_eq!(crate::images::created_epoch(&stored), 1_714_557_600);
@@ -224,5 +231,6 @@ mod tests {
         let plain = tempfile::tempdir().expect("temp dir");
         let outside = local_context(|args: &[&str]| git_in(plain.path(), args));
         assert_eq!((outside.commit_sha, outside.commit_time), (None, None));
+        assert_eq!((outside.commit_message, outside.commit_author), (None, None));
     }
 }

@@ -122,6 +122,12 @@ pub struct RunContext {
     /// stages date their images with it (without it, with the commit they check out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_time: Option<i64>,
+    /// The commit message's first line, for run lists (`Fix the build`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_message: Option<String>,
+    /// The commit's author (their name as the commit records it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_author: Option<String>,
     /// An annotated tag's own object id (`commit_sha` is the commit it points at).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag_object: Option<String>,
@@ -145,6 +151,19 @@ pub struct RunContext {
     /// Who pushed or opened the pull request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+}
+
+impl RunContext {
+    /// Fills in what the commit itself says (message, author, time) where the trigger did not.
+    pub fn describe_commit(&mut self, info: &gantry_runner::checkout::CommitInfo) {
+        if self.commit_message.is_none() && !info.summary.is_empty() {
+            self.commit_message = Some(info.summary.clone());
+        }
+        if self.commit_author.is_none() && !info.author.is_empty() {
+            self.commit_author = Some(info.author.clone());
+        }
+        self.commit_time.get_or_insert(info.time);
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -535,6 +554,11 @@ pub async fn at_branch_head(
             branch: branch.clone(),
             url: repo.clone_url.clone(),
         })?;
+    // The commit's subject and author for run lists; a run does not wait on them failing.
+    match source::describe(engine, &repo, &head, Some(&format!("refs/heads/{branch}"))).await {
+        Ok(info) => context.describe_commit(&info),
+        Err(e) => tracing::warn!(commit = %head, error = %e, "cannot read the commit's message"),
+    }
     context.git_ref = Some(format!("refs/heads/{branch}"));
     context.branch = Some(branch);
     context.commit_sha = Some(head);

@@ -196,6 +196,11 @@ async fn a_github_push_served_by_git_daemon_runs_the_pipeline_of_that_commit() {
         stages
     );
     assert_eq!(run.trigger, "push");
+    // What run lists show beside the short id: the subject and the author, read from the
+    // commit itself (the same for every provider), and the time images are dated with.
+    assert_eq!(run.context["commit_message"], "first", "{}", run.context);
+    assert_eq!(run.context["commit_author"], "Gantry Test", "{}", run.context);
+    assert!(run.context["commit_time"].as_i64().is_some(), "{}", run.context);
     let lines = app.log_lines(ids[0], "show").await;
     assert!(
         lines.contains(&"hello from the commit".to_owned()),
@@ -266,11 +271,29 @@ async fn a_github_push_served_by_git_daemon_runs_the_pipeline_of_that_commit() {
     let id = RunId(manual["run_id"].as_i64().expect("run id"));
     let (run, _) = app.wait_for_run(id, WAIT).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
+    assert_eq!(run.context["commit_message"], "second", "{}", run.context);
     let lines = app.log_lines(id, "show").await;
     assert!(
         lines.contains(&format!("sha={second} head={second}")),
         "{lines:#?}"
     );
+    // The pipeline page lists each run with its commit's subject and author.
+    let page = app
+        .http()
+        .get(format!("{}/p/test/build", app.url()))
+        .send()
+        .await
+        .expect("pipeline page")
+        .text()
+        .await
+        .expect("page");
+    for shown in [
+        format!("<code>{}</code> <span class=\"msg\">second</span>", &second[..8]),
+        format!("<code>{}</code> <span class=\"msg\">first</span>", &first[..8]),
+        "Gantry Test".to_owned(),
+    ] {
+        assert!(page.contains(&shown), "{shown} not in {page}");
+    }
 
     // The ping GitHub sends when a hook is created.
     let ping = json!({"zen": "Keep it logically awesome.", "hook_id": 1,

@@ -111,6 +111,7 @@ pub fn runs_table(runs: &[Run], now: DateTime<Utc>) -> String {
                 format!("#{}", r.number),
                 r.status.as_str().to_owned(),
                 crate::store::runs::describe_trigger(&r.trigger, r.triggered_by.as_deref()),
+                commit_text(&r.context),
                 moment(r.started_at.or(Some(r.created_at))),
                 elapsed(r.started_at, r.finished_at, now),
             ]
@@ -118,10 +119,36 @@ pub fn runs_table(runs: &[Run], now: DateTime<Utc>) -> String {
         .collect();
     table(
         &[
-            "ID", "PIPELINE", "#", "STATUS", "TRIGGER", "STARTED", "DURATION",
+            "ID", "PIPELINE", "#", "STATUS", "TRIGGER", "COMMIT", "STARTED", "DURATION",
         ],
         &rows,
     )
+}
+
+/// Longest commit subject a `gantry runs` row shows (the API has it whole).
+const SUBJECT_COLUMN: usize = 40;
+
+/// `0123abcd Fix the build`: the short commit and its subject, cut to fit a row.
+fn commit_text(context: &serde_json::Value) -> String {
+    let sha: String = context["commit_sha"]
+        .as_str()
+        .unwrap_or_default()
+        .chars()
+        .take(8)
+        .collect();
+    let subject = context["commit_message"].as_str().unwrap_or_default();
+    let subject = if subject.chars().count() > SUBJECT_COLUMN {
+        let mut cut: String = subject.chars().take(SUBJECT_COLUMN - 1).collect();
+        cut.push('…');
+        cut
+    } else {
+        subject.to_owned()
+    };
+    match (sha.is_empty(), subject.is_empty()) {
+        (true, _) => "-".to_owned(),
+        (false, true) => sha,
+        (false, false) => format!("{sha} {subject}"),
+    }
 }
 
 /// What to say about a stage beyond its status: its error (a rejection names who rejected
@@ -281,6 +308,20 @@ mod tests {
             text,
             format!("STAGE\nbuild\npackage\n  image: {pinned}\nsmoke\n")
         );
+    }
+
+    #[test]
+    fn a_runs_row_shows_the_commit_and_its_subject() {
+        let context = serde_json::json!({
+            "commit_sha": "0123456789abcdef",
+            "commit_message": "Make the footer readable on phones, with a longer subject than fits",
+        });
+        let text = commit_text(&context);
+        assert!(text.starts_with("01234567 Make the footer"), "{text}");
+        assert_eq!(text.chars().count(), 8 + 1 + SUBJECT_COLUMN, "{text}");
+        assert!(text.ends_with('…'));
+        assert_eq!(commit_text(&serde_json::json!({"commit_sha": "abc"})), "abc");
+        assert_eq!(commit_text(&serde_json::json!({})), "-");
     }
 
     #[test]

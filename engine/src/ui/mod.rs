@@ -413,6 +413,8 @@ mod tests {
             pipeline: "build".into(),
             branch: "main".into(),
             commit: "0123abcd".into(),
+            message: "Fix <script>alert(3)</script> in the footer".into(),
+            author: "Alice & Bob".into(),
             created: "2026-12-03 10:00:00 UTC".into(),
             duration: "5s".into(),
             reason: String::new(),
@@ -508,6 +510,10 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("manual by alice"), "{html}");
+        // The commit's subject and author, escaped.
+        let subject = "Fix &lt;script&gt;alert(3)&lt;&#x2F;script&gt; in the footer";
+        assert!(html.contains(subject), "{html}");
+        assert!(html.contains("Alice &amp; Bob"), "{html}");
         done.push("dashboard.html");
 
         let html = rendered(
@@ -575,6 +581,7 @@ mod tests {
             html.contains(r#"<p class="description">Builds &lt;the&gt; site</p>"#),
             "the pipeline's description, escaped: {html}"
         );
+        assert!(html.contains("in the footer</span>") && html.contains("Alice &amp; Bob"), "{html}");
         done.push("pipeline.html");
 
         let stages = vec![("build".to_owned(), vec![]), ("deploy".to_owned(), vec![0])];
@@ -669,6 +676,7 @@ mod tests {
         assert!(html.contains("<code>registry&#x2F;app</code>") && html.contains("sha256:abc"));
         // The id the CLI and the API take, beside the number the page is titled with.
         assert!(html.contains("id <code>7</code>"), "{html}");
+        assert!(html.contains("in the footer</span>") && html.contains("Alice &amp; Bob"), "{html}");
         done.push("run.html");
 
         rendered(

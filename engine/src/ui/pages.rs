@@ -142,6 +142,9 @@ pub struct RunItem {
     pub branch: String,
     /// The commit built, shortened (empty when the run names none).
     pub commit: String,
+    /// The commit message's first line and its author (empty when unknown).
+    pub message: String,
+    pub author: String,
     pub created: String,
     pub duration: String,
     pub reason: String,
@@ -166,6 +169,14 @@ impl RunItem {
             branch: run.context["branch"]
                 .as_str()
                 .or(run.context["tag"].as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            message: run.context["commit_message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            author: run.context["commit_author"]
+                .as_str()
                 .unwrap_or_default()
                 .to_owned(),
             created: time(&run.created_at),

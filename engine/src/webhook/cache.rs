@@ -1,11 +1,13 @@
 //! What webhook handling may remember between deliveries, so the hot paths skip work whose
 //! answer cannot have changed: the pipeline files of a commit (a commit never changes, so
-//! neither do its files), and a repository's registration with its decrypted secret (for a
+//! neither do its files, nor its message and author), and a repository's registration with its decrypted secret (for a
 //! few seconds, so a changed registration takes effect quickly).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use gantry_runner::checkout::CommitInfo;
 
 use crate::pipeline::Plan;
 use crate::store::repos::RepoRow;
@@ -35,6 +37,8 @@ type Repos = HashMap<(String, String), (Instant, Arc<KnownRepo>)>;
 #[derive(Default)]
 pub struct WebhookCache {
     files: Mutex<HashMap<FilesKey, Arc<Vec<CachedFile>>>>,
+    /// What a repository's commit says of itself, by repository id and commit.
+    commits: Mutex<HashMap<(i64, String), CommitInfo>>,
     repos: Mutex<Repos>,
 }
 
@@ -61,6 +65,20 @@ impl WebhookCache {
                 map.clear();
             }
             map.insert((repo, commit.to_owned(), patterns.to_vec()), files);
+        }
+    }
+
+    pub fn commit(&self, repo: i64, commit: &str) -> Option<CommitInfo> {
+        let map = self.commits.lock().ok()?;
+        map.get(&(repo, commit.to_owned())).cloned()
+    }
+
+    pub fn keep_commit(&self, repo: i64, commit: &str, info: CommitInfo) {
+        if let Ok(mut map) = self.commits.lock() {
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+            map.insert((repo, commit.to_owned()), info);
         }
     }
 

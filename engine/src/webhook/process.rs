@@ -235,6 +235,12 @@ async fn prepare(
         ));
     }
     let files = source::files_at(engine, &repo, &commit, context.git_ref.as_deref()).await?;
+    // The run lists' subject and author: read in the mirror files_at just used (or kept from
+    // an earlier delivery of this commit). Without them a run still runs.
+    match source::describe(engine, &repo, &commit, context.git_ref.as_deref()).await {
+        Ok(info) => context.describe_commit(&info),
+        Err(e) => tracing::warn!(commit = %commit, error = %e, "cannot read the commit's message"),
+    }
     let wants_changes = files.iter().any(|file| {
         file.plan
             .as_ref()

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use gantry_runner::checkout::{CheckoutError, Mirror, MirrorCache};
+use gantry_runner::checkout::{CheckoutError, CommitInfo, Mirror, MirrorCache};
 
 use gantry_runner::wire::GitAuth;
 
@@ -132,6 +132,31 @@ pub async fn peel(mirror: SharedMirror, object: &str) -> Result<String, SourceEr
     blocking(move || lock(&mirror)?.peel(&object)).await
 }
 
+async fn read_commit(mirror: SharedMirror, commit: &str) -> Result<CommitInfo, SourceError> {
+    let commit = commit.to_owned();
+    blocking(move || lock(&mirror)?.describe(&commit)).await
+}
+
+/// What `commit` of `repo` says of itself (subject, author, time), from the cache or the
+/// mirror (fetching the commit when the mirror does not have it yet).
+pub async fn describe(
+    engine: &Engine,
+    repo: &RepoRow,
+    commit: &str,
+    git_ref: Option<&str>,
+) -> Result<CommitInfo, SourceError> {
+    if let Some(info) = engine.webhook_cache.commit(repo.id.0, commit) {
+        return Ok(info);
+    }
+    let auth = clone_auth(engine, repo).await?;
+    let mirror = fetch(engine, &repo.clone_url, commit, git_ref, auth).await?;
+    let info = read_commit(mirror, commit).await?;
+    engine
+        .webhook_cache
+        .keep_commit(repo.id.0, commit, info.clone());
+    Ok(info)
+}
+
 /// A pipeline file found at a commit: its path and its text (or why it is not text).
 pub struct PipelineFile {
     pub path: String,
@@ -248,6 +273,11 @@ pub async fn files_at(
     // The token is read only when git is reached: a cached commit needs neither.
     let auth = clone_auth(engine, repo).await?;
     let mirror = fetch(engine, &repo.clone_url, commit, git_ref, auth).await?;
+    // The commit's message and author come along while the mirror is open (run lists show
+    // them); a run of this commit then needs no git work for them.
+    if let Ok(info) = read_commit(std::sync::Arc::clone(&mirror), commit).await {
+        engine.webhook_cache.keep_commit(repo.id.0, commit, info);
+    }
     let found = pipeline_files(mirror, commit, &repo.pipeline_files).await?;
     let files: std::sync::Arc<Vec<CachedFile>> = std::sync::Arc::new(
         found

@@ -253,6 +253,25 @@ impl Mirror {
             })
     }
 
+    /// Who wrote `commit`, when it was committed and its subject line: what run lists show
+    /// beside the short id (GitLab's and Woodpecker's lists do the same).
+    pub fn describe(&self, commit: &str) -> Result<CommitInfo, CheckoutError> {
+        let oid = parse_commit(commit)?;
+        let found = self
+            .repo
+            .find_commit(oid)
+            .map_err(|_| CheckoutError::NotInMirror {
+                commit: commit.to_owned(),
+                url: self.url.clone(),
+            })?;
+        let author = found.author();
+        Ok(CommitInfo {
+            summary: subject_line(&String::from_utf8_lossy(found.message_bytes())),
+            author: String::from_utf8_lossy(author.name_bytes()).trim().to_owned(),
+            time: found.committer().when().seconds(),
+        })
+    }
+
     /// The contents of the file at `path` (`/`-separated, from the repository root) in
     /// `commit`, or `None` when there is no file there (a directory is not a file).
     pub fn read_file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, CheckoutError> {
@@ -515,6 +534,36 @@ fn has_commit(repo: &Repository, oid: Oid) -> bool {
     commit_of(repo, oid).is_some()
 }
 
+/// What a run list says of a commit ([`Mirror::describe`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// The message's first line, at most [`SUBJECT_MAX`] characters.
+    pub summary: String,
+    /// The author's name.
+    pub author: String,
+    /// The committer time, seconds since the epoch (what images are dated with).
+    pub time: i64,
+}
+
+/// Longest subject kept: a list row, not the whole message (some messages are one long line).
+pub const SUBJECT_MAX: usize = 200;
+
+/// The first non-empty line of a commit message, trimmed and cut at [`SUBJECT_MAX`] characters
+/// (with an ellipsis when cut).
+pub fn subject_line(message: &str) -> String {
+    let line = message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    if line.chars().count() <= SUBJECT_MAX {
+        return line.to_owned();
+    }
+    let mut cut: String = line.chars().take(SUBJECT_MAX - 1).collect();
+    cut.push('…');
+    cut
+}
+
 /// The commit `oid` is, or that the annotated tag `oid` (or a chain of them) points at.
 fn commit_of(repo: &Repository, oid: Oid) -> Option<Oid> {
     let object = repo.find_object(oid, None).ok()?;
@@ -617,6 +666,16 @@ mod tests {
             Path::new("/h/.cache/gantry/git")
         );
         assert_eq!(root_from(env(&[])), Path::new("/tmp/gantry-git-cache"));
+    }
+
+    #[test]
+    fn a_subject_is_the_first_line_cut_to_size() {
+        assert_eq!(subject_line("\n  Fix the build  \n\nbody"), "Fix the build");
+        assert_eq!(subject_line(""), "");
+        let long = "é".repeat(SUBJECT_MAX + 5);
+        let cut = subject_line(&long);
+        assert_eq!(cut.chars().count(), SUBJECT_MAX);
+        assert!(cut.ends_with('…'));
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod remote;
 pub mod url;
 mod worktree;
 
-pub use mirror::{Fetched, Mirror, MirrorCache};
+pub use mirror::{CommitInfo, Fetched, Mirror, MirrorCache, subject_line};
 pub use worktree::{CheckedOut, checkout};
 
 /// What went wrong, in words a pipeline author can act on. URLs in messages never carry a
