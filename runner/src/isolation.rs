@@ -36,6 +36,8 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::stat::Mode;
 use nix::unistd::{getgid, getuid};
 
+use crate::source_layer::{Placed, SourceLayer};
+
 /// Directories to cover, one absolute path per line.
 pub const ENV_HIDE: &str = "GANTRY_RUNNER_HIDE";
 /// Directories beneath a covered one that stay visible, one absolute path per line.
@@ -86,6 +88,11 @@ pub enum IsolationError {
         #[source]
         source: std::io::Error,
     },
+    #[error("placing the source in the workspace: {source}")]
+    Source {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("making a mount point at {path}: {source}")]
     MountPoint {
         path: PathBuf,
@@ -100,6 +107,8 @@ pub struct Isolation {
     pub hide: Vec<PathBuf>,
     pub keep: Vec<PathBuf>,
     pub ids: IdMap,
+    /// The stage's source, mounted on its workspace in the runner's namespace (`gantry run`).
+    pub layer: Option<SourceLayer>,
 }
 
 impl Isolation {
@@ -123,11 +132,12 @@ impl Isolation {
                 Some("parent") => IdMap::Parent,
                 _ => IdMap::Own,
             },
+            layer: SourceLayer::from_lookup(&lookup),
         }
     }
 
     /// The environment lines that carry this isolation to a runner.
-    pub fn to_env(&self) -> [(&'static str, String); 3] {
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
         let join = |paths: &[PathBuf]| {
             paths
                 .iter()
@@ -139,11 +149,13 @@ impl Isolation {
             IdMap::Own => "own",
             IdMap::Parent => "parent",
         };
-        [
+        let mut env = vec![
             (ENV_HIDE, join(&self.hide)),
             (ENV_KEEP, join(&self.keep)),
             (ENV_ID_MAP, ids.to_owned()),
-        ]
+        ];
+        env.extend(self.layer.as_ref().map(SourceLayer::to_env));
+        env
     }
 
     pub fn is_empty(&self) -> bool {
@@ -154,6 +166,12 @@ impl Isolation {
     /// starts a second thread: the kernel refuses a new user namespace to a threaded process.
     pub fn apply(&self) -> Result<(), IsolationError> {
         if self.is_empty() {
+            // No namespace to mount in: the source is copied (the engine does not ask for a
+            // layer without isolation; this keeps a runner started by hand whole).
+            if let Some(layer) = &self.layer {
+                crate::source_layer::copy_tree(&layer.lower, &layer.target)
+                    .map_err(|source| IsolationError::Source { source })?;
+            }
             return Ok(());
         }
         for path in self.hide.iter().chain(&self.keep) {
@@ -177,6 +195,16 @@ impl Isolation {
             None::<&str>,
         )
         .map_err(mount_error("making private", Path::new("/")))?;
+        // The source layer goes on the workspace before the workspace is kept below: the kept
+        // handle then holds the merged tree.
+        let placed = match &self.layer {
+            Some(layer) => Some(
+                layer
+                    .place()
+                    .map_err(|source| IsolationError::Source { source })?,
+            ),
+            None => None,
+        };
         // Handles on what stays visible, taken before anything covers their paths, and in this
         // mount namespace: a bind mount's source must belong to the namespace it is made in.
         let kept: Vec<(&PathBuf, OwnedFd)> = self
@@ -232,6 +260,11 @@ impl Isolation {
                 None::<&str>,
             )
             .map_err(mount_error("making read-only", hidden))?;
+        }
+        // The runner was started in the workspace directory as it was before the mount; its
+        // steps (and it) must work in the merged tree.
+        if let (Some(Placed::Mounted), Some(layer)) = (placed, &self.layer) {
+            nix::unistd::chdir(&layer.target).map_err(mount_error("entering", &layer.target))?;
         }
         // A nested pair of namespaces locks the covers in place (see the module docs).
         match self.ids {
@@ -354,6 +387,7 @@ pub fn check(dir: &Path) -> Result<(), String> {
         hide: vec![dir.to_path_buf()],
         keep: vec![keep.clone()],
         ids: Isolation::from_env().ids,
+        layer: None,
     }
     .apply()
     .map_err(|e| e.to_string())?;
@@ -376,6 +410,12 @@ mod tests {
             hide: vec!["/var/lib/gantry".into()],
             keep: vec!["/var/lib/gantry/workspaces/7-1".into(), "/home/x y".into()],
             ids: IdMap::Parent,
+            layer: Some(SourceLayer {
+                lower: "/var/lib/gantry/sources/run-1".into(),
+                upper: "/var/lib/gantry/workspaces/7-1.layer/upper".into(),
+                work: "/var/lib/gantry/workspaces/7-1.layer/work".into(),
+                target: "/var/lib/gantry/workspaces/7-1".into(),
+            }),
         };
         let env: std::collections::HashMap<_, _> = isolation.to_env().into_iter().collect();
         let back = Isolation::from_lookup(|name| env.get(name).cloned());

@@ -15,6 +15,7 @@ pub mod image;
 pub mod isolation;
 pub mod logs;
 pub mod process;
+pub mod source_layer;
 pub mod stage;
 pub mod step;
 pub mod stop;

@@ -192,3 +192,69 @@ async fn gantry_run_never_copies_its_own_data_directory_into_a_stage() {
         assert!(stdout.lines().any(|l| l == files), "{stage}: {stdout}");
     }
 }
+
+/// `gantry run` copies the source once per run and lays it under each stage as an overlay: a
+/// stage may change, add and delete files, and neither a later stage nor the user's own
+/// directory sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_stage_writes_to_its_own_layer_over_one_snapshot_of_the_source() {
+    let cwd = open_temp_dir();
+    let data = cwd.path().join(".gantry");
+    let _reaper = Reaper::new(&data);
+    std::fs::create_dir_all(cwd.path().join("src")).expect("src");
+    std::fs::write(cwd.path().join("src/app.sh"), "echo app\n").expect("a source file");
+    std::fs::write(cwd.path().join("notes.txt"), "original\n").expect("a text file");
+    let file = cwd.path().join("layers.yaml");
+    // The type of the file system mounted on the workspace, as the step sees it.
+    let fs_type = r#"awk -v d="$PWD" '$5 == d { for (i = 7; i <= NF; i++) if ($i == "-") t = $(i + 1) } END { print "fs=" t }' /proc/self/mountinfo"#;
+    let change = [
+        fs_type,
+        "echo appended >> notes.txt",
+        "sed -i s/original/edited/ notes.txt",
+        "rm src/app.sh",
+        "echo new > made.txt",
+        "printf 'changed: '; cat notes.txt | tr '\\n' ' '; echo",
+    ];
+    let after = [
+        fs_type,
+        "printf 'after: '; cat notes.txt src/app.sh | tr '\\n' ' '; ls made.txt 2>/dev/null || true; echo",
+    ];
+    let steps = |lines: &[&str]| -> String {
+        lines.iter().map(|l| format!("      - {l:?}\n")).collect()
+    };
+    let yaml = format!(
+        "name: layers\nstages:\n  - name: change\n    steps:\n{}  - name: after\n    needs: [change]\n    steps:\n{}",
+        steps(&change),
+        steps(&after)
+    );
+    std::fs::write(&file, yaml).expect("write the pipeline");
+    let out = gantry_run(&file, cwd.path(), &data).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    for stage in ["change", "after"] {
+        let mounted = format!("[{stage}] fs=overlay");
+        assert!(stdout.lines().any(|l| l == mounted), "{stage}: {stdout}");
+    }
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "[change] changed: edited appended "),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "[after] after: original echo app "),
+        "the later stage sees the source as it was: {stdout}"
+    );
+    // The user's directory is untouched.
+    let read = |p: &str| std::fs::read_to_string(cwd.path().join(p)).expect(p);
+    assert_eq!(read("notes.txt"), "original\n");
+    assert_eq!(read("src/app.sh"), "echo app\n");
+    assert!(!cwd.path().join("made.txt").exists());
+}

@@ -15,6 +15,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Pid, getpgrp};
 
 use super::{Executor, ExecutorError, Observation, StartRequest};
+use gantry_runner::source_layer::SourceLayer;
 use gantry_runner::wire;
 
 #[derive(Clone, Debug)]
@@ -36,9 +37,25 @@ pub struct LocalExecutor {
     /// Exit statuses of runners this process started and reaped, by handle, with when they
     /// exited: kept for [`EXITED_KEEP`], long enough for housekeeping to see them.
     exited: Arc<Mutex<HashMap<String, Exited>>>,
-    /// The source tree as listed for the latest run that started a stage here (by run id):
-    /// its other stages reuse the listing.
-    sources: Mutex<Option<(i64, Arc<super::source::Listing>)>>,
+    /// The source of the latest run that started a stage here (by run id): its other stages
+    /// reuse the listing and the snapshot.
+    sources: Mutex<Option<(i64, Arc<RunSource>)>>,
+}
+
+/// One run's source: its listing and, where runners can mount it as a layer, its snapshot —
+/// a copy made once for the run that each stage's overlay reads from. The snapshot goes when
+/// the last stage using it has ended (each holds the `Arc`).
+pub struct RunSource {
+    listing: super::source::Listing,
+    snapshot: Option<PathBuf>,
+}
+
+impl Drop for RunSource {
+    fn drop(&mut self) {
+        if let Some(snapshot) = &self.snapshot {
+            let _ = std::fs::remove_dir_all(snapshot);
+        }
+    }
 }
 
 /// A reaped runner's exit status (when known) and when it exited.
@@ -56,29 +73,84 @@ impl LocalExecutor {
         }
     }
 
-    /// The listing of `source` for run `run_id`: made by its first stage, shared by the rest.
-    /// The data directory (workspaces, runner logs, an embedded PostgreSQL) is left out.
-    async fn source_listing(
+    /// The source of run `run_id`: listed (and, with `layered`, copied to its snapshot) by
+    /// its first stage, shared by the rest. The data directory (workspaces, runner logs, an
+    /// embedded PostgreSQL) is left out.
+    async fn run_source(
         &self,
         source: &Path,
         run_id: i64,
-    ) -> Result<Arc<super::source::Listing>, ExecutorError> {
+        layered: bool,
+    ) -> Result<Arc<RunSource>, ExecutorError> {
         if let Ok(cached) = self.sources.lock()
-            && let Some((id, listing)) = cached.as_ref()
+            && let Some((id, run_source)) = cached.as_ref()
             && *id == run_id
         {
-            return Ok(Arc::clone(listing));
+            return Ok(Arc::clone(run_source));
         }
         let (source, exclude) = (source.to_path_buf(), vec![self.config.work_dir.clone()]);
-        let listing = tokio::task::spawn_blocking(move || {
-            Arc::new(super::source::Listing::of(&source, &exclude))
+        let snapshot = layered.then(|| {
+            self.config
+                .work_dir
+                .join("sources")
+                .join(format!("run-{run_id}"))
+        });
+        let steps = self.config.steps.clone();
+        let run_source = tokio::task::spawn_blocking(move || {
+            let listing = super::source::Listing::of(&source, &exclude);
+            if let Some(snapshot) = &snapshot {
+                make_snapshot(&listing, snapshot, &steps)?;
+            }
+            Ok::<_, ExecutorError>(Arc::new(RunSource { listing, snapshot }))
         })
         .await
-        .map_err(|e| ExecutorError::Start(e.to_string()))?;
+        .map_err(|e| ExecutorError::Start(e.to_string()))??;
         if let Ok(mut cached) = self.sources.lock() {
-            *cached = Some((run_id, Arc::clone(&listing)));
+            *cached = Some((run_id, Arc::clone(&run_source)));
         }
-        Ok(listing)
+        Ok(run_source)
+    }
+
+    /// Puts the run's source in a fresh workspace: as an overlay layer the runner mounts
+    /// (returned as the runner's environment line), or as a copy.
+    async fn place_source(
+        &self,
+        source: &Path,
+        request: &StartRequest,
+        workspace: &Path,
+    ) -> Result<(Arc<RunSource>, Option<(&'static str, String)>), ExecutorError> {
+        let steps = &self.config.steps;
+        // Only a runner in a mount namespace of its own may mount the layer.
+        let layered = steps.hide_data_dir;
+        let run_source = self.run_source(source, request.run_id, layered).await?;
+        let copying = Arc::clone(&run_source);
+        let (workspace, steps) = (workspace.to_path_buf(), steps.clone());
+        let env = tokio::task::spawn_blocking(move || match &copying.snapshot {
+            Some(snapshot) => {
+                let layer_dir = layer_dir(&workspace);
+                let layer = SourceLayer {
+                    lower: snapshot.clone(),
+                    upper: layer_dir.join("upper"),
+                    work: layer_dir.join("work"),
+                    target: workspace,
+                };
+                for dir in [&layer.upper, &layer.work] {
+                    create_dir(dir)?;
+                }
+                steps
+                    .hand_over(&layer_dir)
+                    .map_err(|e| ExecutorError::Start(e.to_string()))?;
+                Ok(Some(layer.to_env()))
+            }
+            None => copying
+                .listing
+                .place(&workspace)
+                .map(|()| None)
+                .map_err(|e| ExecutorError::Start(format!("copying the source: {e}"))),
+        })
+        .await
+        .map_err(|e| ExecutorError::Start(e.to_string()))??;
+        Ok((run_source, env))
     }
 
     pub fn workspace(&self, stage_run_id: i64, attempt: i32) -> PathBuf {
@@ -166,6 +238,44 @@ fn kill_leftovers(workspace: &Path) {
     }
 }
 
+/// Where a workspace's source layer keeps the stage's changes (`upper`) and overlay's scratch
+/// directory (`work`): beside the workspace, on the same file system.
+fn layer_dir(workspace: &Path) -> PathBuf {
+    workspace.with_extension("layer")
+}
+
+/// Removes a layer directory. Overlay leaves its scratch directory `work/work` with no
+/// permissions at all, which only root could list: opened up first.
+fn remove_layer(dir: &Path) {
+    let scratch = dir.join("work").join("work");
+    if scratch.exists() {
+        let _ = std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o700));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Copies the listed source to `snapshot` (once per run) for the stages' layers, owned by the
+/// step user (a layer's files are copied up under that identity).
+fn make_snapshot(
+    listing: &super::source::Listing,
+    snapshot: &Path,
+    steps: &super::steps::StepPolicy,
+) -> Result<(), ExecutorError> {
+    let parent = snapshot.parent().unwrap_or(snapshot);
+    create_dir(parent)?;
+    // Runners (the step user) pass through to their run's snapshot; listing is for the engine.
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| ExecutorError::Start(format!("restricting {}: {e}", parent.display())))?;
+    let _ = std::fs::remove_dir_all(snapshot);
+    create_dir(snapshot)?;
+    listing
+        .place(snapshot)
+        .map_err(|e| ExecutorError::Start(format!("copying the source: {e}")))?;
+    steps
+        .hand_over(snapshot)
+        .map_err(|e| ExecutorError::Start(e.to_string()))
+}
+
 fn create_dir(path: &Path) -> Result<(), ExecutorError> {
     std::fs::create_dir_all(path)
         .map_err(|e| ExecutorError::Start(format!("creating {}: {e}", path.display())))
@@ -188,14 +298,13 @@ impl Executor for LocalExecutor {
     async fn start(&self, request: &StartRequest) -> Result<String, ExecutorError> {
         let workspace = self.workspace(request.stage_run_id, request.attempt);
         create_dir(&workspace)?;
-        if let Some(source) = &self.config.source_dir {
-            let listing = self.source_listing(source, request.run_id).await?;
-            let target = workspace.clone();
-            tokio::task::spawn_blocking(move || listing.place(&target))
-                .await
-                .map_err(|e| ExecutorError::Start(e.to_string()))?
-                .map_err(|e| ExecutorError::Start(format!("copying the source: {e}")))?;
-        }
+        let (run_source, layer_env) = match &self.config.source_dir {
+            Some(source) => {
+                let (run_source, env) = self.place_source(source, request, &workspace).await?;
+                (Some(run_source), env)
+            }
+            None => (None, None),
+        };
         let steps = &self.config.steps;
         steps
             .hand_over(&workspace)
@@ -215,6 +324,9 @@ impl Executor for LocalExecutor {
         // Nothing of the engine's own environment (its database URL, its key) reaches a step:
         // only the documented allow-list and the runner's settings.
         command.env_clear().envs(steps.environment(&workspace));
+        if let Some((name, value)) = &layer_env {
+            command.env(name, value);
+        }
         if let Some(user) = &steps.user {
             command.uid(user.uid).gid(user.gid);
         }
@@ -269,8 +381,14 @@ impl Executor for LocalExecutor {
             }
             let leftovers_of = workspace.clone();
             let _ = tokio::task::spawn_blocking(move || kill_leftovers(&leftovers_of)).await;
-            // The workspace is only needed while the stage runs.
-            let _ = tokio::fs::remove_dir_all(&workspace).await;
+            // The workspace (and its layer) is only needed while the stage runs; the run's
+            // snapshot goes with its last stage.
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = std::fs::remove_dir_all(&workspace);
+                remove_layer(&layer_dir(&workspace));
+                drop(run_source);
+            })
+            .await;
         });
         Ok(handle)
     }

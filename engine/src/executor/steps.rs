@@ -292,6 +292,7 @@ impl StepPolicy {
             } else {
                 IdMap::Own
             },
+            layer: None,
         }
     }
 
