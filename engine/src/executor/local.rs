@@ -66,6 +66,11 @@ const EXITED_KEEP: Duration = Duration::from_secs(600);
 
 impl LocalExecutor {
     pub fn new(config: LocalConfig) -> Self {
+        // Snapshots of runs an earlier process started: no runner of this process reads them,
+        // and `gantry run` may exit before its last stage's snapshot is removed.
+        if config.source_dir.is_some() {
+            let _ = std::fs::remove_dir_all(config.work_dir.join("sources"));
+        }
         LocalExecutor {
             config,
             exited: Arc::default(),
@@ -457,6 +462,27 @@ mod tests {
             !alive(pid, start + 1),
             "a different start time is another process"
         );
+    }
+
+    #[test]
+    fn an_earlier_process_s_snapshots_are_removed_at_start() {
+        let dir = tempfile::tempdir().expect("dir");
+        let old = dir.path().join("sources/run-7/src");
+        std::fs::create_dir_all(&old).expect("an old snapshot");
+        std::fs::write(old.join("main.rs"), "fn main() {}").expect("file");
+        let config = |source_dir: Option<PathBuf>| LocalConfig {
+            runner_path: PathBuf::from("gantry-runner"),
+            work_dir: dir.path().to_path_buf(),
+            slots: 1,
+            kill_grace: Duration::from_secs(1),
+            source_dir,
+            steps: super::super::steps::StepPolicy::unprepared(dir.path()),
+        };
+        // An engine without a source directory (`gantry serve`) leaves the directory alone.
+        let _ = LocalExecutor::new(config(None));
+        assert!(old.exists());
+        let _ = LocalExecutor::new(config(Some(dir.path().join("project"))));
+        assert!(!dir.path().join("sources").exists());
     }
 
     #[test]

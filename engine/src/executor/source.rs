@@ -11,6 +11,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+/// Trees of at least this many files are copied by several threads.
+const PARALLEL_FROM: usize = 2_000;
+
 /// What one source tree holds: directories (parents first) and files, relative to it.
 #[derive(Debug, Default)]
 pub struct Listing {
@@ -66,7 +69,29 @@ impl Listing {
                 Err(e) => return Err(with_path(e, &target.join(dir))),
             }
         }
-        for rel in &self.files {
+        // Copying is a few system calls per file, nearly all kernel time: a large tree is
+        // split across the cores (a run copies its source once, and its first stage waits).
+        let workers = if self.files.len() < PARALLEL_FROM {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+        };
+        let chunk = self.files.len().div_ceil(workers).max(1);
+        std::thread::scope(|scope| {
+            let copies: Vec<_> = self
+                .files
+                .chunks(chunk)
+                .map(|files| scope.spawn(move || self.copy_files(files, target)))
+                .collect();
+            copies.into_iter().try_for_each(|copy| {
+                copy.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("a copying thread panicked")))
+            })
+        })
+    }
+
+    fn copy_files(&self, files: &[PathBuf], target: &Path) -> std::io::Result<()> {
+        for rel in files {
             let from = self.source.join(rel);
             let to = target.join(rel);
             let Ok(meta) = std::fs::symlink_metadata(&from) else {
@@ -182,6 +207,23 @@ mod tests {
             std::fs::read_to_string(second.path().join("README")).expect("read"),
             "read me"
         );
+    }
+
+    #[test]
+    fn a_tree_large_enough_for_several_threads_is_copied_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let count = PARALLEL_FROM + 501;
+        for i in 0..count {
+            write(&dir.path().join(format!("d{}/f{i}", i % 17)), &i.to_string());
+        }
+        let listing = Listing::of(dir.path(), &[]);
+        assert_eq!(listing.files().len(), count);
+        let target = tempfile::tempdir().expect("target");
+        listing.place(target.path()).expect("place");
+        for i in 0..count {
+            let copied = target.path().join(format!("d{}/f{i}", i % 17));
+            assert_eq!(std::fs::read_to_string(copied).expect("copied"), i.to_string());
+        }
     }
 
     #[test]
