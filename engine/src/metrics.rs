@@ -1,17 +1,22 @@
-//! What `GET /metrics` shows, in the Prometheus text format (0.0.4). Counts of runs and stages
-//! come from the database, so every engine sharing it reports the same; histograms and counters
-//! are this process's own (stage attempts it saw finish, stages it started), kept in plain
-//! atomics. The HTTP route is `http`'s; this module knows nothing of HTTP.
+//! What `GET /metrics` shows, in the Prometheus text format (0.0.4), rendered by
+//! `prometheus-client`. Counts of runs and stages come from the database, so every engine sharing
+//! it reports the same; histograms and counters are this process's own (stage attempts it saw
+//! finish, stages it started). The HTTP route is `http`'s; this module knows nothing of HTTP.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, prometheus_text};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 
 use crate::store::{RunStatus, StageStatus};
 
-/// The content type of the Prometheus text exposition format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of the Prometheus text exposition format, which [`render`] writes.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Stage attempts last from a fraction of a second (a lint) to an hour (a release build).
 const DURATION_BUCKETS: &[f64] = &[
@@ -32,33 +37,18 @@ const RUN_STATUSES: [RunStatus; 6] = [
     RunStatus::TimedOut,
 ];
 
-/// A Prometheus histogram on atomics: one counter per bucket (not cumulative; summed when
-/// rendered), the observation count, and the sum in microseconds.
-pub struct Histogram {
-    bounds: &'static [f64],
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
+/// A histogram of durations in seconds.
+pub struct Histogram(prometheus_client::metrics::histogram::Histogram);
 
 impl Histogram {
-    fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
-        }
+    fn new(bounds: &[f64]) -> Histogram {
+        Histogram(prometheus_client::metrics::histogram::Histogram::new(
+            bounds.iter().copied(),
+        ))
     }
 
     pub fn observe(&self, value: Duration) {
-        let secs = value.as_secs_f64();
-        if let Some(i) = self.bounds.iter().position(|&b| secs <= b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.0.observe(value.as_secs_f64());
     }
 
     /// Observes the time between two instants (nothing if `to` is before `from` by clock skew
@@ -74,22 +64,6 @@ impl Histogram {
             self.observe(elapsed);
         }
     }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        let mut cumulative = 0u64;
-        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        // Exact up to 2^53 µs (285 years of stage time).
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {count}");
-    }
 }
 
 /// What this engine process measures itself (the rest of `/metrics` is read from the database).
@@ -99,36 +73,111 @@ pub struct Metrics {
     /// Stages this process took from the queue: queued → started.
     pub queue_latency: Histogram,
     /// Log bytes runners sent to this process.
-    pub log_bytes: AtomicU64,
+    log_bytes: Counter,
+    /// The three above, registered once; the metrics are shared handles, so it sees every update.
+    registry: Registry,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        let stage_duration = Histogram::new(DURATION_BUCKETS);
+        let queue_latency = Histogram::new(LATENCY_BUCKETS);
+        let log_bytes = Counter::default();
+        let mut registry = Registry::default();
+        // The registry appends the full stop to help texts, and `_total` to counter names.
+        registry.register(
+            "gantry_stage_duration_seconds",
+            "Duration of stage attempts whose result this engine process received",
+            stage_duration.0.clone(),
+        );
+        registry.register(
+            "gantry_stage_queue_latency_seconds",
+            "Time stages waited in the queue before this engine process started them",
+            queue_latency.0.clone(),
+        );
+        registry.register(
+            "gantry_log_bytes",
+            "Log bytes runners sent to this engine process",
+            log_bytes.clone(),
+        );
         Metrics {
-            stage_duration: Histogram::new(DURATION_BUCKETS),
-            queue_latency: Histogram::new(LATENCY_BUCKETS),
-            log_bytes: AtomicU64::new(0),
+            stage_duration,
+            queue_latency,
+            log_bytes,
+            registry,
         }
     }
 }
 
 impl Metrics {
     pub fn add_log_bytes(&self, n: usize) {
-        self.log_bytes
-            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.log_bytes.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 }
 
-fn gauge_family<'a>(
-    out: &mut String,
+/// The database's counts as gauges, sorted by status so that the text reads the same every time
+/// (a `Family` would list its label sets in hash order).
+#[derive(Debug)]
+struct DatabaseCounts {
+    runs: BTreeMap<&'static str, i64>,
+    stages: BTreeMap<&'static str, i64>,
+    queue_depth: i64,
+}
+
+impl DatabaseCounts {
+    fn new(run_counts: &[(RunStatus, i64)], stage_counts: &[(StageStatus, i64)]) -> Self {
+        let mut runs: BTreeMap<&str, i64> = RUN_STATUSES.iter().map(|s| (s.as_str(), 0)).collect();
+        for (status, n) in run_counts {
+            runs.insert(status.as_str(), *n);
+        }
+        let mut stages: BTreeMap<&str, i64> =
+            StageStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        for (status, n) in stage_counts {
+            stages.insert(status.as_str(), *n);
+        }
+        let queue_depth = stages
+            .get(StageStatus::Queued.as_str())
+            .copied()
+            .unwrap_or(0);
+        DatabaseCounts {
+            runs,
+            stages,
+            queue_depth,
+        }
+    }
+}
+
+/// One gauge per status, labelled `status`. (Help texts given to a collector are written as
+/// they are: no full stop is appended.)
+fn gauge_family(
+    encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    values: impl IntoIterator<Item = (&'a str, i64)>,
-) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
+    values: &BTreeMap<&'static str, i64>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (status, n) in values {
-        let _ = writeln!(out, "{name}{{status=\"{status}\"}} {n}");
+        ConstGauge::new(*n).encode(family.encode_family(&[("status", *status)])?)?;
+    }
+    Ok(())
+}
+
+impl Collector for DatabaseCounts {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        gauge_family(&mut encoder, "gantry_runs", "Runs by status.", &self.runs)?;
+        gauge_family(
+            &mut encoder,
+            "gantry_stages",
+            "Stage runs by status.",
+            &self.stages,
+        )?;
+        let depth = ConstGauge::new(self.queue_depth);
+        depth.encode(encoder.encode_descriptor(
+            "gantry_queue_depth",
+            "Stages waiting in the queue for a free executor slot.",
+            None,
+            depth.metric_type(),
+        )?)
     }
 }
 
@@ -138,48 +187,18 @@ pub fn render(
     stage_counts: &[(StageStatus, i64)],
     metrics: &Metrics,
 ) -> String {
-    let mut runs: BTreeMap<&str, i64> = RUN_STATUSES.iter().map(|s| (s.as_str(), 0)).collect();
-    for (status, n) in run_counts {
-        runs.insert(status.as_str(), *n);
-    }
-    let mut stages: BTreeMap<&str, i64> =
-        StageStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    for (status, n) in stage_counts {
-        stages.insert(status.as_str(), *n);
-    }
-    let queued = stages
-        .get(StageStatus::Queued.as_str())
-        .copied()
-        .unwrap_or(0);
+    // The database's counts change with every request, so they get a registry of their own,
+    // rendered first; the process's registry lives as long as its metrics.
+    let mut database = Registry::default();
+    database.register_collector(Box::new(DatabaseCounts::new(run_counts, stage_counts)));
     let mut out = String::with_capacity(4096);
-    gauge_family(&mut out, "gantry_runs", "Runs by status.", runs);
-    gauge_family(&mut out, "gantry_stages", "Stage runs by status.", stages);
-    let _ = writeln!(
-        out,
-        "# HELP gantry_queue_depth Stages waiting in the queue for a free executor slot."
-    );
-    let _ = writeln!(out, "# TYPE gantry_queue_depth gauge");
-    let _ = writeln!(out, "gantry_queue_depth {queued}");
-    metrics.stage_duration.render(
-        &mut out,
-        "gantry_stage_duration_seconds",
-        "Duration of stage attempts whose result this engine process received.",
-    );
-    metrics.queue_latency.render(
-        &mut out,
-        "gantry_stage_queue_latency_seconds",
-        "Time stages waited in the queue before this engine process started them.",
-    );
-    let _ = writeln!(
-        out,
-        "# HELP gantry_log_bytes_total Log bytes runners sent to this engine process."
-    );
-    let _ = writeln!(out, "# TYPE gantry_log_bytes_total counter");
-    let _ = writeln!(
-        out,
-        "gantry_log_bytes_total {}",
-        metrics.log_bytes.load(Ordering::Relaxed)
-    );
+    // Writing to a `String` cannot fail, and the encoder fails otherwise only for native
+    // histograms, which these are not; should that change, the scrape shows what was written.
+    if let Err(e) = prometheus_text::encode(&mut out, &database)
+        .and_then(|()| prometheus_text::encode(&mut out, &metrics.registry))
+    {
+        tracing::error!(error = %e, "rendering /metrics failed");
+    }
     out
 }
 
@@ -256,6 +275,90 @@ mod tests {
             .queue_latency
             .observe_between(Some(now), Some(now - chrono::TimeDelta::seconds(1)));
         metrics.queue_latency.observe_between(None, Some(now));
-        assert_eq!(metrics.queue_latency.count.load(Ordering::Relaxed), 0);
+        let text = render(&[], &[], &metrics);
+        assert_eq!(
+            value_of(&text, "gantry_stage_queue_latency_seconds_count").as_deref(),
+            Some("0")
+        );
+    }
+
+    /// The whole text, which Prometheus and the dashboards built on it read: the names, help
+    /// texts, types, label sets and order are those of the hand-written renderer this replaced.
+    #[test]
+    fn the_text_is_the_prometheus_exposition_format() {
+        let metrics = Metrics::default();
+        metrics.stage_duration.observe(Duration::from_millis(1234));
+        metrics.stage_duration.observe(Duration::from_millis(2500));
+        metrics.queue_latency.observe(Duration::from_millis(20));
+        metrics.add_log_bytes(1480);
+        let text = render(
+            &[(RunStatus::Succeeded, 1)],
+            &[(StageStatus::Succeeded, 2)],
+            &metrics,
+        );
+        let expected = r#"# HELP gantry_runs Runs by status.
+# TYPE gantry_runs gauge
+gantry_runs{status="cancelled"} 0
+gantry_runs{status="failed"} 0
+gantry_runs{status="queued"} 0
+gantry_runs{status="running"} 0
+gantry_runs{status="succeeded"} 1
+gantry_runs{status="timed_out"} 0
+# HELP gantry_stages Stage runs by status.
+# TYPE gantry_stages gauge
+gantry_stages{status="cancelled"} 0
+gantry_stages{status="failed"} 0
+gantry_stages{status="pending"} 0
+gantry_stages{status="queued"} 0
+gantry_stages{status="running"} 0
+gantry_stages{status="skipped"} 0
+gantry_stages{status="succeeded"} 2
+gantry_stages{status="timed_out"} 0
+gantry_stages{status="waiting_approval"} 0
+# HELP gantry_queue_depth Stages waiting in the queue for a free executor slot.
+# TYPE gantry_queue_depth gauge
+gantry_queue_depth 0
+# HELP gantry_stage_duration_seconds Duration of stage attempts whose result this engine process received.
+# TYPE gantry_stage_duration_seconds histogram
+gantry_stage_duration_seconds_bucket{le="0.1"} 0
+gantry_stage_duration_seconds_bucket{le="0.5"} 0
+gantry_stage_duration_seconds_bucket{le="1"} 0
+gantry_stage_duration_seconds_bucket{le="2.5"} 2
+gantry_stage_duration_seconds_bucket{le="5"} 2
+gantry_stage_duration_seconds_bucket{le="10"} 2
+gantry_stage_duration_seconds_bucket{le="30"} 2
+gantry_stage_duration_seconds_bucket{le="60"} 2
+gantry_stage_duration_seconds_bucket{le="120"} 2
+gantry_stage_duration_seconds_bucket{le="300"} 2
+gantry_stage_duration_seconds_bucket{le="600"} 2
+gantry_stage_duration_seconds_bucket{le="1800"} 2
+gantry_stage_duration_seconds_bucket{le="3600"} 2
+gantry_stage_duration_seconds_bucket{le="+Inf"} 2
+gantry_stage_duration_seconds_sum 3.734
+gantry_stage_duration_seconds_count 2
+# HELP gantry_stage_queue_latency_seconds Time stages waited in the queue before this engine process started them.
+# TYPE gantry_stage_queue_latency_seconds histogram
+gantry_stage_queue_latency_seconds_bucket{le="0.01"} 0
+gantry_stage_queue_latency_seconds_bucket{le="0.05"} 1
+gantry_stage_queue_latency_seconds_bucket{le="0.1"} 1
+gantry_stage_queue_latency_seconds_bucket{le="0.25"} 1
+gantry_stage_queue_latency_seconds_bucket{le="0.5"} 1
+gantry_stage_queue_latency_seconds_bucket{le="1"} 1
+gantry_stage_queue_latency_seconds_bucket{le="2.5"} 1
+gantry_stage_queue_latency_seconds_bucket{le="5"} 1
+gantry_stage_queue_latency_seconds_bucket{le="10"} 1
+gantry_stage_queue_latency_seconds_bucket{le="30"} 1
+gantry_stage_queue_latency_seconds_bucket{le="60"} 1
+gantry_stage_queue_latency_seconds_bucket{le="300"} 1
+gantry_stage_queue_latency_seconds_bucket{le="900"} 1
+gantry_stage_queue_latency_seconds_bucket{le="3600"} 1
+gantry_stage_queue_latency_seconds_bucket{le="+Inf"} 1
+gantry_stage_queue_latency_seconds_sum 0.02
+gantry_stage_queue_latency_seconds_count 1
+# HELP gantry_log_bytes_total Log bytes runners sent to this engine process.
+# TYPE gantry_log_bytes_total counter
+gantry_log_bytes_total 1480
+"#;
+        assert_eq!(text, expected);
     }
 }
