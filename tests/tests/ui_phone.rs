@@ -171,6 +171,9 @@ async fn every_page_fits_a_phone_and_a_laptop_with_approve_and_reject_on_screen(
                 event: "push".into(),
                 branch: Some("feature/a-branch-name-as-long-as-the-ones-people-really-push".into()),
                 commit_sha: Some("9f2c4e1b7a6d5c3e8f0a1b2c3d4e5f60718293a4".into()),
+                // A subject as long as real ones get, with a URL that cannot break at a space.
+                commit_message: Some("Make the storefront's checkout page readable on phones (see https://example.com/issues/storefront/checkout-layout-on-narrow-screens-and-tablets)".into()),
+                commit_author: Some("Alexandra Konstantinopoulou-Whitfield".into()),
                 ..RunContext::default()
             }),
         },
@@ -204,8 +207,8 @@ async fn every_page_fits_a_phone_and_a_laptop_with_approve_and_reject_on_screen(
         )
         .await;
 
-    // The dashboard lists the project's recent runs: which pipeline and number, the branch
-    // and short commit, what triggered it.
+    // The dashboard lists the project's recent runs: which pipeline and number, the branch,
+    // short commit, its subject and author, what triggered it.
     browser.goto(&format!("{base}/")).await;
     let recent = browser
         .wait_for(
@@ -219,6 +222,8 @@ async fn every_page_fits_a_phone_and_a_laptop_with_approve_and_reject_on_screen(
         "release-candidate-of-the-storefront #1",
         "feature/a-branch-name-as-long-as-the-ones-people-really-push",
         "9f2c4e1b",
+        "Make the storefront's checkout page readable on phones",
+        "Alexandra Konstantinopoulou-Whitfield",
         "manual",
     ] {
         assert!(recent.contains(expected), "{expected} in {recent}");
