@@ -42,10 +42,12 @@ pub fn each_line<'a>(chunk: &'a logs::Chunk, after: i64, mut f: impl FnMut(LineV
     }
 }
 
-/// Chunks read per round trip: a page of a few chunks (each at most a runner's batch) bounds
-/// the memory a reader holds and how long it holds a database connection, however long the
-/// log is.
-const PAGE: i64 = 8;
+/// Chunks read per round trip: a page bounds the memory a reader holds and how long it holds a
+/// database connection, however long the log is. One chunk: a chunk is up to a runner's batch
+/// (about 4 MiB) and a reader holds it about three times over (the row as received, its text,
+/// the text sent), so a page of 8 took the engine from 107 to 212 MiB while one 200 MB log was
+/// read (docs/performance.md, "Against peers"); a round trip per chunk costs next to nothing.
+const PAGE: i64 = 1;
 
 /// The plain-text log of one attempt: the lines' text only, streamed a page of chunks at a
 /// time. A read that fails ends the body with an error, never as if the log ended there.
