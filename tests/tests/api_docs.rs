@@ -67,7 +67,7 @@ stages:
       image: web:2
 ";
 
-async fn a_deployment_with_two_revisions(app: &TestEngine, standin: &StandIn) {
+pub(crate) async fn a_deployment_with_two_revisions(app: &TestEngine, standin: &StandIn) {
     app.apply(DEPLOYING).await;
     standin.create(
         Kind::Deployment,

@@ -4,6 +4,7 @@
 
 mod access;
 mod api_docs;
+mod api_schema;
 mod approvals;
 mod artifacts;
 mod auth;

@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
 pub use super::error::Input;
+use super::error::{ApiError, Path, Query, Text};
 use super::users;
 use crate::access::{self, Action, Principal};
 use crate::engine::Engine;
@@ -66,6 +66,13 @@ pub fn router() -> Router<Arc<Engine>> {
             "/projects/{project}/deployments/{namespace}/{name}/undo",
             post(deployment_undo),
         )
+        .fallback(no_such_route)
+}
+
+/// A path under `/api/v1` that no route takes (an empty segment, say) answers with the JSON
+/// error like every other 404: axum's own has no body and no content type.
+async fn no_such_route(axum::extract::OriginalUri(uri): axum::extract::OriginalUri) -> ApiError {
+    ApiError::NotFound(format!("no API route is {}", uri.path()))
 }
 
 /// Loads a run and checks that `who` may do `action` in its project.
@@ -145,11 +152,11 @@ async fn deployment_undo(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((project, namespace, name)): Path<(String, String, String)>,
-    body: Option<Json<UndoRequest>>,
+    body: Option<Input<UndoRequest>>,
 ) -> Result<Json<crate::deploy::history::Undone>, ApiError> {
     let client =
         authorized_deployment(&engine, &who, &project, &namespace, &name, Action::Deploy).await?;
-    let request = body.map(|Json(b)| b).unwrap_or_default();
+    let request = body.map(|Input(b)| b).unwrap_or_default();
     if request.to_revision < 0 {
         return Err(ApiError::BadRequest(
             "`to_revision` must be 0 (the previous revision) or a revision number".into(),
@@ -188,7 +195,7 @@ async fn apply_pipeline(
     who: Principal,
     Path(project): Path<String>,
     Query(query): Query<ApplyQuery>,
-    yaml: String,
+    Text(yaml): Text,
 ) -> Result<(StatusCode, Json<run::Applied>), ApiError> {
     access::require(&engine.store.pool, &who, &project, Action::EditPipeline).await?;
     let file = query.file.as_deref().unwrap_or(".gantry.yaml");
@@ -205,10 +212,10 @@ async fn trigger(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((project, name)): Path<(String, String)>,
-    body: Option<Json<TriggerRequest>>,
+    body: Option<Input<TriggerRequest>>,
 ) -> Result<(StatusCode, Json<run::Triggered>), ApiError> {
     access::require(&engine.store.pool, &who, &project, Action::Trigger).await?;
-    let request = body.map(|Json(b)| b).unwrap_or_default();
+    let request = body.map(|Input(b)| b).unwrap_or_default();
     let by = who.user().map(|u| u.name.as_str());
     let triggered = run::trigger_by(&engine, &project, &name, "manual", request, by).await?;
     Ok((StatusCode::CREATED, Json(triggered)))
@@ -397,10 +404,10 @@ async fn rerun(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path(id): Path<String>,
-    body: Option<Json<RerunBody>>,
+    body: Option<Input<RerunBody>>,
 ) -> Result<(StatusCode, Json<run::Triggered>), ApiError> {
     let (run, _) = authorized_run(&engine, &who, &id, Action::Rerun).await?;
-    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let body = body.map(|Input(b)| b).unwrap_or_default();
     let by = who.user().map(|u| u.name.as_str());
     let triggered = run::rerun(&engine, run.id, body.failed_only, by).await?;
     Ok((StatusCode::CREATED, Json(triggered)))
@@ -480,6 +487,28 @@ struct LogQuery {
     after: Option<i64>,
 }
 
+impl LogQuery {
+    /// The attempt asked for, or `current` (attempts count from 1), and the line to follow
+    /// from (0: the start).
+    fn checked(&self, current: i32) -> Result<(i32, Option<i64>), ApiError> {
+        let attempt = match self.attempt {
+            None => current.max(1),
+            Some(n) if n >= 1 => n,
+            Some(n) => {
+                return Err(ApiError::BadRequest(format!(
+                    "attempt is {n}; attempts count from 1"
+                )));
+            }
+        };
+        match self.after {
+            Some(n) if n < 0 => Err(ApiError::BadRequest(format!(
+                "after is {n}; give a line number (0 for the start)"
+            ))),
+            after => Ok((attempt, after)),
+        }
+    }
+}
+
 /// Whose log a stage shows: a stage reused by a rerun shows the run that actually ran it.
 fn log_owner(stage: &stages::StageRunRow) -> store::StageRunId {
     stage.reused_from.unwrap_or(stage.id)
@@ -493,7 +522,7 @@ async fn stage_logs(
 ) -> Result<Response, ApiError> {
     let (run, _) = authorized_run(&engine, &who, &id, Action::Read).await?;
     let stage = stages::find(&engine.store.pool, run.id, &key).await?;
-    let attempt = query.attempt.unwrap_or(stage.attempt.max(1));
+    let (attempt, _) = query.checked(stage.attempt)?;
     let body = super::logs::plain(Arc::clone(&engine), log_owner(&stage), attempt);
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
@@ -507,12 +536,12 @@ async fn follow_logs(
 ) -> Result<Response, ApiError> {
     let (run, _) = authorized_run(&engine, &who, &id, Action::Read).await?;
     let stage = stages::find(&engine.store.pool, run.id, &key).await?;
-    let attempt = query.attempt.unwrap_or(stage.attempt.max(1));
+    let (attempt, after) = query.checked(stage.attempt)?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-        .or(query.after)
+        .or(after)
         .unwrap_or(0);
     Ok(super::logs::follow(Arc::clone(&engine), log_owner(&stage), attempt, after).into_response())
 }
@@ -627,9 +656,15 @@ async fn put_secret(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((project, name)): Path<(String, String)>,
-    value: String,
+    Text(value): Text,
 ) -> Result<StatusCode, ApiError> {
     access::require(&engine.store.pool, &who, &project, Action::WriteSecret).await?;
+    // The project is created with its first secret: its name must be one a project may have.
+    if !crate::pipeline::decode::is_valid_name(&project) {
+        return Err(ApiError::BadRequest(format!(
+            "project name `{project}` is not valid"
+        )));
+    }
     if !crate::pipeline::decode::is_valid_name(&name) {
         return Err(ApiError::BadRequest(format!(
             "secret name `{name}` is not valid"

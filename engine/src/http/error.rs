@@ -2,6 +2,7 @@
 //! details, conflicts → 409, not signed in → 401, not allowed → 403, anything else → 500 with the detail logged, not sent.
 
 use axum::Json;
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -219,21 +220,113 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What a request that axum's own extractors refuse becomes: their rejections answer in plain
+/// text, with 400 or 415, neither of which the API documents; ours answer with the one JSON
+/// error, as 422 (the request is not valid), naming what was wrong.
+fn rejected(status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(text)
+    } else if status.is_server_error() {
+        ApiError::Internal(text)
+    } else {
+        ApiError::BadRequest(text)
+    }
+}
+
 /// A JSON request body whose rejection (malformed JSON, a missing field) is a 422 with the
 /// usual error body, like every other error.
 pub struct Input<T>(pub T);
 
-impl<T, S> axum::extract::FromRequest<S> for Input<T>
+impl<T, S> FromRequest<S> for Input<T>
 where
     T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Input(value)),
-            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match <Json<T> as FromRequest<S>>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Input(value)),
+            Err(rejection) => Err(rejected(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
+/// `Option<Input<T>>`: no body (no `Content-Type`) is `None`; a body that is not the JSON
+/// asked for is a 422, as for [`Input`].
+impl<T, S> OptionalFromRequest<S> for Input<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, ApiError> {
+        match <Json<T> as OptionalFromRequest<S>>::from_request(req, state).await {
+            Ok(value) => Ok(value.map(|Json(value)| Input(value))),
+            Err(rejection) => Err(rejected(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
+/// Path parameters (`/runs/{id}`) whose rejection (not UTF-8 once decoded, not the type asked
+/// for) is a 422 with the usual error body.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(rejected(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
+/// Query parameters (`?limit=50`) whose rejection (`limit=ten`) is a 422 with the usual
+/// error body, naming the parameter.
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(rejected(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
+/// A text request body (a pipeline file, a secret's value, a password) whose rejection (not
+/// UTF-8) is a 422 with the usual error body.
+pub struct Text(pub String);
+
+impl<S> FromRequest<S> for Text
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match String::from_request(req, state).await {
+            Ok(text) => Ok(Text(text)),
+            Err(rejection) => Err(rejected(rejection.status(), rejection.body_text())),
         }
     }
 }

@@ -300,7 +300,7 @@ fn operation(method: &str, path: &str) -> Option<Value> {
             &["before", "limit", "pipeline_id", "project_filter"],
             with_errors(
                 json!({ "200": json_response("The runs.", array_of("Run")) }),
-                &[],
+                RUN_ERRORS,
             ),
         ),
         ("get", "/runs/{id}") => op(
@@ -455,7 +455,7 @@ fn operation(method: &str, path: &str) -> Option<Value> {
                             was sent, an `end` event (data `{}`) closes the stream.",
                         "content": {
                             "text/event-stream": {
-                                "schema": { "type": "string" },
+                                "schema": sse_event(),
                                 "x-event-data": schema_ref("LogLine")
                             }
                         }
@@ -576,7 +576,7 @@ fn operation(method: &str, path: &str) -> Option<Value> {
             json!({
                 "required": true,
                 "description": "The new password (at least 8 characters).",
-                "content": { "text/plain": { "schema": { "type": "string" } } }
+                "content": { "text/plain": { "schema": { "type": "string", "minLength": 8 } } }
             }),
         ),
         ("get", "/tokens") => op(
@@ -641,7 +641,7 @@ fn operation(method: &str, path: &str) -> Option<Value> {
             &["project", "limit"],
             with_errors(
                 json!({ "200": json_response("The deliveries.", array_of("Delivery")) }),
-                &[("404", "NotFound")],
+                &[("404", "NotFound"), ("422", "Unprocessable")],
             ),
         ),
         ("get", "/deliveries/{id}") => op(
@@ -651,7 +651,7 @@ fn operation(method: &str, path: &str) -> Option<Value> {
             &["delivery_id"],
             with_errors(
                 json!({ "200": json_response("The delivery.", schema_ref("Delivery")) }),
-                &[("404", "NotFound")],
+                &[("404", "NotFound"), ("422", "Unprocessable")],
             ),
         ),
         ("delete", "/tokens/{id}") => op(
@@ -701,6 +701,25 @@ fn operation(method: &str, path: &str) -> Option<Value> {
     })
 }
 
+/// Names of projects, pipelines, secrets and users: what `pipeline::decode::is_valid_name`
+/// accepts.
+const NAME_PATTERN: &str = "^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$";
+
+/// One Server-Sent Event as a client reads it (Open API 3.1 has a stream's `schema` describe
+/// each event).
+fn sse_event() -> Value {
+    json!({
+        "type": "object",
+        "description": "One event: `message` events carry a `LogLine` as JSON in `data` (see `x-event-data`) and its line number in `id`; the last event, `end`, has data `{}`.",
+        "properties": {
+            "event": { "type": "string", "enum": ["message", "end"] },
+            "id": { "type": "string" },
+            "data": { "type": "string", "contentMediaType": "application/json" }
+        },
+        "required": ["data"]
+    })
+}
+
 /// No such Deployment or revision (or none of the project's); paused, or no cluster.
 const DEPLOY_ERRORS: &[(&str, &str)] = &[
     ("404", "NotFound"),
@@ -711,8 +730,7 @@ const DEPLOY_ERRORS: &[(&str, &str)] = &[
 fn parameters() -> Value {
     let path = |name: &str, description: &str, schema: Value| json!({ "name": name, "in": "path", "required": true, "description": description, "schema": schema });
     let query = |name: &str, description: &str, schema: Value| json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema });
-    let name =
-        json!({ "type": "string", "pattern": "^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$" });
+    let name = json!({ "type": "string", "pattern": NAME_PATTERN });
     json!({
         "project": path("project", "The project's name.", name.clone()),
         "pipeline": path("name", "The pipeline's name.", name.clone()),
@@ -800,6 +818,25 @@ fn schemas() -> Value {
             "created_at": time()
         }),
     );
+    let mut registered = extended(
+        &repository,
+        "A registered repository, with the URL to configure as its webhook.",
+        &[
+            ("webhook_url", text()),
+            (
+                "schedules",
+                json!({ "type": "array", "items": { "type": "string" }, "description": "The `on.schedule` of the pipeline files at the head of the default branch, armed now: a line per pipeline." }),
+            ),
+            (
+                "schedules_error",
+                json!({ "type": "string", "description": "Why the pipeline files could not be read to arm their schedules (the registration stands; the next push to the default branch arms them). Only when they could not." }),
+            ),
+        ],
+    );
+    // Only there when arming failed.
+    if let Some(required) = registered["required"].as_array_mut() {
+        required.retain(|name| name != "schedules_error");
+    }
     let run = object(
         "One execution of one pipeline version.",
         json!({
@@ -975,6 +1012,9 @@ fn schemas() -> Value {
                 "branch": text(),
                 "tag": text(),
                 "commit_sha": text(),
+                "commit_message": { "type": "string", "description": "The commit message's first line (at most 200 characters)." },
+                "commit_author": { "type": "string", "description": "The commit's author, by name." },
+                "commit_time": { "type": "integer", "format": "int64", "description": "The commit's committer time, seconds since the epoch (images are dated with it)." },
                 "pr_number": { "type": "integer", "format": "int64" },
                 "pr_title": text(),
                 "from_fork": flag()
@@ -985,7 +1025,7 @@ fn schemas() -> Value {
             "type": "object",
             "properties": {
                 "params": { "type": "object", "additionalProperties": { "type": "string" } },
-                "context": schema_ref("RunContext")
+                "context": { "oneOf": [schema_ref("RunContext"), { "type": "null" }], "description": "Default (or null): a manual run." }
             }
         },
         "RerunRequest": {
@@ -1065,7 +1105,7 @@ fn schemas() -> Value {
         ),
         "ProjectSettings": {
             "type": "object",
-            "properties": { "anonymous_read": { "type": "boolean" } }
+            "properties": { "anonymous_read": { "type": ["boolean", "null"], "description": "Anyone may read it, signed in or not (null or left out: unchanged)." } }
         },
         "MemberRequest": {
             "type": "object",
@@ -1075,29 +1115,21 @@ fn schemas() -> Value {
         "NewUser": {
             "type": "object",
             "properties": {
-                "name": text(),
-                "password": { "type": "string", "minLength": 8 },
+                "name": { "type": "string", "pattern": NAME_PATTERN },
+                "password": { "type": ["string", "null"], "minLength": 8, "description": "Without one (or null) the user cannot sign in to the web UI until one is set." },
                 "is_admin": { "type": "boolean", "default": false }
             },
             "required": ["name"]
         },
         "Repository": repository.clone(),
-        "RegisteredRepository": extended(
-            &repository,
-            "A registered repository, with the URL to configure as its webhook.",
-            &[
-                ("webhook_url", text()),
-                ("schedules", json!({ "type": "array", "items": { "type": "string" }, "description": "The `on.schedule` of the pipeline files at the head of the default branch, armed now: a line per pipeline." })),
-                ("schedules_error", json!({ "type": "string", "description": "Why the pipeline files could not be read to arm their schedules (the registration stands; the next push to the default branch arms them)." })),
-            ],
-        ),
+        "RegisteredRepository": registered,
         "RepositoryRegistration": {
             "type": "object",
             "additionalProperties": false,
             "properties": {
                 "provider": { "type": "string", "enum": ["github", "gitlab", "gitea", "forgejo"] },
-                "full_name": { "type": "string", "description": "`owner/name` as the provider names it." },
-                "clone_url": text(),
+                "full_name": { "type": "string", "pattern": "/", "description": "`owner/name` as the provider names it." },
+                "clone_url": { "type": "string", "pattern": "^(https://|http://|git://|ssh://|file://|/)", "description": "An https://, http://, git:// or ssh:// URL, or a local path." },
                 "webhook_secret": { "type": "string", "minLength": 8, "writeOnly": true },
                 "token_secret": { "type": ["string", "null"], "description": "A project secret holding an access token (clones, commit statuses)." },
                 "api_url": { "type": ["string", "null"], "description": "The provider's API base; default from the provider and clone URL." },
@@ -1128,8 +1160,8 @@ fn schemas() -> Value {
         "NewToken": {
             "type": "object",
             "properties": {
-                "name": text(),
-                "expires_in_days": { "type": "integer", "minimum": 1, "maximum": 3650, "description": "Days until the token expires, 1 to 3650 (ten years). Default: never." }
+                "name": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": "\\S", "description": "1 to 100 characters, not only spaces (leading and trailing ones are dropped)." },
+                "expires_in_days": { "type": ["integer", "null"], "minimum": 1, "maximum": 3650, "description": "Days until the token expires, 1 to 3650 (ten years). Default (or null): never." }
             },
             "required": ["name"]
         }

@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
+use super::error::{ApiError, Path, Query};
 use crate::access::{self, Action, Principal};
 use crate::engine::Engine;
 use crate::store::{deliveries, pipelines, repos};
@@ -54,6 +54,13 @@ async fn register(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     // Permission first: a caller who may not register learns nothing from the body's errors.
     access::require(&engine.store.pool, &who, &project, Action::EditPipeline).await?;
+    // The project is created with its first repository: its name must be one a project may
+    // have.
+    if !crate::pipeline::decode::is_valid_name(&project) {
+        return Err(ApiError::BadRequest(format!(
+            "project name `{project}` is not valid"
+        )));
+    }
     let reg: Registration = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("the registration is not valid: {e}")))?;
     let provider = Provider::parse(&reg.provider).ok_or_else(|| {

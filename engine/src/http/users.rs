@@ -5,12 +5,11 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
-use super::error::Input;
+use super::error::{ApiError, Input, Path, Text};
 use crate::access::{self, Action, Principal, Role, credential, password};
 use crate::engine::Engine;
 use crate::store::{access as db, pipelines};
@@ -196,7 +195,7 @@ pub async fn set_password(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path(name): Path<String>,
-    new_password: String,
+    Text(new_password): Text,
 ) -> Result<StatusCode, ApiError> {
     let me = who.require_user(true)?;
     if me.name != name && !me.is_admin {
@@ -252,7 +251,7 @@ pub async fn issue_token(
 ) -> Result<CreatedToken, ApiError> {
     let me = who.require_user(true)?;
     let name = new.name.trim();
-    if name.is_empty() || name.len() > 100 {
+    if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::BadRequest(
             "a token needs a name of 1 to 100 characters".into(),
         ));
