@@ -283,6 +283,19 @@ pub async fn trigger_by(
         event: trigger.to_owned(),
         ..RunContext::default()
     });
+    // A caller may say which commit to build, but only from a repository of the pipeline's
+    // own project: the checkout uses the repository's clone token, which another project's
+    // members must not get to use. Missing and foreign repositories read the same.
+    if let Some(repo_id) = context.repository_id {
+        let owned = crate::store::repos::get(&engine.store.pool, crate::store::repos::RepoId(repo_id))
+            .await
+            .is_ok_and(|repo| repo.project == project);
+        if !owned {
+            return Err(RunError::BadRequest(format!(
+                "context.repository_id {repo_id} is not a repository of project `{project}`"
+            )));
+        }
+    }
     // A pipeline from a repository, started by hand (or by the generic hook) without a
     // commit, builds the head of the asked branch, or of the repository's default branch.
     if context.commit_sha.is_none()

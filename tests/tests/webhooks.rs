@@ -277,6 +277,43 @@ async fn a_github_push_served_by_git_daemon_runs_the_pipeline_of_that_commit() {
         lines.contains(&format!("sha={second} head={second}")),
         "{lines:#?}"
     );
+    // Another project's pipeline may not name this repository as its source: the checkout
+    // would use the repository's clone token.
+    let repos: Value = app
+        .http()
+        .get(format!("{}/api/v1/projects/test/repositories", app.url()))
+        .send()
+        .await
+        .expect("repositories")
+        .json()
+        .await
+        .expect("json");
+    let repo_id = repos[0]["id"].as_i64().expect("the repository's id");
+    gantry::run::apply(
+        app.engine(),
+        "elsewhere",
+        "borrow.yaml",
+        "name: borrow\nstages:\n  - name: s\n    steps: [\"true\"]\n",
+    )
+    .await
+    .expect("a pipeline in another project");
+    let borrowed = app
+        .http()
+        .post(format!(
+            "{}/api/v1/projects/elsewhere/pipelines/borrow/runs",
+            app.url()
+        ))
+        .json(&json!({"context": {"event": "manual", "repository_id": repo_id, "commit_sha": second}}))
+        .send()
+        .await
+        .expect("trigger");
+    assert_eq!(borrowed.status(), 422);
+    let answer: Value = borrowed.json().await.expect("json");
+    assert_eq!(
+        answer["error"],
+        format!("context.repository_id {repo_id} is not a repository of project `elsewhere`")
+    );
+
     // The pipeline page lists each run with its commit's subject and author.
     let page = app
         .http()
