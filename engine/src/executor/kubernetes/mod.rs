@@ -191,17 +191,9 @@ fn jobs_namespace(settings: &KubeSettings, context: &str) -> Result<String, Kube
 pub struct KubeExecutor {
     client: Client,
     settings: KubeSettings,
+    /// The watches' stores; dropping the executor stops the watches.
     pictures: Pictures,
-    watches: Vec<tokio::task::JoinHandle<()>>,
     server: ServerVersion,
-}
-
-impl Drop for KubeExecutor {
-    fn drop(&mut self) {
-        for task in &self.watches {
-            task.abort();
-        }
-    }
 }
 
 fn parse_handle(handle: &str) -> Result<(&str, &str), ExecutorError> {
@@ -302,13 +294,11 @@ impl KubeExecutor {
             },
             "connected to Kubernetes"
         );
-        let pictures = Pictures::new(&settings.namespaces);
-        let watches = pictures.start(&client);
+        let pictures = Pictures::start(&client, &settings.namespaces);
         Ok(KubeExecutor {
             client,
             settings,
             pictures,
-            watches,
             server,
         })
     }

@@ -1,163 +1,30 @@
-//! A local picture of every Job and pod Gantry made, kept current by label-selected watches
-//! (kube's runtime watcher: list, then watch from that resourceVersion, re-listing after
-//! errors, 410 Gone included, with backoff). Observing an attempt reads this picture instead
-//! of asking the API server, so housekeeping costs the cluster nothing however many stages run.
+//! A local picture of every Job and pod Gantry made: kube's reflector stores, kept current by
+//! label-selected watches (kube's runtime watcher: list, then watch from that resourceVersion,
+//! re-listing after errors, 410 Gone included, with backoff). Observing an attempt reads this
+//! picture instead of asking the API server, so housekeeping costs the cluster nothing however
+//! many stages run.
 //!
 //! One picture per scope: the whole cluster, or, when the engine's RBAC is namespaced, one per
 //! namespace it was given (a cluster-wide watch would be refused with 403 and never fill).
 
-use std::collections::HashMap;
+use std::fmt::Debug;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use serde::de::DeserializeOwned;
 
 use super::job::{JOB_NAME_LABEL, MANAGED_BY, MANAGED_BY_VALUE};
 
 /// `namespace/name` of a Job: the executor's handle.
 pub fn job_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
-}
-
-#[derive(Default)]
-struct Picture {
-    jobs: HashMap<String, Job>,
-    /// Pods by their Job's key, then by pod name.
-    pods: HashMap<String, HashMap<String, Pod>>,
-}
-
-#[derive(Default)]
-pub struct Cache {
-    picture: Mutex<Picture>,
-    /// Objects seen during a (re-)list, replacing the picture when it completes.
-    listing_jobs: Mutex<Option<HashMap<String, Job>>>,
-    listing_pods: Mutex<Option<HashMap<String, HashMap<String, Pod>>>>,
-    jobs_synced: AtomicBool,
-    pods_synced: AtomicBool,
-    /// Watch events handled (for the benchmark and /metrics-style curiosity).
-    pub events: AtomicU64,
-}
-
-fn pod_job_key(pod: &Pod) -> Option<(String, String)> {
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    let job = pod.metadata.labels.as_ref()?.get(JOB_NAME_LABEL)?;
-    Some((
-        job_key(&namespace, job),
-        pod.metadata.name.clone().unwrap_or_default(),
-    ))
-}
-
-impl Cache {
-    pub fn synced(&self) -> bool {
-        self.jobs_synced.load(Ordering::Acquire) && self.pods_synced.load(Ordering::Acquire)
-    }
-
-    /// The Job and its pods, if the picture holds the Job.
-    pub fn get(&self, key: &str) -> Option<(Job, Vec<Pod>)> {
-        let picture = self.picture.lock().ok()?;
-        let job = picture.jobs.get(key)?.clone();
-        let pods = picture
-            .pods
-            .get(key)
-            .map(|p| p.values().cloned().collect())
-            .unwrap_or_default();
-        Some((job, pods))
-    }
-
-    pub fn job_count(&self) -> usize {
-        self.picture.lock().map(|p| p.jobs.len()).unwrap_or(0)
-    }
-
-    fn on_job(&self, event: Event<Job>) {
-        self.events.fetch_add(1, Ordering::Relaxed);
-        let key_of = |job: &Job| {
-            job_key(
-                job.metadata.namespace.as_deref().unwrap_or(""),
-                job.metadata.name.as_deref().unwrap_or(""),
-            )
-        };
-        match event {
-            Event::Apply(job) => {
-                if let Ok(mut p) = self.picture.lock() {
-                    p.jobs.insert(key_of(&job), job);
-                }
-            }
-            Event::Delete(job) => {
-                if let Ok(mut p) = self.picture.lock() {
-                    p.jobs.remove(&key_of(&job));
-                }
-            }
-            Event::Init => {
-                if let Ok(mut l) = self.listing_jobs.lock() {
-                    *l = Some(HashMap::new());
-                }
-            }
-            Event::InitApply(job) => {
-                if let Ok(mut l) = self.listing_jobs.lock()
-                    && let Some(listing) = l.as_mut()
-                {
-                    listing.insert(key_of(&job), job);
-                }
-            }
-            Event::InitDone => {
-                let listed = self.listing_jobs.lock().ok().and_then(|mut l| l.take());
-                if let (Some(listed), Ok(mut p)) = (listed, self.picture.lock()) {
-                    p.jobs = listed;
-                }
-                self.jobs_synced.store(true, Ordering::Release);
-            }
-        }
-    }
-
-    fn on_pod(&self, event: Event<Pod>) {
-        self.events.fetch_add(1, Ordering::Relaxed);
-        match event {
-            Event::Apply(pod) => {
-                if let Some((job, name)) = pod_job_key(&pod)
-                    && let Ok(mut p) = self.picture.lock()
-                {
-                    p.pods.entry(job).or_default().insert(name, pod);
-                }
-            }
-            Event::Delete(pod) => {
-                if let Some((job, name)) = pod_job_key(&pod)
-                    && let Ok(mut p) = self.picture.lock()
-                    && let Some(pods) = p.pods.get_mut(&job)
-                {
-                    pods.remove(&name);
-                    if pods.is_empty() {
-                        p.pods.remove(&job);
-                    }
-                }
-            }
-            Event::Init => {
-                if let Ok(mut l) = self.listing_pods.lock() {
-                    *l = Some(HashMap::new());
-                }
-            }
-            Event::InitApply(pod) => {
-                if let Some((job, name)) = pod_job_key(&pod)
-                    && let Ok(mut l) = self.listing_pods.lock()
-                    && let Some(listing) = l.as_mut()
-                {
-                    listing.entry(job).or_default().insert(name, pod);
-                }
-            }
-            Event::InitDone => {
-                let listed = self.listing_pods.lock().ok().and_then(|mut l| l.take());
-                if let (Some(listed), Ok(mut p)) = (listed, self.picture.lock()) {
-                    p.pods = listed;
-                }
-                self.pods_synced.store(true, Ordering::Release);
-            }
-        }
-    }
 }
 
 pub fn selector() -> String {
@@ -178,99 +45,144 @@ where
     }
 }
 
-/// The pictures of an executor, one per scope.
+/// One scope's stores.
+struct Picture {
+    scope: Scope,
+    jobs: Store<Job>,
+    pods: Store<Pod>,
+}
+
+impl Picture {
+    /// The Job and its pods, if the picture holds the Job.
+    fn get(&self, namespace: &str, name: &str) -> Option<(Job, Vec<Pod>)> {
+        let job = self.jobs.get(&ObjectRef::new(name).within(namespace))?;
+        let pods = self
+            .pods
+            .state_filter(|pod| {
+                pod.namespace().as_deref() == Some(namespace)
+                    && pod.labels().get(JOB_NAME_LABEL).map(String::as_str) == Some(name)
+            })
+            .iter()
+            .map(|pod| pod.as_ref().clone())
+            .collect();
+        Some((job.as_ref().clone(), pods))
+    }
+
+    /// Whether both stores have completed their first list (what `wait_until_ready` awaits).
+    fn synced(&self) -> bool {
+        let ready = |wait: Option<Result<(), reflector::store::WriterDropped>>| {
+            wait.is_some_and(|r| r.is_ok())
+        };
+        ready(self.jobs.wait_until_ready().now_or_never())
+            && ready(self.pods.wait_until_ready().now_or_never())
+    }
+}
+
+/// The pictures of an executor, one per scope, and the watch tasks that fill them; dropping
+/// the pictures stops the watches.
 pub struct Pictures {
-    scopes: Vec<(Scope, Arc<Cache>)>,
+    pictures: Vec<Picture>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Watch events handled (for the benchmark and /metrics-style curiosity).
+    events: Arc<AtomicU64>,
+}
+
+impl Drop for Pictures {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 impl Pictures {
-    /// `namespaces` empty: one cluster-wide picture.
-    pub fn new(namespaces: &[String]) -> Pictures {
-        let scopes = if namespaces.is_empty() {
-            vec![(None, Arc::new(Cache::default()))]
+    /// Starts a Job and a pod watch per scope; `namespaces` empty: one cluster-wide picture.
+    pub fn start(client: &kube::Client, namespaces: &[String]) -> Pictures {
+        let scopes: Vec<Scope> = if namespaces.is_empty() {
+            vec![None]
         } else {
-            namespaces
-                .iter()
-                .map(|n| (Some(n.clone()), Arc::new(Cache::default())))
-                .collect()
+            namespaces.iter().cloned().map(Some).collect()
         };
-        Pictures { scopes }
+        let events = Arc::new(AtomicU64::new(0));
+        let mut pictures = Vec::new();
+        let mut tasks = Vec::new();
+        for scope in scopes {
+            let place = scope.clone().unwrap_or_else(|| "all namespaces".to_owned());
+            let (jobs, writer) = reflector::store::<Job>();
+            tasks.push(reflect(
+                api(client, &scope),
+                writer,
+                "Jobs",
+                place.clone(),
+                Arc::clone(&events),
+            ));
+            let (pods, writer) = reflector::store::<Pod>();
+            tasks.push(reflect(
+                api(client, &scope),
+                writer,
+                "pods",
+                place,
+                Arc::clone(&events),
+            ));
+            pictures.push(Picture { scope, jobs, pods });
+        }
+        Pictures {
+            pictures,
+            tasks,
+            events,
+        }
     }
 
     pub fn scopes(&self) -> impl Iterator<Item = &Scope> {
-        self.scopes.iter().map(|(scope, _)| scope)
+        self.pictures.iter().map(|p| &p.scope)
     }
 
     /// The picture a Job of `namespace` is in, if any watch covers that namespace.
-    pub fn for_namespace(&self, namespace: &str) -> Option<&Cache> {
-        self.scopes
+    fn for_namespace(&self, namespace: &str) -> Option<&Picture> {
+        self.pictures
             .iter()
-            .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))
-            .map(|(_, cache)| cache.as_ref())
+            .find(|p| p.scope.as_deref().is_none_or(|s| s == namespace))
     }
 
     pub fn get(&self, key: &str) -> Option<(Job, Vec<Pod>)> {
-        let (namespace, _) = key.split_once('/')?;
-        self.for_namespace(namespace)?.get(key)
+        let (namespace, name) = key.split_once('/')?;
+        self.for_namespace(namespace)?.get(namespace, name)
     }
 
     pub fn synced(&self) -> bool {
-        self.scopes.iter().all(|(_, cache)| cache.synced())
+        self.pictures.iter().all(Picture::synced)
     }
 
     pub fn events(&self) -> u64 {
-        self.scopes
-            .iter()
-            .map(|(_, cache)| cache.events.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// Starts a Job and a pod watch per scope; they run until the handles are aborted.
-    pub fn start(&self, client: &kube::Client) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = Vec::new();
-        for (scope, cache) in &self.scopes {
-            tasks.extend(start(client, scope, Arc::clone(cache)));
-        }
-        tasks
+        self.events.load(Ordering::Relaxed)
     }
 }
 
-fn start(
-    client: &kube::Client,
-    scope: &Scope,
-    cache: Arc<Cache>,
-) -> [tokio::task::JoinHandle<()>; 2] {
+/// Drives a reflector of `api`'s Gantry objects into `writer` until the task is aborted.
+fn reflect<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    what: &'static str,
+    place: String,
+    events: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
     let config = watcher::Config::default().labels(&selector());
-    let place = scope.clone().unwrap_or_else(|| "all namespaces".to_owned());
-    let jobs = {
-        let cache = Arc::clone(&cache);
-        let place = place.clone();
-        let stream = watcher::watcher(api::<Job>(client, scope), config.clone()).default_backoff();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(event) => cache.on_job(event),
-                    Err(e) => {
-                        tracing::warn!(error = %e, namespace = %place, "watching Jobs failed; retrying")
-                    }
+    let stream = reflector::reflector(writer, watcher::watcher(api, config)).default_backoff();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => {
+                    events.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, namespace = %place, "watching {what} failed; retrying")
                 }
             }
-        })
-    };
-    let pods = {
-        let stream = watcher::watcher(api::<Pod>(client, scope), config).default_backoff();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(event) => cache.on_pod(event),
-                    Err(e) => {
-                        tracing::warn!(error = %e, namespace = %place, "watching pods failed; retrying")
-                    }
-                }
-            }
-        })
-    };
-    [jobs, pods]
+        }
+    })
 }
