@@ -231,6 +231,9 @@ mod tests {
         let plain = tempfile::tempdir().expect("temp dir");
         let outside = local_context(|args: &[&str]| git_in(plain.path(), args));
         assert_eq!((outside.commit_sha, outside.commit_time), (None, None));
-        assert_eq!((outside.commit_message, outside.commit_author), (None, None));
+        assert_eq!(
+            (outside.commit_message, outside.commit_author),
+            (None, None)
+        );
     }
 }

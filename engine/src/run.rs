@@ -287,9 +287,10 @@ pub async fn trigger_by(
     // own project: the checkout uses the repository's clone token, which another project's
     // members must not get to use. Missing and foreign repositories read the same.
     if let Some(repo_id) = context.repository_id {
-        let owned = crate::store::repos::get(&engine.store.pool, crate::store::repos::RepoId(repo_id))
-            .await
-            .is_ok_and(|repo| repo.project == project);
+        let owned =
+            crate::store::repos::get(&engine.store.pool, crate::store::repos::RepoId(repo_id))
+                .await
+                .is_ok_and(|repo| repo.project == project);
         if !owned {
             return Err(RunError::BadRequest(format!(
                 "context.repository_id {repo_id} is not a repository of project `{project}`"

@@ -219,9 +219,8 @@ async fn each_stage_writes_to_its_own_layer_over_one_snapshot_of_the_source() {
         fs_type,
         "printf 'after: '; cat notes.txt src/app.sh | tr '\\n' ' '; ls made.txt 2>/dev/null || true; echo",
     ];
-    let steps = |lines: &[&str]| -> String {
-        lines.iter().map(|l| format!("      - {l:?}\n")).collect()
-    };
+    let steps =
+        |lines: &[&str]| -> String { lines.iter().map(|l| format!("      - {l:?}\n")).collect() };
     let yaml = format!(
         "name: layers\nstages:\n  - name: change\n    steps:\n{}  - name: after\n    needs: [change]\n    steps:\n{}",
         steps(&change),

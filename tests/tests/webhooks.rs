@@ -199,8 +199,16 @@ async fn a_github_push_served_by_git_daemon_runs_the_pipeline_of_that_commit() {
     // What run lists show beside the short id: the subject and the author, read from the
     // commit itself (the same for every provider), and the time images are dated with.
     assert_eq!(run.context["commit_message"], "first", "{}", run.context);
-    assert_eq!(run.context["commit_author"], "Gantry Test", "{}", run.context);
-    assert!(run.context["commit_time"].as_i64().is_some(), "{}", run.context);
+    assert_eq!(
+        run.context["commit_author"], "Gantry Test",
+        "{}",
+        run.context
+    );
+    assert!(
+        run.context["commit_time"].as_i64().is_some(),
+        "{}",
+        run.context
+    );
     let lines = app.log_lines(ids[0], "show").await;
     assert!(
         lines.contains(&"hello from the commit".to_owned()),
@@ -325,8 +333,14 @@ async fn a_github_push_served_by_git_daemon_runs_the_pipeline_of_that_commit() {
         .await
         .expect("page");
     for shown in [
-        format!("<code>{}</code> <span class=\"msg\">second</span>", &second[..8]),
-        format!("<code>{}</code> <span class=\"msg\">first</span>", &first[..8]),
+        format!(
+            "<code>{}</code> <span class=\"msg\">second</span>",
+            &second[..8]
+        ),
+        format!(
+            "<code>{}</code> <span class=\"msg\">first</span>",
+            &first[..8]
+        ),
         "Gantry Test".to_owned(),
     ] {
         assert!(page.contains(&shown), "{shown} not in {page}");

@@ -320,7 +320,10 @@ mod tests {
         assert!(text.starts_with("01234567 Make the footer"), "{text}");
         assert_eq!(text.chars().count(), 8 + 1 + SUBJECT_COLUMN, "{text}");
         assert!(text.ends_with('…'));
-        assert_eq!(commit_text(&serde_json::json!({"commit_sha": "abc"})), "abc");
+        assert_eq!(
+            commit_text(&serde_json::json!({"commit_sha": "abc"})),
+            "abc"
+        );
         assert_eq!(commit_text(&serde_json::json!({})), "-");
     }
 

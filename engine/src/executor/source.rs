@@ -214,7 +214,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let count = PARALLEL_FROM + 501;
         for i in 0..count {
-            write(&dir.path().join(format!("d{}/f{i}", i % 17)), &i.to_string());
+            write(
+                &dir.path().join(format!("d{}/f{i}", i % 17)),
+                &i.to_string(),
+            );
         }
         let listing = Listing::of(dir.path(), &[]);
         assert_eq!(listing.files().len(), count);
@@ -222,7 +225,10 @@ mod tests {
         listing.place(target.path()).expect("place");
         for i in 0..count {
             let copied = target.path().join(format!("d{}/f{i}", i % 17));
-            assert_eq!(std::fs::read_to_string(copied).expect("copied"), i.to_string());
+            assert_eq!(
+                std::fs::read_to_string(copied).expect("copied"),
+                i.to_string()
+            );
         }
     }
 

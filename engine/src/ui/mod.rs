@@ -581,7 +581,10 @@ mod tests {
             html.contains(r#"<p class="description">Builds &lt;the&gt; site</p>"#),
             "the pipeline's description, escaped: {html}"
         );
-        assert!(html.contains("in the footer</span>") && html.contains("Alice &amp; Bob"), "{html}");
+        assert!(
+            html.contains("in the footer</span>") && html.contains("Alice &amp; Bob"),
+            "{html}"
+        );
         done.push("pipeline.html");
 
         let stages = vec![("build".to_owned(), vec![]), ("deploy".to_owned(), vec![0])];
@@ -676,7 +679,10 @@ mod tests {
         assert!(html.contains("<code>registry&#x2F;app</code>") && html.contains("sha256:abc"));
         // The id the CLI and the API take, beside the number the page is titled with.
         assert!(html.contains("id <code>7</code>"), "{html}");
-        assert!(html.contains("in the footer</span>") && html.contains("Alice &amp; Bob"), "{html}");
+        assert!(
+            html.contains("in the footer</span>") && html.contains("Alice &amp; Bob"),
+            "{html}"
+        );
         done.push("run.html");
 
         rendered(

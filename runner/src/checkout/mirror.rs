@@ -267,7 +267,9 @@ impl Mirror {
         let author = found.author();
         Ok(CommitInfo {
             summary: subject_line(&String::from_utf8_lossy(found.message_bytes())),
-            author: String::from_utf8_lossy(author.name_bytes()).trim().to_owned(),
+            author: String::from_utf8_lossy(author.name_bytes())
+                .trim()
+                .to_owned(),
             time: found.committer().when().seconds(),
         })
     }
