@@ -143,13 +143,14 @@ pub struct Pending {
 /// Up to `limit` waiting deliveries, without locking them, taking turns between repositories:
 /// the oldest of each repository first, then the second oldest of each, and so on. One
 /// repository's flood of deliveries therefore never holds back another's: a push to a quiet
-/// repository is in the next batch, however many are queued elsewhere.
+/// repository is in the next batch, however many are queued elsewhere. They come in that
+/// order (turns), so a caller that takes only some of them keeps the fairness.
 ///
 /// The repositories with waiting deliveries are found by a loose index scan (one index probe
 /// per repository, not a pass over every waiting row), so a backlog of thousands costs no more
 /// to look into than a few.
 pub async fn peek(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Pending>> {
-    let mut waiting = sqlx::query_as!(
+    let waiting = sqlx::query_as!(
         Pending,
         r#"WITH RECURSIVE repos AS (
                (SELECT repository_id FROM deliveries WHERE status = 'received'
@@ -176,7 +177,6 @@ pub async fn peek(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Pending>> {
     )
     .fetch_all(db)
     .await?;
-    waiting.sort_by_key(|p| p.id);
     Ok(waiting)
 }
 

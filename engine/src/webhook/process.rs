@@ -76,10 +76,15 @@ pub async fn worker(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
 /// or a database error midway leaves every one of them `received`, and a later batch processes
 /// them from the start, so no delivery is half-done or done twice.
 pub async fn process_batch(engine: &Engine) -> Result<usize, ProcessError> {
-    let waiting = deliveries::peek(&engine.store.pool, BATCH).await?;
+    // Enough to give each of this engine's processors a batch of its own: they read without
+    // locks, and would otherwise all read the same oldest batch, one of them winning the
+    // claim and the others finding nothing to do.
+    let peeked = deliveries::peek(&engine.store.pool, BATCH * PEEK_BATCHES).await?;
+    let (mut waiting, _taken) = engine.delivery_batches.take(peeked, BATCH);
     if waiting.is_empty() {
         return Ok(0);
     }
+    waiting.sort_by_key(|p| p.id);
     let mut repositories = Vec::new();
     let mut prepared = Vec::with_capacity(waiting.len());
     for pending in &waiting {
@@ -111,7 +116,65 @@ pub async fn process_batch(engine: &Engine) -> Result<usize, ProcessError> {
     for (id, status, summary) in &outcomes {
         tracing::info!(delivery = id, status = status.as_str(), summary = %summary, "webhook delivery processed");
     }
-    Ok(outcomes.len())
+    // What it took up, claimed or not: another engine winning some is no reason to wait.
+    Ok(waiting.len())
+}
+
+/// Batches read ahead per processor ([`process_batch`]).
+const PEEK_BATCHES: i64 = 4;
+
+/// The deliveries this engine's processors have taken up and not yet finished: a processor
+/// skips them when it reads what is waiting.
+#[derive(Default)]
+pub struct InFlight {
+    ids: std::sync::Mutex<std::collections::HashSet<i64>>,
+}
+
+/// The deliveries one processor took up; given back when dropped (finished or failed alike).
+pub struct Taken<'a> {
+    in_flight: &'a InFlight,
+    ids: Vec<i64>,
+}
+
+impl InFlight {
+    /// The first `limit` of `peeked` (in their order) that no other processor of this engine
+    /// has, marked as taken.
+    pub fn take(
+        &self,
+        peeked: Vec<deliveries::Pending>,
+        limit: i64,
+    ) -> (Vec<deliveries::Pending>, Taken<'_>) {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut taken = Vec::new();
+        if let Ok(mut ids) = self.ids.lock() {
+            for pending in peeked {
+                if taken.len() == limit {
+                    break;
+                }
+                if ids.insert(pending.id) {
+                    taken.push(pending);
+                }
+            }
+        }
+        let ids = taken.iter().map(|p| p.id).collect();
+        (
+            taken,
+            Taken {
+                in_flight: self,
+                ids,
+            },
+        )
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut ids) = self.in_flight.ids.lock() {
+            for id in &self.ids {
+                ids.remove(id);
+            }
+        }
+    }
 }
 
 /// A delivery that cannot lead anywhere (its commit cannot be fetched, a run cannot start) is
