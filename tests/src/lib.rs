@@ -203,6 +203,12 @@ impl TestEngine {
         authorized_client(&self.token)
     }
 
+    /// The CLI's typed API client, sending the administrator's token: tests that use it check
+    /// the API and its client together.
+    pub fn client(&self) -> gantry::client::Client {
+        api_client(&self.url(), &self.token)
+    }
+
     /// Creates a user with `password` (no role anywhere yet) and returns an API token of theirs.
     pub async fn create_user(&self, name: &str, password: &str) -> String {
         create_user(self.pool(), name, password).await
@@ -301,21 +307,7 @@ impl TestEngine {
 
     /// The stored log text of a stage's attempt, one entry per line.
     pub async fn log_lines(&self, run: RunId, key: &str) -> Vec<String> {
-        let stage = stages::find(&self.engine().store.pool, run, key)
-            .await
-            .expect("stage");
-        let url = format!("{}/api/v1/runs/{}/stages/{}/logs", self.url(), run, key);
-        let _ = stage;
-        let text = self
-            .http()
-            .get(&url)
-            .send()
-            .await
-            .expect("GET logs")
-            .text()
-            .await
-            .expect("log text");
-        text.lines().map(str::to_owned).collect()
+        self.attempt_log_lines(run, key, None).await
     }
 
     /// The stored log of one attempt of a stage (the current one when `attempt` is `None`).
@@ -325,17 +317,14 @@ impl TestEngine {
         key: &str,
         attempt: Option<i32>,
     ) -> Vec<String> {
-        let mut url = format!("{}/api/v1/runs/{}/stages/{}/logs", self.url(), run, key);
-        if let Some(attempt) = attempt {
-            url.push_str(&format!("?attempt={attempt}"));
-        }
-        let answer = self.http().get(&url).send().await.expect("GET logs");
-        assert!(
-            answer.status().is_success(),
-            "GET {url}: {}",
-            answer.status()
-        );
-        let text = answer.text().await.expect("log text");
+        let text = self
+            .client()
+            .log(run.0, key, attempt)
+            .await
+            .unwrap_or_else(|e| panic!("log of {key} of run {run}: {e}"))
+            .text()
+            .await
+            .expect("log text");
         text.lines().map(str::to_owned).collect()
     }
 
@@ -377,6 +366,16 @@ impl TestEngine {
     pub async fn stop(self) {
         self.server.stop().await;
     }
+}
+
+/// The CLI's typed API client of the engine at `url`, sending `token` as `--token` would.
+pub fn api_client(url: &str, token: &str) -> gantry::client::Client {
+    gantry::client::Client::new(url)
+        .expect("the engine's URL is usable")
+        .with_credential(gantry::client::credential::Credential {
+            token: Some(token.to_owned()),
+            source: gantry::client::credential::TokenSource::Flag,
+        })
 }
 
 /// A client sending `Authorization: Bearer TOKEN` with every request.

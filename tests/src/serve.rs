@@ -127,6 +127,16 @@ impl EngineProcess {
         )
     }
 
+    /// The CLI's typed API client, sending the administrator's token.
+    pub fn client(&self) -> gantry::client::Client {
+        crate::api_client(
+            &self.url(),
+            &self
+                .token()
+                .expect("this engine created the first administrator"),
+        )
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

@@ -695,20 +695,13 @@ async fn a_run_is_named_by_its_pipeline_number_as_the_web_ui_shows_it() {
         .expect("GET run by number");
     assert!(by_id.status().is_client_error(), "{by_id:?}");
     assert_eq!(by_number.status(), by_id.status());
-    let run: serde_json::Value = app
-        .http()
-        .get(format!(
-            "{}/api/v1/projects/test/pipelines/greet/runs/2",
-            app.url()
-        ))
-        .send()
+    let run = app
+        .client()
+        .run_by_number("test", "greet", 2)
         .await
-        .expect("GET run by number")
-        .json()
-        .await
-        .expect("JSON");
-    assert_eq!(run["id"], id.0);
-    assert_eq!(run["description"], "Says hello to the team");
+        .expect("GET run by number");
+    assert_eq!(run.id, id.0);
+    assert_eq!(run.description.as_deref(), Some("Says hello to the team"));
 
     // The run page shows the id the CLI takes; the pipeline page shows the description.
     let page = app

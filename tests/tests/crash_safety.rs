@@ -42,27 +42,18 @@ async fn an_engine_killed_mid_stage_resumes_and_the_log_has_no_gap_or_duplicate(
     let db = TestDb::create().await;
     let dir = open_temp_dir();
     let mut engine = EngineProcess::start(&db.url, &dir.path().join("e1"), "e1", 4).await;
-    let http = engine.http();
+    let client = engine.client();
 
-    let applied = http
-        .post(format!("{}/api/v1/projects/test/pipelines", engine.url()))
-        .body(TICKER)
-        .send()
+    let applied = client
+        .apply("test", "test.yaml", TICKER.to_owned())
         .await
         .expect("apply");
-    assert_eq!(applied.status(), reqwest::StatusCode::CREATED);
-    let triggered: serde_json::Value = http
-        .post(format!(
-            "{}/api/v1/projects/test/pipelines/ticker/runs",
-            engine.url()
-        ))
-        .send()
+    assert!(applied.created, "{applied:?}");
+    let triggered = client
+        .trigger("test", "ticker", &Default::default())
         .await
-        .expect("trigger")
-        .json()
-        .await
-        .expect("JSON");
-    let run = RunId(triggered["run_id"].as_i64().expect("run_id"));
+        .expect("trigger");
+    let run = RunId(triggered.run_id);
 
     // Watch from the side, straight in the database.
     let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
@@ -117,12 +108,8 @@ async fn an_engine_killed_mid_stage_resumes_and_the_log_has_no_gap_or_duplicate(
     assert_eq!(stage.claimed_by.as_deref(), Some("e1"));
     assert_eq!(stage.started_at, before.started_at);
 
-    let text = http
-        .get(format!(
-            "{}/api/v1/runs/{run}/stages/tick/logs",
-            engine.url()
-        ))
-        .send()
+    let text = client
+        .log(run.0, "tick", None)
         .await
         .expect("GET logs")
         .text()

@@ -25,17 +25,11 @@ fn example(name: &str) -> String {
 }
 
 async fn set_secret(engine: &TestEngine, name: &str, value: &str) {
-    let answer = engine
-        .http()
-        .put(format!(
-            "{}/api/v1/projects/test/secrets/{name}",
-            engine.url()
-        ))
-        .body(value.to_owned())
-        .send()
+    engine
+        .client()
+        .set_secret("test", name, value.to_owned())
         .await
-        .expect("PUT secret");
-    assert_eq!(answer.status(), 204, "storing secret {name}");
+        .unwrap_or_else(|e| panic!("storing secret {name}: {e}"));
 }
 
 /// Runs `pipeline` once with `params` and returns the run and the image stage's error.

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use gantry::deploy::history::Revision;
 use gantry_tests::kube::StandIn;
 use gantry_tests::kube::store::Kind;
 use gantry_tests::{StageStatus, assert_succeeded, stage_of};
@@ -53,19 +54,12 @@ async fn first_revision(standin: &StandIn) {
         .await;
 }
 
-async fn history(engine: &gantry_tests::TestEngine) -> Vec<Value> {
+async fn history(engine: &gantry_tests::TestEngine) -> Vec<Revision> {
     engine
-        .http()
-        .get(format!(
-            "{}/api/v1/projects/test/deployments/demo/web/history",
-            engine.url()
-        ))
-        .send()
+        .client()
+        .deploy_history("test", "demo", "web")
         .await
         .expect("history")
-        .json()
-        .await
-        .expect("JSON")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,11 +90,11 @@ async fn a_deploy_rolls_out_and_a_failing_rollout_rolls_back_to_the_previous_rev
     assert_eq!(standin.deployment_image("demo", "web"), "web:2");
     let revisions = history(&engine).await;
     assert_eq!(revisions.len(), 2, "{revisions:#?}");
-    assert_eq!(revisions[0]["change_cause"], "first install");
-    assert_eq!(revisions[1]["revision"], 2);
-    assert_eq!(revisions[1]["change_cause"], "gantry run 1");
-    assert_eq!(revisions[1]["images"], json!(["web=web:2"]));
-    assert_eq!(revisions[1]["current"], true);
+    assert_eq!(revisions[0].change_cause.as_deref(), Some("first install"));
+    assert_eq!(revisions[1].revision, 2);
+    assert_eq!(revisions[1].change_cause.as_deref(), Some("gantry run 1"));
+    assert_eq!(revisions[1].images, ["web=web:2"]);
+    assert!(revisions[1].current);
 
     let run = engine.trigger(&name, &[("image", "web:broken")]).await;
     let (_, stages) = engine.wait_for_run(run.run_id, LIMIT).await;
@@ -115,12 +109,12 @@ async fn a_deploy_rolls_out_and_a_failing_rollout_rolls_back_to_the_previous_rev
         "the previous revision's image is back"
     );
     let revisions = history(&engine).await;
-    let current: Vec<&Value> = revisions.iter().filter(|r| r["current"] == true).collect();
+    let current: Vec<&Revision> = revisions.iter().filter(|r| r.current).collect();
     assert_eq!(current.len(), 1);
     // As with kubectl, the ReplicaSet rolled back to becomes the newest revision.
-    assert_eq!(current[0]["revision"], 4, "{revisions:#?}");
-    assert_eq!(current[0]["images"], json!(["web=web:2"]));
-    assert_eq!(current[0]["change_cause"], "gantry run 1");
+    assert_eq!(current[0].revision, 4, "{revisions:#?}");
+    assert_eq!(current[0].images, ["web=web:2"]);
+    assert_eq!(current[0].change_cause.as_deref(), Some("gantry run 1"));
     let log = engine.log_lines(run.run_id, "rollout").await.join("\n");
     assert!(
         log.contains("kubectl rollout undo deployment/web -n demo"),

@@ -79,18 +79,11 @@ async fn test_build_package_approve_deploy_runs_end_to_end_on_the_stand_in() {
         "web:1",
         "nothing is rolled out before the approval"
     );
-    let approved = engine
-        .http()
-        .post(format!(
-            "{}/api/v1/runs/{}/stages/rollout/approve",
-            engine.url(),
-            run.run_id
-        ))
-        .json(&json!({}))
-        .send()
+    engine
+        .client()
+        .decide(run.run_id.0, "rollout", true)
         .await
         .expect("approve");
-    assert!(approved.status().is_success(), "{}", approved.status());
 
     let (row, stages) = engine.wait_for_run(run.run_id, LIMIT).await;
     assert_succeeded(&row);

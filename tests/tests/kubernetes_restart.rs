@@ -4,24 +4,15 @@
 
 use std::time::Duration;
 
+use gantry::store::RunStatus;
 use gantry_tests::kube::store::Kind;
 use gantry_tests::kube::{RUNNER_IMAGE, StandIn};
 use gantry_tests::proc::{live_with_arg, wait_until_found};
 use gantry_tests::serve::EngineProcess;
 use gantry_tests::{TestDb, open_temp_dir};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-async fn get(http: &reqwest::Client, url: String) -> Value {
-    http.get(url)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_restarted_mid_job_re_adopts_it_and_deletes_orphans() {
@@ -41,27 +32,17 @@ async fn an_engine_restarted_mid_job_re_adopts_it_and_deletes_orphans() {
     .collect();
     let mut engine =
         EngineProcess::start_with(&db.url, &dir.path().join("e1"), "e1", 4, args).await;
-    let http = engine.http();
+    let client = engine.client();
     let yaml = "name: k8s-restart\nstages:\n  - name: slow\n    steps:\n      - run: sleep 4.2424; echo finished the slow stage\n";
-    let applied = http
-        .post(format!("{}/api/v1/projects/test/pipelines", engine.url()))
-        .body(yaml)
-        .send()
+    client
+        .apply("test", "test.yaml", yaml.to_owned())
         .await
         .expect("apply");
-    assert!(applied.status().is_success(), "{}", applied.status());
-    let triggered = http
-        .post(format!(
-            "{}/api/v1/projects/test/pipelines/k8s-restart/runs",
-            engine.url()
-        ))
-        .send()
+    let run_id = client
+        .trigger("test", "k8s-restart", &Default::default())
         .await
         .expect("trigger")
-        .json::<Value>()
-        .await
-        .expect("triggered");
-    let run_id = triggered["run_id"].as_i64().expect("run id");
+        .run_id;
 
     wait_until_found("the step running in the Job's pod", LIMIT, || {
         live_with_arg("4.2424")
@@ -85,23 +66,22 @@ async fn an_engine_restarted_mid_job_re_adopts_it_and_deletes_orphans() {
 
     let deadline = tokio::time::Instant::now() + LIMIT;
     let run = loop {
-        let run = get(&http, format!("{}/api/v1/runs/{run_id}", engine.url())).await;
-        let status = run["status"].as_str().unwrap_or("").to_owned();
-        if !matches!(status.as_str(), "queued" | "running") {
+        let run = client.run(run_id).await.expect("GET run");
+        if run.status.is_terminal() {
             break run;
         }
-        assert!(tokio::time::Instant::now() < deadline, "run still {status}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run still {}",
+            run.status.as_str()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(run["status"], "succeeded", "{run:#}");
-    let stage = &run["stages"][0];
-    assert_eq!(stage["attempt"], 1, "re-adopted, not retried: {stage:#}");
-    let log = http
-        .get(format!(
-            "{}/api/v1/runs/{run_id}/stages/slow/logs",
-            engine.url()
-        ))
-        .send()
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:#?}");
+    let stage = &run.stages[0];
+    assert_eq!(stage.attempt, 1, "re-adopted, not retried: {stage:#?}");
+    let log = client
+        .log(run_id, "slow", None)
         .await
         .expect("log")
         .text()

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use gantry_tests::serve::EngineProcess;
-use gantry_tests::{TestDb, open_temp_dir};
+use gantry_tests::{TestDb, api_client, open_temp_dir};
 
 const RUNS: usize = 200;
 
@@ -17,7 +17,10 @@ async fn two_engines_on_one_database_run_every_stage_exactly_once() {
     let e1 = EngineProcess::start(&db.url, &dir.path().join("e1"), "e1", 4).await;
     let e2 = EngineProcess::start(&db.url, &dir.path().join("e2"), "e2", 4).await;
     // e1 started first and made the administrator; its token works on e2 as well.
-    let http = e1.http();
+    let token = e1
+        .token()
+        .expect("this engine created the first administrator");
+    let clients = [e1.client(), api_client(&e2.url(), &token)];
 
     let yaml = format!(
         r#"
@@ -39,28 +42,19 @@ stages:
 "#,
         ledger = ledger.display()
     );
-    let applied = http
-        .post(format!("{}/api/v1/projects/test/pipelines", e1.url()))
-        .body(yaml)
-        .send()
+    let applied = clients[0]
+        .apply("test", "test.yaml", yaml)
         .await
         .expect("apply");
-    assert_eq!(applied.status(), reqwest::StatusCode::CREATED);
+    assert!(applied.created, "{applied:?}");
 
     let mut run_ids = BTreeSet::new();
     for i in 0..RUNS {
-        let engine = if i % 2 == 0 { &e1 } else { &e2 };
-        let answer = http
-            .post(format!(
-                "{}/api/v1/projects/test/pipelines/shared/runs",
-                engine.url()
-            ))
-            .send()
+        let triggered = clients[i % 2]
+            .trigger("test", "shared", &Default::default())
             .await
             .expect("trigger");
-        assert_eq!(answer.status(), reqwest::StatusCode::CREATED);
-        let body: serde_json::Value = answer.json().await.expect("JSON");
-        run_ids.insert(body["run_id"].as_i64().expect("run_id"));
+        run_ids.insert(triggered.run_id);
     }
     assert_eq!(run_ids.len(), RUNS);
 
@@ -138,7 +132,7 @@ async fn a_runner_whose_engine_dies_carries_on_with_another_replica() {
         EngineProcess::start(&db.url, &dir.path().join("e1"), "e1", 4).await,
         EngineProcess::start(&db.url, &dir.path().join("e2"), "e2", 4).await,
     ];
-    let http = engines[0].http();
+    let client = engines[0].client();
     let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
     // Both engines have recorded where runners reach them.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -160,28 +154,16 @@ async fn a_runner_whose_engine_dies_carries_on_with_another_replica() {
         "name: survivor\nstages:\n  - name: wait\n    steps:\n      - echo before\n      - while [ ! -e {} ]; do sleep 0.05; done\n      - echo after\n",
         gate.display()
     );
-    let applied = http
-        .post(format!(
-            "{}/api/v1/projects/test/pipelines",
-            engines[0].url()
-        ))
-        .body(yaml)
-        .send()
+    let applied = client
+        .apply("test", "test.yaml", yaml)
         .await
         .expect("apply");
-    assert_eq!(applied.status(), reqwest::StatusCode::CREATED);
-    let answer: serde_json::Value = http
-        .post(format!(
-            "{}/api/v1/projects/test/pipelines/survivor/runs",
-            engines[0].url()
-        ))
-        .send()
+    assert!(applied.created, "{applied:?}");
+    let run = client
+        .trigger("test", "survivor", &Default::default())
         .await
         .expect("trigger")
-        .json()
-        .await
-        .expect("json");
-    let run = answer["run_id"].as_i64().expect("run id");
+        .run_id;
     // The engine that started the stage, once its runner is at the gate.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let claimed_by: String = loop {

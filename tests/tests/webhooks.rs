@@ -263,20 +263,12 @@ async fn a_github_push_served_by_git_daemon_runs_the_pipeline_of_that_commit() {
     );
 
     // Started by hand, the repository's pipeline builds the head of the default branch.
-    let manual: Value = app
-        .http()
-        .post(format!(
-            "{}/api/v1/projects/test/pipelines/build/runs",
-            app.url()
-        ))
-        .json(&json!({}))
-        .send()
+    let manual = app
+        .client()
+        .trigger("test", "build", &Default::default())
         .await
-        .expect("trigger")
-        .json()
-        .await
-        .expect("json");
-    let id = RunId(manual["run_id"].as_i64().expect("run id"));
+        .expect("trigger");
+    let id = RunId(manual.run_id);
     let (run, _) = app.wait_for_run(id, WAIT).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
     assert_eq!(run.context["commit_message"], "second", "{}", run.context);
@@ -712,13 +704,8 @@ async fn a_gitea_pull_request_from_a_fork_runs_the_head_commit_without_secrets()
         &["push", "-q", "origin", "HEAD:refs/pull/5/head"],
     );
     register(&app, "gitea", "acme/app", &url, json!({})).await;
-    app.http()
-        .put(format!(
-            "{}/api/v1/projects/test/secrets/deploy-token",
-            app.url()
-        ))
-        .body("very-secret-value")
-        .send()
+    app.client()
+        .set_secret("test", "deploy-token", "very-secret-value".to_owned())
         .await
         .expect("secret");
 
@@ -812,13 +799,8 @@ async fn commit_statuses_are_reported_pending_then_final_to_the_providers_api() 
     );
     let commit = work.commit("c");
     work.push();
-    app.http()
-        .put(format!(
-            "{}/api/v1/projects/test/secrets/gh-token",
-            app.url()
-        ))
-        .body("ghp_token_value")
-        .send()
+    app.client()
+        .set_secret("test", "gh-token", "ghp_token_value".to_owned())
         .await
         .expect("secret");
     register(
@@ -862,20 +844,12 @@ async fn commit_statuses_are_reported_pending_then_final_to_the_providers_api() 
     }
     // A run started by hand builds the branch head and reports its status too.
     std::fs::remove_file(&gate).expect("close the gate");
-    let manual: Value = app
-        .http()
-        .post(format!(
-            "{}/api/v1/projects/test/pipelines/build/runs",
-            app.url()
-        ))
-        .json(&json!({}))
-        .send()
+    let manual = app
+        .client()
+        .trigger("test", "build", &Default::default())
         .await
         .expect("trigger")
-        .json()
-        .await
-        .expect("json");
-    let manual = manual["run_id"].as_i64().expect("run id");
+        .run_id;
     until_state(&recorded, manual, "pending").await;
     std::fs::write(&gate, "").expect("gate");
     let (run, _) = app.wait_for_run(RunId(manual), WAIT).await;
@@ -1609,13 +1583,8 @@ async fn a_hanging_status_api_holds_back_no_other_repository_and_no_shutdown() {
     tokio::spawn(async move { axum::serve(listener, api).await });
 
     let app = TestEngine::start().await;
-    app.http()
-        .put(format!(
-            "{}/api/v1/projects/test/secrets/gh-token",
-            app.url()
-        ))
-        .body("ghp_token_value")
-        .send()
+    app.client()
+        .set_secret("test", "gh-token", "ghp_token_value".to_owned())
         .await
         .expect("secret");
     let served = tempfile::tempdir().expect("dir");
