@@ -16,6 +16,7 @@ async fn two_engines_on_one_database_run_every_stage_exactly_once() {
     let ledger = dir.path().join("ledger");
     let e1 = EngineProcess::start(&db.url, &dir.path().join("e1"), "e1", 4).await;
     let e2 = EngineProcess::start(&db.url, &dir.path().join("e2"), "e2", 4).await;
+    malloc_is_tuned(&e1);
     // e1 started first and made the administrator; its token works on e2 as well.
     let token = e1
         .token()
@@ -229,4 +230,34 @@ async fn a_runner_whose_engine_dies_carries_on_with_another_replica() {
         "{text}"
     );
     pool.close().await;
+}
+
+/// `gantry serve` started itself again with glibc's malloc tuned (`GLIBC_TUNABLES`, unless
+/// the caller chose one), keeping its process id. The engine is not dumpable, so only root may
+/// read its environment: as another user this is not checked.
+fn malloc_is_tuned(engine: &EngineProcess) {
+    let pid = engine.pid().expect("the engine runs");
+    let environ = match std::fs::read(format!("/proc/{pid}/environ")) {
+        Ok(environ) => environ,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            assert_ne!(
+                nix::unistd::geteuid().as_raw(),
+                0,
+                "root reads any environment"
+            );
+            return;
+        }
+        Err(e) => panic!("reading the engine's environment: {e}"),
+    };
+    let expected = std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| {
+        "glibc.malloc.mmap_threshold=262144:glibc.malloc.arena_max=1".to_owned()
+    });
+    // glibc rewrites the variable in place as it parses it (each `:` becomes a NUL), so the
+    // first tunable is what can be compared.
+    let first = expected.split(':').next().unwrap_or_default();
+    let wanted = format!("GLIBC_TUNABLES={first}");
+    assert!(
+        environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes()),
+        "{wanted} not in the engine's environment"
+    );
 }
