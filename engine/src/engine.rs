@@ -33,7 +33,7 @@ pub struct Engine {
     /// Wakes this process's webhook delivery processor.
     pub deliveries: Notify,
     /// The deliveries this process's processors are working on.
-    pub delivery_batches: crate::webhook::process::InFlight,
+    pub delivery_batches: crate::webhook::in_flight::InFlight,
     /// Stores received webhook deliveries, many to a statement under load.
     pub intake: crate::webhook::intake::Intake,
     /// Pipeline files per commit and recently read repository registrations.
@@ -103,7 +103,7 @@ impl Engine {
             kube: executors.kube,
             wake: Notify::new(),
             deliveries: Notify::new(),
-            delivery_batches: crate::webhook::process::InFlight::default(),
+            delivery_batches: crate::webhook::in_flight::InFlight::default(),
             intake: crate::webhook::intake::Intake::new(config.webhook_queue),
             webhook_cache: crate::webhook::cache::WebhookCache::default(),
             logs,

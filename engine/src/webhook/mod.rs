@@ -13,6 +13,7 @@ pub mod generic;
 pub mod gitea;
 pub mod github;
 pub mod gitlab;
+pub mod in_flight;
 pub mod intake;
 pub mod process;
 pub mod retention;

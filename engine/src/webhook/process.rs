@@ -123,60 +123,6 @@ pub async fn process_batch(engine: &Engine) -> Result<usize, ProcessError> {
 /// Batches read ahead per processor ([`process_batch`]).
 const PEEK_BATCHES: i64 = 4;
 
-/// The deliveries this engine's processors have taken up and not yet finished: a processor
-/// skips them when it reads what is waiting.
-#[derive(Default)]
-pub struct InFlight {
-    ids: std::sync::Mutex<std::collections::HashSet<i64>>,
-}
-
-/// The deliveries one processor took up; given back when dropped (finished or failed alike).
-pub struct Taken<'a> {
-    in_flight: &'a InFlight,
-    ids: Vec<i64>,
-}
-
-impl InFlight {
-    /// The first `limit` of `peeked` (in their order) that no other processor of this engine
-    /// has, marked as taken.
-    pub fn take(
-        &self,
-        peeked: Vec<deliveries::Pending>,
-        limit: i64,
-    ) -> (Vec<deliveries::Pending>, Taken<'_>) {
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let mut taken = Vec::new();
-        if let Ok(mut ids) = self.ids.lock() {
-            for pending in peeked {
-                if taken.len() == limit {
-                    break;
-                }
-                if ids.insert(pending.id) {
-                    taken.push(pending);
-                }
-            }
-        }
-        let ids = taken.iter().map(|p| p.id).collect();
-        (
-            taken,
-            Taken {
-                in_flight: self,
-                ids,
-            },
-        )
-    }
-}
-
-impl Drop for Taken<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut ids) = self.in_flight.ids.lock() {
-            for id in &self.ids {
-                ids.remove(id);
-            }
-        }
-    }
-}
-
 /// A delivery that cannot lead anywhere (its commit cannot be fetched, a run cannot start) is
 /// recorded as failed with the reason, like any outcome; a database error is returned, and
 /// the whole batch is retried.
