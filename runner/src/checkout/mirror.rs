@@ -256,14 +256,7 @@ impl Mirror {
     /// Who wrote `commit`, when it was committed and its subject line: what run lists show
     /// beside the short id (GitLab's and Woodpecker's lists do the same).
     pub fn describe(&self, commit: &str) -> Result<CommitInfo, CheckoutError> {
-        let oid = parse_commit(commit)?;
-        let found = self
-            .repo
-            .find_commit(oid)
-            .map_err(|_| CheckoutError::NotInMirror {
-                commit: commit.to_owned(),
-                url: self.url.clone(),
-            })?;
+        let found = self.find_commit(commit)?;
         let author = found.author();
         Ok(CommitInfo {
             summary: subject_line(&String::from_utf8_lossy(found.message_bytes())),
@@ -417,15 +410,20 @@ impl Mirror {
     }
 
     fn tree(&self, commit: &str) -> Result<git2::Tree<'_>, CheckoutError> {
+        self.find_commit(commit)?
+            .tree()
+            .map_err(|e| cache_error(&self.path, &e))
+    }
+
+    /// The commit `commit` names, or that it is not in this mirror.
+    fn find_commit(&self, commit: &str) -> Result<git2::Commit<'_>, CheckoutError> {
         let oid = parse_commit(commit)?;
-        let commit_obj = self
-            .repo
+        self.repo
             .find_commit(oid)
             .map_err(|_| CheckoutError::NotInMirror {
                 commit: commit.to_owned(),
                 url: self.url.clone(),
-            })?;
-        commit_obj.tree().map_err(|e| cache_error(&self.path, &e))
+            })
     }
 
     /// Fetches `refspecs` from `url`, recording what came.
