@@ -93,8 +93,7 @@ pub async fn apply(
     }
     let mut tx = engine.store.pool.begin().await?;
     let project_id = pipelines::ensure_project(&mut *tx, project).await?;
-    let pipeline_id =
-        pipelines::ensure_pipeline(&mut *tx, project_id, &pipeline.name.value).await?;
+    let pipeline_id = pipelines::ensure_pipeline(&mut tx, project_id, &pipeline.name.value).await?;
     let (_, version, created) = pipelines::add_version(&mut tx, pipeline_id, yaml).await?;
     tx.commit().await?;
     Ok(Applied {

@@ -16,6 +16,7 @@ mod crash_safety;
 mod dag_order;
 mod example_pipelines;
 mod failures;
+mod flood_queries;
 mod gantry_run;
 mod git_checkout;
 mod images;

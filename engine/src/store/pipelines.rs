@@ -8,6 +8,7 @@ use sqlx::PgExecutor;
 
 use super::{PipelineId, ProjectId, Result, StoreError, VersionId};
 
+/// A pipeline with its newest version.
 #[derive(Clone, Debug, Serialize)]
 pub struct PipelineRow {
     pub id: PipelineId,
@@ -39,10 +40,23 @@ pub async fn ensure_project(db: impl PgExecutor<'_>, name: &str) -> Result<Proje
 }
 
 pub async fn ensure_pipeline(
-    db: impl PgExecutor<'_>,
+    tx: &mut sqlx::PgConnection,
     project: ProjectId,
     name: &str,
 ) -> Result<PipelineId> {
+    // Read first: the pipeline nearly always exists, and `ON CONFLICT DO UPDATE` locks its row
+    // until the transaction ends, which made every delivery processor starting a run of it
+    // wait for the others' whole batches.
+    let existing = sqlx::query_scalar!(
+        r#"SELECT id AS "id: PipelineId" FROM pipelines WHERE project_id = $1 AND name = $2"#,
+        project.0,
+        name
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
     let id = sqlx::query_scalar!(
         r#"INSERT INTO pipelines (project_id, name) VALUES ($1, $2)
            ON CONFLICT (project_id, name) DO UPDATE SET name = EXCLUDED.name
@@ -50,7 +64,7 @@ pub async fn ensure_pipeline(
         project.0,
         name
     )
-    .fetch_one(db)
+    .fetch_one(&mut *tx)
     .await?;
     Ok(id)
 }
@@ -60,10 +74,12 @@ pub fn digest(yaml: &str) -> String {
 }
 
 /// Locks the pipeline's row until the transaction ends, so concurrent writers number its
-/// versions without gaps or clashes.
+/// versions without gaps or clashes. `NO KEY UPDATE`, the lock an update of the row takes:
+/// `FOR UPDATE` would also hold up every insert that refers to the pipeline (the foreign
+/// key checks of new runs and versions take `KEY SHARE` on it).
 async fn lock(tx: &mut sqlx::PgConnection, pipeline: PipelineId) -> Result<()> {
     sqlx::query!(
-        "SELECT id FROM pipelines WHERE id = $1 FOR UPDATE",
+        "SELECT id FROM pipelines WHERE id = $1 FOR NO KEY UPDATE",
         pipeline.0
     )
     .fetch_one(&mut *tx)
@@ -80,14 +96,15 @@ pub async fn add_version(
     yaml: &str,
 ) -> Result<(VersionId, i32, bool)> {
     let digest = digest(yaml);
+    // Mostly the text is the newest version already (every push of an unchanged file): that
+    // needs no lock, as versions are only ever added. Only a new text takes the lock.
+    if let Some(latest) = latest_version(&mut *tx, pipeline).await?
+        && latest.digest == digest
+    {
+        return Ok((latest.id, latest.version, false));
+    }
     lock(tx, pipeline).await?;
-    let latest = sqlx::query!(
-        r#"SELECT id AS "id: VersionId", version, digest FROM pipeline_versions
-           WHERE pipeline_id = $1 ORDER BY version DESC LIMIT 1"#,
-        pipeline.0
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
+    let latest = latest_version(&mut *tx, pipeline).await?;
     if let Some(latest) = &latest
         && latest.digest == digest
     {
@@ -105,6 +122,26 @@ pub async fn add_version(
     .fetch_one(&mut *tx)
     .await?;
     Ok((id, version, true))
+}
+
+struct LatestVersion {
+    id: VersionId,
+    version: i32,
+    digest: String,
+}
+
+async fn latest_version(
+    tx: &mut sqlx::PgConnection,
+    pipeline: PipelineId,
+) -> Result<Option<LatestVersion>> {
+    Ok(sqlx::query_as!(
+        LatestVersion,
+        r#"SELECT id AS "id: VersionId", version, digest FROM pipeline_versions
+           WHERE pipeline_id = $1 ORDER BY version DESC LIMIT 1"#,
+        pipeline.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?)
 }
 
 /// Stores a pipeline file that does not parse, as an invalid version: its failed run refers

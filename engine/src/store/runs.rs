@@ -6,6 +6,7 @@ use sqlx::PgExecutor;
 
 use super::{PipelineId, Result, RunId, RunStatus, StoreError, VersionId};
 
+/// One execution of one pipeline version.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunRow {
     pub id: RunId,
@@ -13,11 +14,14 @@ pub struct RunRow {
     pub project: String,
     pub pipeline: String,
     pub version_id: VersionId,
+    /// Numbered per pipeline from 1.
     pub number: i32,
+    /// What started it: manual, push, schedule, rerun, ...
     pub trigger: String,
     pub params: serde_json::Value,
     pub context: serde_json::Value,
     pub status: RunStatus,
+    /// Why the run ended as it did.
     pub reason: Option<String>,
     pub cancel_requested: bool,
     pub rerun_of: Option<RunId>,
@@ -255,12 +259,18 @@ pub async fn running_in_project(tx: &mut sqlx::PgConnection, run: RunId) -> Resu
 /// are advanced again (those still held back by something else wait on).
 pub async fn wake_waiting_in_project(db: impl PgExecutor<'_>, ended: RunId) -> Result<()> {
     sqlx::query!(
+        // Pipeline by pipeline through `runs_held`: the oldest held runs of each, then the
+        // oldest of those. Reading the project's runs instead costs a scan of every run a
+        // flood queued, once per run that ends.
         "UPDATE runs SET dirty = true WHERE id IN (
-             SELECT r.id FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+             SELECT h.id FROM pipelines p
+             CROSS JOIN LATERAL (
+                 SELECT r.id FROM runs r
+                 WHERE r.pipeline_id = p.id AND r.status = 'queued' AND NOT r.dirty AND r.id <> $1
+                 ORDER BY r.id LIMIT 8) h
              WHERE p.project_id = (SELECT p2.project_id FROM runs e
                                    JOIN pipelines p2 ON p2.id = e.pipeline_id WHERE e.id = $1)
-               AND r.status = 'queued' AND NOT r.dirty AND r.id <> $1
-             ORDER BY r.id LIMIT 8)",
+             ORDER BY h.id LIMIT 8)",
         ended.0
     )
     .execute(db)
@@ -463,18 +473,28 @@ pub async fn lease_statuses_due(
 ) -> Result<Vec<StatusDue>> {
     Ok(sqlx::query_as!(
         StatusDue,
+        // Repository by repository (a registered few), each one's oldest due run through
+        // `runs_status_due`: the cost is per repository and pipeline, not per run waiting, so a
+        // flood of queued runs does not make every pass read them all.
         r#"WITH due AS (
-               SELECT DISTINCT ON (p.repository_id) r.id
-               FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
-               WHERE (r.context ? 'repository_id') AND p.repository_id IS NOT NULL
-                 AND r.status_reported IS DISTINCT FROM 'final'
-                 AND r.status_reported IS DISTINCT FROM
-                     (CASE WHEN r.status IN ('queued', 'running') THEN 'pending' ELSE 'final' END)
-                 AND (r.status_next_at IS NULL OR r.status_next_at <= now())
-                 AND r.status_attempts < 8
-                 AND (r.status_lease_until IS NULL OR r.status_lease_until < now())
-                 AND p.repository_id <> ALL($1)
-               ORDER BY p.repository_id, r.id
+               SELECT oldest.id
+               FROM repositories g
+               CROSS JOIN LATERAL (
+                   SELECT d.id FROM pipelines p
+                   CROSS JOIN LATERAL (
+                       SELECT r.id FROM runs r
+                       WHERE r.pipeline_id = p.id
+                         AND (r.context ? 'repository_id') AND r.status_attempts < 8
+                         AND r.status_reported IS DISTINCT FROM 'final'
+                         AND r.status_reported IS DISTINCT FROM
+                             (CASE WHEN r.status IN ('queued', 'running') THEN 'pending' ELSE 'final' END)
+                         AND (r.status_next_at IS NULL OR r.status_next_at <= now())
+                         AND (r.status_lease_until IS NULL OR r.status_lease_until < now())
+                       ORDER BY r.id LIMIT 1) d
+                   WHERE p.repository_id = g.id
+                   ORDER BY d.id LIMIT 1) oldest
+               WHERE g.id <> ALL($1)
+               ORDER BY oldest.id
                LIMIT $2)
            UPDATE runs r SET status_lease_until = now() + make_interval(secs => $3)
            FROM pipelines p

@@ -120,11 +120,13 @@ pub async fn claim_queued(
     executor: &str,
     slots: i64,
 ) -> Result<Vec<Claimed>> {
-    // Projects take turns: the oldest queued stage of each project first, then the second
-    // oldest of each, and so on, so one project's many queued stages never keep another's
-    // waiting for all of them. FOR UPDATE SKIP LOCKED: with several engines on one database,
-    // each queued stage is taken by exactly one of them, and none waits on rows another is
-    // claiming. The free slots are counted in the same statement, which saves the scheduler a
+    // Projects take turns, and a project with fewer stages running goes first: a stage's
+    // turn is its place in its project's queue plus the project's stages running now, so
+    // when one slot frees up while a flooding project holds every other, the next stage of
+    // a project running nothing takes it (by queue order alone, the flood's older stage
+    // would, and the other project would wait for a slot after slot).
+    // FOR UPDATE SKIP LOCKED: with several engines on one database, each queued stage is
+    // taken by exactly one of them, and none waits on rows another is claiming. The free slots are counted in the same statement, which saves the scheduler a
     // round trip per stage.
     let rows = sqlx::query_as!(
         Claimed,
@@ -134,11 +136,20 @@ pub async fn claim_queued(
                finished_at = NULL, log_lines = 0, log_bytes = 0, cancel_requested = false
            WHERE id IN (SELECT id FROM stage_runs WHERE id IN (
                             SELECT id FROM (
-                                SELECT q.id, q.queued_at, row_number() OVER (
-                                           PARTITION BY p.project_id ORDER BY q.queued_at, q.id) AS turn
+                                SELECT q.id, q.queued_at,
+                                       row_number() OVER (PARTITION BY p.project_id
+                                                          ORDER BY q.queued_at, q.id)
+                                         + COALESCE(busy.running, 0) AS turn
                                 FROM stage_runs q
                                 JOIN runs r ON r.id = q.run_id
                                 JOIN pipelines p ON p.id = r.pipeline_id
+                                LEFT JOIN (SELECT bp.project_id, count(*) AS running
+                                           FROM stage_runs b
+                                           JOIN runs br ON br.id = b.run_id
+                                           JOIN pipelines bp ON bp.id = br.pipeline_id
+                                           WHERE b.status = 'running'
+                                           GROUP BY bp.project_id) busy
+                                  ON busy.project_id = p.project_id
                                 WHERE q.status = 'queued' AND NOT q.runs_in_engine) waiting
                             ORDER BY turn, queued_at, id
                             LIMIT GREATEST(0, $3 - (SELECT count(*) FROM stage_runs
