@@ -1,7 +1,8 @@
 # shellcheck shell=bash disable=SC2154,SC2034
 # Sourced by `scripts/webhook-bench flood [DELIVERIES]` once its engine is ready (it provides
-# work, url, port, auth, db, db_url, pid and flood). One project's flood against another
-# project's single push (issue 15): see the header of scripts/webhook-bench.
+# work, url, port, auth, db, db_url, pid and flood; its cleanup stops the servers started here,
+# recorder and git_server). One project's flood against another project's single push
+# (issue 15): see the header of scripts/webhook-bench.
 
 secret=${secret:-bench-webhook-secret}
 q() { psql -qAtX -F ' ' "$(db_url "$db")" -c "$1"; }
@@ -40,23 +41,72 @@ recorder=$!
 for _ in $(seq 100); do [[ -s $work/status_api.port ]] && break; sleep 0.05; done
 api_url="http://127.0.0.1:$(cat "$work/status_api.port")"
 
+# The repositories, served over git's smart HTTP: lighttpd running `git http-backend` for
+# everything under $work/repos. A local path would do for the engine (root) but not for the
+# runners, which check out as the step user and are refused root's repositories by libgit2's
+# ownership check. lighttpd cannot listen on a port the OS picks (port 0 means its default),
+# so it is handed a socket already listening on one, as systemd's socket activation does
+# (fd 3, LISTEN_PID its own pid: the launcher execs it); nothing can take the port between.
+mkdir -p "$work/repos" "$work/git-http"
+cat > "$work/git-http/lighttpd.conf" <<CONF
+server.modules = ("mod_alias", "mod_cgi", "mod_setenv")
+server.document-root = "$work/git-http"
+server.systemd-socket-activation = "enable"
+server.errorlog = "$work/git-http/error.log"
+alias.url = ("/git" => "$(git --exec-path)/git-http-backend")
+\$HTTP["url"] =~ "^/git" {
+  cgi.assign = ("" => "")
+  setenv.add-environment = ("GIT_PROJECT_ROOT" => "$work/repos", "GIT_HTTP_EXPORT_ALL" => "", "GIT_CONFIG_NOSYSTEM" => "1")
+}
+CONF
+cat > "$work/git-http/launch.py" <<'PY'
+import os, socket, sys
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(128)
+with open(sys.argv[2], "w") as f:
+    f.write(f"{listener.getsockname()[1]}\n")
+# Python's descriptors are close-on-exec (and this one may already be fd 3).
+if listener.fileno() != 3:
+    os.dup2(listener.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
+os.execvp("lighttpd", ["lighttpd", "-D", "-f", sys.argv[1]])
+PY
+python3 "$work/git-http/launch.py" "$work/git-http/lighttpd.conf" "$work/git-http/port" \
+  > "$work/git-http/stderr.log" 2>&1 &
+git_server=$!
+for _ in $(seq 100); do [[ -s $work/git-http/port ]] && break; sleep 0.05; done
+git_url="http://127.0.0.1:$(cat "$work/git-http/port")/git"
+
 # Project a's pipeline does real work (each run's stage holds a slot for 5 s); b's echoes.
 declare -A shas
 for side in a b; do
-  git init -q --bare -b main "$work/$side.git"
+  git init -q --bare -b main "$work/repos/$side.git"
   git init -q -b main "$work/$side-clone"
   if [[ $side == a ]]; then step="sleep 5"; else step="echo quiet ran"; fi
   printf 'name: %s\non:\n  push:\n    branches: [main]\nstages:\n  - name: build\n    steps:\n      - %s\n' \
     "$side-pipeline" "$step" > "$work/$side-clone/.gantry.yaml"
   git -C "$work/$side-clone" -c user.name=b -c user.email=b@x add -A
   git -C "$work/$side-clone" -c user.name=b -c user.email=b@x commit -qm "$side"
-  git -C "$work/$side-clone" push -q "$work/$side.git" HEAD:refs/heads/main
+  git -C "$work/$side-clone" push -q "$work/repos/$side.git" HEAD:refs/heads/main
   shas[$side]=$(git -C "$work/$side-clone" rev-parse HEAD)
+  # Fetched as the runners will, before anything is registered with it.
+  served=
+  for _ in $(seq 100); do
+    git ls-remote "$git_url/$side.git" main >/dev/null 2>&1 && { served=1; break; }
+    sleep 0.1
+  done
+  if [[ -z $served ]]; then
+    echo "the git server does not serve $git_url/$side.git:" >&2
+    tail -n 20 "$work/git-http/stderr.log" "$work/git-http/error.log" >&2 2>/dev/null || true
+    exit 1
+  fi
   curl -sf "${auth[@]}" -H 'content-type: application/json' "$url/api/v1/projects/$side/repositories" \
-    -d "{\"provider\":\"github\",\"full_name\":\"$side/app\",\"clone_url\":\"$work/$side.git\",\"webhook_secret\":\"$secret\",\"token_secret\":\"gh-token\",\"api_url\":\"$api_url\"}" >/dev/null
+    -d "{\"provider\":\"github\",\"full_name\":\"$side/app\",\"clone_url\":\"$git_url/$side.git\",\"webhook_secret\":\"$secret\",\"token_secret\":\"gh-token\",\"api_url\":\"$api_url\"}" >/dev/null
   curl -sf "${auth[@]}" -X PUT "$url/api/v1/projects/$side/secrets/gh-token" --data-binary ghp_bench_token >/dev/null
   printf '{"ref":"refs/heads/main","before":"%s","after":"%s","created":true,"deleted":false,"head_commit":{"id":"%s","message":"bench"},"commits":[{"id":"%s","added":["a"],"modified":[],"removed":[]}],"repository":{"full_name":"%s/app","clone_url":"%s"},"sender":{"login":"bench"}}' \
-    "0000000000000000000000000000000000000000" "${shas[$side]}" "${shas[$side]}" "${shas[$side]}" "$side" "$work/$side.git" > "$work/$side.json"
+    "0000000000000000000000000000000000000000" "${shas[$side]}" "${shas[$side]}" "${shas[$side]}" "$side" "$git_url/$side.git" > "$work/$side.json"
 done
 
 # The flood: DELIVERIES signed pushes over 32 keep-alive connections, then b's push on a
