@@ -61,12 +61,14 @@ impl From<sqlx::Error> for RunError {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// The version a pipeline file was stored as.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Applied {
     pub pipeline_id: PipelineId,
     pub project: String,
     pub name: String,
     pub version: i32,
+    /// false when the file was identical to the newest version.
     pub created: bool,
 }
 
@@ -107,7 +109,7 @@ pub async fn apply(
 
 /// What a run is about: the event and the commit. Reaches steps as GANTRY_* variables and
 /// `when` conditions as `event`, `branch`, `tag`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RunContext {
     pub event: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,15 +167,18 @@ impl RunContext {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+/// Params and the event the run is about.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct TriggerRequest {
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+    /// Default (or null): a manual run.
     #[serde(default)]
     pub context: Option<RunContext>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// A run that was created.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Triggered {
     pub run_id: RunId,
     pub number: i32,

@@ -15,6 +15,10 @@ use crate::store::StageStatus;
 /// Consecutive reconnections without a byte from the engine before following gives up
 /// (enough to ride out an engine restart).
 const RECONNECTS: u32 = 60;
+/// A fixed delay, not an exponential backoff (`backon`): what is waited for is one engine
+/// coming back, and a follower should see it within half a second rather than after a
+/// doubled delay, and the give-up stays "about 30 s of silence". The load is a request every
+/// 500 ms per follower (a few per `gantry` command), only while the engine cannot serve.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// How often run and stage states are polled while following.
 const POLL: Duration = Duration::from_millis(500);
@@ -99,6 +103,12 @@ pub async fn attempt_log(
                             failures = 0;
                             let mut batch: Vec<LogLine> = Vec::new();
                             let events = parser.push(&bytes);
+                            if let Some(why) = parser.error() {
+                                return Err(ClientError::Protocol(format!(
+                                    "the log stream from {} is not an event stream: {why}",
+                                    client.server()
+                                )));
+                            }
                             let ended = events.iter().any(|e| e.event == "end");
                             for event in events {
                                 if event.event != "message" {

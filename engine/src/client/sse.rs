@@ -1,6 +1,26 @@
-//! A Server-Sent Events parser (the `text/event-stream` format of the WHATWG HTML standard),
-//! fed with bytes as they arrive: events may be split across reads anywhere, even inside a
-//! UTF-8 character or between the `\r` and `\n` of a line end.
+//! The live log's Server-Sent Events (`text/event-stream`), decoded from the response's bytes
+//! by the `sse-stream` crate; events may be split across reads anywhere, even inside a UTF-8
+//! character or between the `\r` and `\n` of a line end.
+//!
+//! Why `sse-stream`: it is maintained (0.3.0, September 2026; what `rmcp` decodes with), it
+//! takes a byte stream such as reqwest's, and it leaves the connection to us, which resumes
+//! from the number of the last line written rather than from an event's `id`.
+//! `eventsource-stream` has had no release since February 2022, and `reqwest-eventsource`,
+//! built on it, opens and retries the request itself.
+//!
+//! The crate hands over raw event blocks; `Parser` adds what a browser's `EventSource` does
+//! with them (a block without `data` is not an event, one without a type is a `message`) and
+//! takes the bytes pushed as `follow` reads them.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::{FutureExt, Stream, StreamExt};
+use sse_stream::SseByteStream;
 
 /// One dispatched event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -13,83 +33,74 @@ pub struct Event {
     pub id: Option<String>,
 }
 
-#[derive(Debug, Default)]
+/// The chunks pushed and not decoded yet, as the `Stream` the crate decodes: pending while
+/// empty. It wakes no one, as only `Parser::push` polls it, right after queueing a chunk.
+#[derive(Clone, Default)]
+struct Pushed(Arc<Mutex<VecDeque<Bytes>>>);
+
+impl Stream for Pushed {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.0.lock().ok().and_then(|mut queue| queue.pop_front()) {
+            Some(chunk) => Poll::Ready(Some(Ok(chunk))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Takes a stream's bytes as they are read and returns the events they complete.
 pub struct Parser {
-    /// Bytes of an unfinished line.
-    partial: Vec<u8>,
-    /// The previous read ended with `\r`: a `\n` starting the next one belongs to it.
-    after_cr: bool,
-    event: Option<String>,
-    data: Option<String>,
-    id: Option<String>,
+    pushed: Pushed,
+    decoder: SseByteStream<Pushed>,
+    /// Why decoding stopped: the bytes were not an event stream (invalid UTF-8 in a field).
+    error: Option<String>,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        let pushed = Pushed::default();
+        Parser {
+            decoder: SseByteStream::new(pushed.clone()),
+            pushed,
+            error: None,
+        }
+    }
 }
 
 impl Parser {
     /// Takes the next bytes of the stream and returns the events they complete.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<Event> {
         let mut events = Vec::new();
-        let mut rest = bytes;
-        if self.after_cr {
-            self.after_cr = false;
-            if let Some(tail) = rest.strip_prefix(b"\n") {
-                rest = tail;
-            }
+        if self.error.is_some() {
+            return events;
         }
-        while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-            self.partial.extend_from_slice(&rest[..end]);
-            let line = std::mem::take(&mut self.partial);
-            if let Some(event) = self.line(&String::from_utf8_lossy(&line)) {
-                events.push(event);
-            }
-            if rest[end] == b'\r' {
-                match rest.get(end + 1) {
-                    Some(b'\n') => rest = &rest[end + 2..],
-                    Some(_) => rest = &rest[end + 1..],
-                    None => {
-                        self.after_cr = true;
-                        rest = &[];
+        if let Ok(mut queue) = self.pushed.0.lock() {
+            queue.push_back(Bytes::copy_from_slice(bytes));
+        }
+        while let Some(Some(block)) = self.decoder.next().now_or_never() {
+            match block {
+                // A block without data is not an event, one without a type is a `message`.
+                Ok(block) => events.extend(block.data.map(|data| {
+                    Event {
+                        event: block
+                            .event
+                            .filter(|e| !e.is_empty())
+                            .unwrap_or_else(|| "message".into()),
+                        data,
+                        id: block.id,
                     }
-                }
-            } else {
-                rest = &rest[end + 1..];
+                })),
+                Err(e) => self.error = Some(e.to_string()),
             }
         }
-        self.partial.extend_from_slice(rest);
         events
     }
 
-    fn line(&mut self, line: &str) -> Option<Event> {
-        if line.is_empty() {
-            // A blank line dispatches the event (if it had data).
-            let event = self.event.take();
-            let id = self.id.take();
-            let data = self.data.take()?;
-            return Some(Event {
-                event: event.unwrap_or_else(|| "message".into()),
-                data,
-                id,
-            });
-        }
-        if line.starts_with(':') {
-            return None; // a comment (keep-alive)
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
-        };
-        match field {
-            "event" => self.event = Some(value.to_owned()),
-            "data" => match &mut self.data {
-                Some(data) => {
-                    data.push('\n');
-                    data.push_str(value);
-                }
-                None => self.data = Some(value.to_owned()),
-            },
-            "id" if !value.contains('\0') => self.id = Some(value.to_owned()),
-            _ => {} // `retry` and unknown fields
-        }
-        None
+    /// Why the bytes pushed so far are not an event stream, if they are not; no events come
+    /// after that.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
     }
 }
 
@@ -159,5 +170,16 @@ mod tests {
         let mut parser = Parser::default();
         assert!(parser.push(b"event: ping\n\n").is_empty());
         assert!(parser.push(b"id: 3\n\n").is_empty());
+        assert!(parser.push(b"retry: 10\n\n").is_empty());
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_stop_the_events_with_an_error() {
+        let mut parser = Parser::default();
+        assert_eq!(parser.push(b"data: 1\n\n").len(), 1);
+        assert_eq!(parser.error(), None);
+        assert!(parser.push(b"data: \xff\n\ndata: 2\n\n").is_empty());
+        assert!(parser.error().is_some());
+        assert!(parser.push(b"data: 3\n\n").is_empty());
     }
 }

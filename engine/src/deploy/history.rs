@@ -16,15 +16,18 @@ use serde_json::{Map, Value, json};
 use super::DeployError;
 use super::rollout::{CHANGE_CAUSE, REVISION};
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// One revision of a Deployment: a ReplicaSet it controls.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Revision {
     pub revision: i64,
     pub replica_set: String,
+    #[schema(required)]
     pub change_cause: Option<String>,
     /// `container=image` for each container.
     pub images: Vec<String>,
     /// Whether the Deployment runs this revision now.
     pub current: bool,
+    #[schema(required)]
     pub created: Option<String>,
 }
 
@@ -214,7 +217,8 @@ pub async fn history(
         .collect())
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// The outcome of an undo.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Undone {
     /// The revision whose template was put back.
     pub to_revision: i64,
@@ -223,6 +227,7 @@ pub struct Undone {
     /// The revision the rollback became (the newest), once the Deployment controller took it
     /// in; `None` when it had not within a few seconds (or nothing changed).
     #[serde(default)]
+    #[schema(required)]
     pub revision: Option<i64>,
 }
 

@@ -43,7 +43,8 @@ pub fn parse_target(text: &str) -> Option<(&str, &str)> {
 
 /// A Deployment a pipeline of a project rolls out to (the project's members may see its
 /// history and roll it back).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = DeployTarget)]
 pub struct Target {
     pub namespace: String,
     pub deployment: String,

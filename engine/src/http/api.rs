@@ -9,9 +9,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 pub use super::error::Input;
-use super::error::{ApiError, Path, Query, Text};
+use super::error::{ApiError, ErrorBody, Path, Query, Text};
+use super::openapi::{
+    ArtifactPath, Conflict, DeploymentPath, Forbidden, Gzip, Internal, LastEventId, NotFound,
+    PipelinePath, ProjectPath, RunNumberPath, RunPath, SecretPath, SecretValue, SseEvent,
+    StagePath, Unauthorized, Unprocessable,
+};
 use super::users;
 use crate::access::{self, Action, Principal};
 use crate::engine::Engine;
@@ -95,7 +101,19 @@ fn cluster(engine: &Engine) -> Result<&kube::Client, ApiError> {
 }
 
 /// The Deployments the project's pipelines roll out to.
-async fn deployment_targets(
+#[utoipa::path(
+    get, path = "/projects/{project}/deployments", tag = "deployments", operation_id = "deploymentTargets",
+    summary = "The Deployments the project's pipelines roll out to.",
+    params(ProjectPath),
+    responses(
+        (status = 200, description = "The Deployments.", body = Vec<crate::deploy::Target>),
+        (status = 404, response = NotFound),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn deployment_targets(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path(project): Path<String>,
@@ -128,7 +146,21 @@ pub(crate) async fn authorized_deployment<'e>(
 }
 
 /// `kubectl rollout history`: the Deployment's revisions, oldest first.
-async fn deployment_history(
+#[utoipa::path(
+    get, path = "/projects/{project}/deployments/{namespace}/{name}/history", tag = "deployments", operation_id = "deploymentHistory",
+    summary = "A Deployment's revisions (`kubectl rollout history`), oldest first.",
+    params(DeploymentPath),
+    responses(
+        (status = 200, description = "The revisions.", body = Vec<crate::deploy::history::Revision>),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn deployment_history(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((project, namespace, name)): Path<(String, String, String)>,
@@ -140,15 +172,31 @@ async fn deployment_history(
     ))
 }
 
-#[derive(Deserialize, Default)]
-struct UndoRequest {
-    /// 0 (the default): the revision before the current one.
+#[derive(Deserialize, Default, ToSchema)]
+pub(crate) struct UndoRequest {
+    /// The revision to go back to; 0 (the default): the one before the current.
     #[serde(default)]
+    #[schema(minimum = 0, default = 0)]
     to_revision: i64,
 }
 
 /// `kubectl rollout undo [--to-revision N]`.
-async fn deployment_undo(
+#[utoipa::path(
+    post, path = "/projects/{project}/deployments/{namespace}/{name}/undo", tag = "deployments", operation_id = "undoDeployment",
+    summary = "Roll a Deployment back to an earlier revision (`kubectl rollout undo`).",
+    params(DeploymentPath),
+    request_body(content = Option<UndoRequest>, description = "The revision to go back to."),
+    responses(
+        (status = 200, description = "What was put back.", body = crate::deploy::history::Undone),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn deployment_undo(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((project, namespace, name)): Path<(String, String, String)>,
@@ -173,7 +221,17 @@ fn run_id(text: &str) -> Result<RunId, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("`{text}` is not a run id")))
 }
 
-async fn list_pipelines(
+#[utoipa::path(
+    get, path = "/pipelines", tag = "pipelines", operation_id = "listPipelines",
+    summary = "Every pipeline of every project, with its newest version.",
+    responses(
+        (status = 200, description = "The pipelines.", body = Vec<pipelines::PipelineRow>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn list_pipelines(
     State(engine): State<Arc<Engine>>,
     who: Principal,
 ) -> Result<Json<Vec<pipelines::PipelineRow>>, ApiError> {
@@ -183,14 +241,32 @@ async fn list_pipelines(
     ))
 }
 
-#[derive(Deserialize)]
-struct ApplyQuery {
-    /// The file name shown in validation messages.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ApplyQuery {
+    /// The file name shown in validation messages (default `.gantry.yaml`).
     file: Option<String>,
 }
 
 /// Body: the pipeline YAML.
-async fn apply_pipeline(
+#[utoipa::path(
+    post, path = "/projects/{project}/pipelines", tag = "pipelines", operation_id = "applyPipeline",
+    summary = "Validate a pipeline file and store it as its pipeline's newest version (unless it is identical to the newest). Creates the project and pipeline if needed.",
+    params(ProjectPath, ApplyQuery),
+    request_body(
+        description = "The pipeline file (YAML).",
+        content((String = "application/yaml"), (String = "text/plain"))
+    ),
+    responses(
+        (status = 201, description = "Stored as a new version.", body = run::Applied),
+        (status = 200, description = "Identical to the newest version; nothing stored.", body = run::Applied),
+        (status = 422, description = "The file is not a valid pipeline: `problems` lists every problem as `FILE:LINE:COL: message`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn apply_pipeline(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path(project): Path<String>,
@@ -208,7 +284,24 @@ async fn apply_pipeline(
     Ok((status, Json(applied)))
 }
 
-async fn trigger(
+#[utoipa::path(
+    post, path = "/projects/{project}/pipelines/{name}/runs", tag = "runs", operation_id = "triggerRun",
+    summary = "Start a run of the pipeline's newest version.",
+    params(PipelinePath),
+    request_body(
+        content = Option<TriggerRequest>,
+        description = "Params and the event the run is about (default: a manual run with the params' defaults)."
+    ),
+    responses(
+        (status = 201, description = "The run was created.", body = run::Triggered),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn trigger(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((project, name)): Path<(String, String)>,
@@ -221,12 +314,24 @@ async fn trigger(
     Ok((StatusCode::CREATED, Json(triggered)))
 }
 
-#[derive(Deserialize)]
-struct Page {
+/// A page of runs, newest first.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct Page {
+    /// Only runs with a smaller id (to page backwards).
     before: Option<i64>,
+    /// How many runs (1-500, default 50).
+    #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<i64>,
+}
+
+/// Which runs `GET /runs` lists.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RunFilter {
+    /// Only runs of the pipeline with this id.
     pipeline: Option<i64>,
-    /// Only this project's runs (`GET /runs`).
+    /// Only runs of this project (the caller must be able to read it).
     project: Option<String>,
 }
 
@@ -248,7 +353,20 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-async fn pipeline_runs(
+#[utoipa::path(
+    get, path = "/projects/{project}/pipelines/{name}/runs", tag = "runs", operation_id = "listPipelineRuns",
+    summary = "Runs of one pipeline, newest first.",
+    params(PipelinePath, Page),
+    responses(
+        (status = 200, description = "The runs.", body = Vec<runs::RunRow>),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn pipeline_runs(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((project, name)): Path<(String, String)>,
@@ -267,13 +385,27 @@ async fn pipeline_runs(
     Ok(Json(rows))
 }
 
-async fn list_runs(
+#[utoipa::path(
+    get, path = "/runs", tag = "runs", operation_id = "listRuns",
+    summary = "Runs of every pipeline the caller may read (or of one project), newest first.",
+    params(Page, RunFilter),
+    responses(
+        (status = 200, description = "The runs.", body = Vec<runs::RunRow>),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn list_runs(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Query(page): Query<Page>,
+    Query(filter): Query<RunFilter>,
 ) -> Result<Json<Vec<runs::RunRow>>, ApiError> {
     let limit = page.limit()?;
-    let visible = match &page.project {
+    let visible = match &filter.project {
         // One project: the caller must be able to read it (an unreadable one is refused, not
         // shown as empty).
         Some(project) => {
@@ -285,7 +417,7 @@ async fn list_runs(
     Ok(Json(
         runs::list(
             &engine.store.pool,
-            page.pipeline.map(PipelineId),
+            filter.pipeline.map(PipelineId),
             page.before.map(RunId),
             limit,
             visible.as_deref(),
@@ -294,11 +426,14 @@ async fn list_runs(
     ))
 }
 
-#[derive(Serialize)]
-struct RunView {
+/// A run with its stages.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RunDetail)]
+pub(crate) struct RunView {
     #[serde(flatten)]
     run: runs::RunRow,
     /// The `description` of the pipeline version the run ran.
+    #[schema(required)]
     description: Option<String>,
     stages: Vec<stages::StageRunRow>,
 }
@@ -320,7 +455,20 @@ impl RunView {
     }
 }
 
-async fn get_run(
+#[utoipa::path(
+    get, path = "/runs/{id}", tag = "runs", operation_id = "getRun",
+    summary = "A run with its stages.",
+    params(RunPath),
+    responses(
+        (status = 200, description = "The run.", body = RunView),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn get_run(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path(id): Path<String>,
@@ -331,7 +479,20 @@ async fn get_run(
 
 /// `PIPELINE#N`: a run by the number its pipeline gave it, readable by whoever may read
 /// `GET /runs/{id}`.
-async fn get_run_by_number(
+#[utoipa::path(
+    get, path = "/projects/{project}/pipelines/{name}/runs/{number}", tag = "runs", operation_id = "getRunByNumber",
+    summary = "A run with its stages, by the number its pipeline gave it (`#N` in the web UI), for whoever may read `GET /runs/{id}`.",
+    params(RunNumberPath),
+    responses(
+        (status = 200, description = "The run.", body = RunView),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn get_run_by_number(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((project, name, number)): Path<(String, String, String)>,
@@ -353,14 +514,29 @@ async fn get_run_by_number(
     Ok(Json(RunView::of(&engine, run).await?))
 }
 
-#[derive(Serialize)]
-struct StageView {
+/// A stage with its steps.
+#[derive(Serialize, ToSchema)]
+#[schema(as = StageDetail)]
+pub(crate) struct StageView {
     #[serde(flatten)]
     stage: stages::StageRunRow,
     steps: Vec<stages::StepRow>,
 }
 
-async fn get_stage(
+#[utoipa::path(
+    get, path = "/runs/{id}/stages/{key}", tag = "runs", operation_id = "getStage",
+    summary = "One stage of a run with the steps of all its attempts.",
+    params(StagePath),
+    responses(
+        (status = 200, description = "The stage.", body = StageView),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn get_stage(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((id, key)): Path<(String, String)>,
@@ -371,7 +547,21 @@ async fn get_stage(
     Ok(Json(StageView { stage, steps }))
 }
 
-async fn cancel_run(
+#[utoipa::path(
+    post, path = "/runs/{id}/cancel", tag = "runs", operation_id = "cancelRun",
+    summary = "Cancel a run: stages not started are cancelled, running ones are stopped.",
+    params(RunPath),
+    responses(
+        (status = 202, description = "Cancelling."),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn cancel_run(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path(id): Path<String>,
@@ -382,7 +572,21 @@ async fn cancel_run(
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn cancel_stage(
+#[utoipa::path(
+    post, path = "/runs/{id}/stages/{key}/cancel", tag = "runs", operation_id = "cancelStage",
+    summary = "Cancel one stage: a running attempt is stopped, a waiting stage is cancelled.",
+    params(StagePath),
+    responses(
+        (status = 202, description = "Cancelling."),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn cancel_stage(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((id, key)): Path<(String, String)>,
@@ -394,13 +598,39 @@ async fn cancel_stage(
     Ok(StatusCode::ACCEPTED)
 }
 
-#[derive(Deserialize, Default)]
-struct RerunBody {
+#[derive(Deserialize, Default, ToSchema)]
+#[schema(as = RerunRequest)]
+pub(crate) struct RerunBody {
+    /// Keep the results of stages that succeeded.
     #[serde(default)]
+    #[schema(default = false)]
     failed_only: bool,
 }
 
-async fn rerun(
+/// The body approve and reject take, and ignore: the signed-in caller is recorded as the one
+/// who decided.
+#[derive(ToSchema)]
+pub struct ApprovalRequest {
+    /// Ignored: the signed-in caller is recorded as the one who decided.
+    pub by: Option<String>,
+}
+
+#[utoipa::path(
+    post, path = "/runs/{id}/rerun", tag = "runs", operation_id = "rerunRun",
+    summary = "Start a new run of the same pipeline version, params and commit.",
+    params(RunPath),
+    request_body(content = Option<RerunBody>, description = "Whether to rerun only what did not succeed."),
+    responses(
+        (status = 201, description = "The new run.", body = run::Triggered),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn rerun(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path(id): Path<String>,
@@ -413,7 +643,22 @@ async fn rerun(
     Ok((StatusCode::CREATED, Json(triggered)))
 }
 
-async fn approve(
+#[utoipa::path(
+    post, path = "/runs/{id}/stages/{key}/approve", tag = "runs", operation_id = "approveStage",
+    summary = "Approve a stage waiting for approval.",
+    params(StagePath),
+    request_body(content = Option<ApprovalRequest>, description = "Who decides."),
+    responses(
+        (status = 204, description = "Approved; the stage goes on."),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn approve(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((id, key)): Path<(String, String)>,
@@ -422,7 +667,22 @@ async fn approve(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn reject(
+#[utoipa::path(
+    post, path = "/runs/{id}/stages/{key}/reject", tag = "runs", operation_id = "rejectStage",
+    summary = "Reject a stage waiting for approval (it fails).",
+    params(StagePath),
+    request_body(content = Option<ApprovalRequest>, description = "Who decides."),
+    responses(
+        (status = 204, description = "Rejected; the stage failed."),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn reject(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((id, key)): Path<(String, String)>,
@@ -479,11 +739,14 @@ pub async fn approvers_of(
         .unwrap_or_default())
 }
 
-#[derive(Deserialize)]
-struct LogQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LogQuery {
     /// Which attempt (default: the current one).
+    #[param(minimum = 1)]
     attempt: Option<i32>,
-    /// Follow from after this line (SSE clients send `Last-Event-ID` instead).
+    /// Start after this line number (`Last-Event-ID` wins if both are given).
+    #[param(minimum = 0)]
     after: Option<i64>,
 }
 
@@ -514,7 +777,23 @@ fn log_owner(stage: &stages::StageRunRow) -> store::StageRunId {
     stage.reused_from.unwrap_or(stage.id)
 }
 
-async fn stage_logs(
+#[utoipa::path(
+    get, path = "/runs/{id}/stages/{key}/logs", tag = "logs", operation_id = "getStageLog",
+    summary = "The text of one attempt's log, streamed.",
+    params(
+        StagePath,
+        ("attempt" = Option<i32>, Query, minimum = 1, description = "Which attempt (default: the current one)."),
+    ),
+    responses(
+        (status = 200, description = "The log's lines, each ending in a newline.", body = String, content_type = "text/plain"),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn stage_logs(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((id, key)): Path<(String, String)>,
@@ -527,7 +806,23 @@ async fn stage_logs(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 
-async fn follow_logs(
+#[utoipa::path(
+    get, path = "/runs/{id}/stages/{key}/logs/stream", tag = "logs", operation_id = "followStageLog",
+    summary = "Follow one attempt's log live over Server-Sent Events.",
+    params(StagePath, LogQuery, LastEventId),
+    responses(
+        (status = 200,
+            description = "An event stream. Each line is an event whose `id` is its line number and whose `data` is a `LogLine` as JSON; reconnect with `Last-Event-ID` to resume. Once the attempt has ended and every line was sent, an `end` event (data `{}`) closes the stream.",
+            content((SseEvent = "text/event-stream",
+                extensions(("x-event-data" = json!({ "$ref": "#/components/schemas/LogLine" })))))),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn follow_logs(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((id, key)): Path<(String, String)>,
@@ -546,7 +841,20 @@ async fn follow_logs(
     Ok(super::logs::follow(Arc::clone(&engine), log_owner(&stage), attempt, after).into_response())
 }
 
-async fn run_artifacts(
+#[utoipa::path(
+    get, path = "/runs/{id}/artifacts", tag = "runs", operation_id = "listArtifacts",
+    summary = "The artifacts the run's stages kept (including those a rerun reused).",
+    params(RunPath),
+    responses(
+        (status = 200, description = "The artifacts.", body = Vec<store::artifacts::ArtifactRow>),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn run_artifacts(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path(id): Path<String>,
@@ -564,7 +872,21 @@ async fn run_artifacts(
 
 /// One artifact of the run (a tar.gz of what the stage kept), streamed one stored chunk at a
 /// time, with its SHA-256 in `X-Checksum-Sha256` so a download can be checked.
-async fn download_artifact(
+#[utoipa::path(
+    get, path = "/runs/{id}/artifacts/{artifact}", tag = "runs", operation_id = "downloadArtifact",
+    summary = "Download one artifact of the run: a tar.gz of the paths the stage kept, its SHA-256 in the `X-Checksum-Sha256` header.",
+    params(ArtifactPath),
+    responses(
+        (status = 200, description = "The artifact.", body = inline(Gzip), content_type = "application/gzip",
+            headers(("X-Checksum-Sha256" = String, description = "The SHA-256 of the body, hex."))),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn download_artifact(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((id, artifact)): Path<(String, String)>,
@@ -625,7 +947,20 @@ async fn download_artifact(
     Ok(response)
 }
 
-async fn run_events(
+#[utoipa::path(
+    get, path = "/runs/{id}/events", tag = "runs", operation_id = "listRunEvents",
+    summary = "What happened in the run, oldest first: triggered, stages queued, started, ended, approved or rejected (and by whom), cancelled, the run's end.",
+    params(RunPath),
+    responses(
+        (status = 200, description = "The events.", body = Vec<store::events::EventRow>),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn run_events(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path(id): Path<String>,
@@ -636,7 +971,19 @@ async fn run_events(
     ))
 }
 
-async fn list_secrets(
+#[utoipa::path(
+    get, path = "/projects/{project}/secrets", tag = "secrets", operation_id = "listSecrets",
+    summary = "The names of a project's secrets (values are never returned).",
+    params(ProjectPath),
+    responses(
+        (status = 200, description = "The secrets.", body = Vec<store::secrets::SecretInfo>),
+        (status = 404, response = NotFound),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn list_secrets(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path(project): Path<String>,
@@ -652,7 +999,23 @@ async fn list_secrets(
 /// The shortest secret value accepted.
 pub const MIN_SECRET_CHARS: usize = 4;
 
-async fn put_secret(
+#[utoipa::path(
+    put, path = "/projects/{project}/secrets/{name}", tag = "secrets", operation_id = "putSecret",
+    summary = "Create or replace a secret. The value is stored encrypted and is write-only.",
+    params(SecretPath),
+    request_body(
+        content = inline(SecretValue), content_type = "text/plain",
+        description = "The secret's value, as is: at least 4 characters (a shorter value could not be masked in logs)."
+    ),
+    responses(
+        (status = 204, description = "Stored."),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
+pub(crate) async fn put_secret(
     State(engine): State<Arc<Engine>>,
     who: Principal,
     Path((project, name)): Path<(String, String)>,

@@ -5,7 +5,6 @@ use axum::Json;
 use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::engine::EngineError;
 use crate::run::RunError;
@@ -180,20 +179,45 @@ impl From<RunError> for ApiError {
     }
 }
 
+/// The body of every error answer. `problems` is there only for an invalid pipeline.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+// No other fields are ever sent: this also has the document say so (`additionalProperties`).
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// For an invalid pipeline: one `FILE:LINE:COL: message` per problem.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+impl ErrorBody {
+    fn new(error: impl Into<String>) -> Json<ErrorBody> {
+        Json(ErrorBody {
+            error: error.into(),
+            problems: Vec::new(),
+        })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, body) = match &self {
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "error": m })),
-            ApiError::BadRequest(m) => (StatusCode::UNPROCESSABLE_ENTITY, json!({ "error": m })),
+        let (status, body) = match self {
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, ErrorBody::new(m)),
+            ApiError::BadRequest(m) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorBody::new(m)),
             ApiError::Invalid(problems) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                json!({ "error": "invalid pipeline", "problems": problems }),
+                Json(ErrorBody {
+                    error: "invalid pipeline".into(),
+                    problems,
+                }),
             ),
-            ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "error": m })),
-            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({ "error": m })),
-            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "error": m })),
-            ApiError::BadPayload(m) => (StatusCode::BAD_REQUEST, json!({ "error": m })),
-            ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, json!({ "error": m })),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, ErrorBody::new(m)),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, ErrorBody::new(m)),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, ErrorBody::new(m)),
+            ApiError::BadPayload(m) => (StatusCode::BAD_REQUEST, ErrorBody::new(m)),
+            ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorBody::new(m)),
             ApiError::Busy {
                 message,
                 retry_after_secs,
@@ -204,7 +228,7 @@ impl IntoResponse for ApiError {
                         axum::http::header::RETRY_AFTER,
                         retry_after_secs.to_string(),
                     )],
-                    Json(json!({ "error": message })),
+                    ErrorBody::new(message),
                 )
                     .into_response();
             }
@@ -212,11 +236,11 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %detail, "internal error");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({ "error": "internal error; see the engine's log" }),
+                    ErrorBody::new("internal error; see the engine's log"),
                 )
             }
         };
-        (status, Json(body)).into_response()
+        (status, body).into_response()
     }
 }
 

@@ -15,13 +15,25 @@ use serde::Serialize;
 use crate::engine::Engine;
 use crate::store::{StageRunId, StageStatus, logs, stages};
 
-/// One line as the API shows it.
-#[derive(Debug, Serialize, PartialEq)]
+/// One log line, as the `data` of a log stream event.
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = LogLine)]
 pub struct LineView<'a> {
+    /// The line number, from 1 per attempt.
     pub n: i64,
+    /// When it was written (Unix milliseconds).
     pub ts_ms: i64,
+    #[schema(schema_with = stream_schema)]
     pub stream: wire::Stream,
     pub text: &'a str,
+}
+
+/// `wire::Stream`'s names as it serialises them: the runner crate knows nothing of OpenAPI.
+fn stream_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["stdout", "stderr", "system"]))
+        .build()
 }
 
 /// Calls `f` for each stored line of a chunk with its line number, starting after `after`.

@@ -10,14 +10,19 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, Input, Path, Text};
+use super::openapi::{
+    Conflict, Forbidden, Internal, MemberPath, NotFound, Password, ProjectPath, TokenPath,
+    Unauthorized, Unprocessable, UserPath,
+};
 use crate::access::{self, Action, Principal, Role, credential, password};
 use crate::engine::Engine;
 use crate::store::{access as db, pipelines};
 
 /// The caller and the projects they may see, with the role they act with in each.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Me {
     pub name: String,
+    /// An engine administrator: every role in every project, and manages users.
     pub is_admin: bool,
     pub projects: Vec<db::ProjectRow>,
 }
@@ -42,6 +47,16 @@ pub async fn visible_projects(
         .collect())
 }
 
+#[utoipa::path(
+    get, path = "/me", tag = "access", operation_id = "getMe",
+    summary = "The caller: name, whether an engine administrator, and the projects they may see with their role in each.",
+    responses(
+        (status = 200, description = "The caller.", body = Me),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
 pub async fn me(State(engine): State<Arc<Engine>>, who: Principal) -> Result<Json<Me>, ApiError> {
     let user = who.require_user(false)?;
     Ok(Json(Me {
@@ -51,6 +66,16 @@ pub async fn me(State(engine): State<Arc<Engine>>, who: Principal) -> Result<Jso
     }))
 }
 
+#[utoipa::path(
+    get, path = "/projects", tag = "access", operation_id = "listProjects",
+    summary = "The projects the caller may see, with their role in each.",
+    responses(
+        (status = 200, description = "The projects.", body = Vec<db::ProjectRow>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
 pub async fn projects(
     State(engine): State<Arc<Engine>>,
     who: Principal,
@@ -59,13 +84,28 @@ pub async fn projects(
     Ok(Json(visible_projects(&engine, &who).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ProjectSettings {
-    /// Whether anyone, signed in or not, may read the project.
+    /// Anyone may read it, signed in or not (null or left out: unchanged).
     pub anonymous_read: Option<bool>,
 }
 
 /// Creates a project (administrators) or changes its settings (the project's admins).
+#[utoipa::path(
+    put, path = "/projects/{project}", tag = "access", operation_id = "putProject",
+    summary = "Create a project (engine administrators) or change its settings (the project's admins).",
+    params(ProjectPath),
+    request_body = ProjectSettings,
+    responses(
+        (status = 201, description = "Created."),
+        (status = 204, description = "Changed."),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
 pub async fn put_project(
     State(engine): State<Arc<Engine>>,
     who: Principal,
@@ -108,6 +148,18 @@ async fn managed_project(
         .ok_or_else(|| ApiError::NotFound(format!("project `{project}` not found")))
 }
 
+#[utoipa::path(
+    get, path = "/projects/{project}/members", tag = "access", operation_id = "listMembers",
+    summary = "The project's members and their roles (the project's admins).",
+    params(ProjectPath),
+    responses(
+        (status = 200, description = "The members.", body = Vec<db::MemberRow>),
+        (status = 404, response = NotFound),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
 pub async fn members(
     State(engine): State<Arc<Engine>>,
     who: Principal,
@@ -117,11 +169,28 @@ pub async fn members(
     Ok(Json(db::members(&engine.store.pool, id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = MemberRequest)]
 pub struct MemberBody {
+    // A string, not a `Role`: an unknown one is answered with the roles there are.
+    #[schema(value_type = Role)]
     pub role: String,
 }
 
+#[utoipa::path(
+    put, path = "/projects/{project}/members/{user}", tag = "access", operation_id = "putMember",
+    summary = "Give a user a role in the project (the project's admins).",
+    params(MemberPath),
+    request_body = MemberBody,
+    responses(
+        (status = 204, description = "Set."),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
 pub async fn put_member(
     State(engine): State<Arc<Engine>>,
     who: Principal,
@@ -140,6 +209,18 @@ pub async fn put_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete, path = "/projects/{project}/members/{user}", tag = "access", operation_id = "removeMember",
+    summary = "Take a user's role in the project away (the project's admins).",
+    params(MemberPath),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, response = NotFound),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
 pub async fn remove_member(
     State(engine): State<Arc<Engine>>,
     who: Principal,
@@ -151,6 +232,16 @@ pub async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get, path = "/users", tag = "access", operation_id = "listUsers",
+    summary = "Every user (engine administrators).",
+    responses(
+        (status = 200, description = "The users.", body = Vec<db::UserRow>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
 pub async fn list_users(
     State(engine): State<Arc<Engine>>,
     who: Principal,
@@ -159,16 +250,32 @@ pub async fn list_users(
     Ok(Json(db::users(&engine.store.pool).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct NewUser {
+    #[schema(pattern = "^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")]
     pub name: String,
-    /// Without one the user cannot sign in to the web UI until one is set
+    /// Without one (or null) the user cannot sign in to the web UI until one is set
     /// (`PUT /users/{name}/password`).
+    #[schema(min_length = 8)]
     pub password: Option<String>,
     #[serde(default)]
+    #[schema(default = false)]
     pub is_admin: bool,
 }
 
+#[utoipa::path(
+    post, path = "/users", tag = "access", operation_id = "createUser",
+    summary = "Create a user (engine administrators).",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "Created.", body = db::UserRow),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
 pub async fn create_user(
     State(engine): State<Arc<Engine>>,
     who: Principal,
@@ -191,6 +298,23 @@ pub async fn create_user(
 }
 
 /// Body: the new password. Users set their own; administrators anyone's.
+#[utoipa::path(
+    put, path = "/users/{name}/password", tag = "access", operation_id = "setPassword",
+    summary = "Set a user's password (one's own, or anyone's for engine administrators).",
+    params(UserPath),
+    request_body(
+        content = inline(Password), content_type = "text/plain",
+        description = "The new password (at least 8 characters)."
+    ),
+    responses(
+        (status = 204, description = "Set."),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
 pub async fn set_password(
     State(engine): State<Arc<Engine>>,
     who: Principal,
@@ -208,6 +332,16 @@ pub async fn set_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get, path = "/tokens", tag = "access", operation_id = "listTokens",
+    summary = "The caller's API tokens (never their values).",
+    responses(
+        (status = 200, description = "The tokens.", body = Vec<db::TokenRow>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
 pub async fn list_tokens(
     State(engine): State<Arc<Engine>>,
     who: Principal,
@@ -216,25 +350,41 @@ pub async fn list_tokens(
     Ok(Json(db::tokens_of(&engine.store.pool, me.id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct NewToken {
+    /// 1 to 100 characters, not only spaces (leading and trailing ones are dropped).
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
-    /// Days until it expires (default: never).
+    /// Days until the token expires, 1 to 3650 (ten years). Default (or null): never.
+    #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
 }
 
 /// The longest a token may be given to live, in days (ten years).
 pub const MAX_TOKEN_DAYS: u32 = 3650;
 
-/// A token as created: the only time its value is shown.
-#[derive(Serialize)]
+/// A token just created, with its value: keep it, it is not shown again.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     #[serde(flatten)]
     pub row: db::TokenRow,
+    /// The token (`gty_...`): send it as `Authorization: Bearer TOKEN`.
     pub token: String,
 }
 
 /// Creates an API token for the caller.
+#[utoipa::path(
+    post, path = "/tokens", tag = "access", operation_id = "createToken",
+    summary = "Create an API token for the caller. Its value is in this answer only: it is stored hashed.",
+    request_body = NewToken,
+    responses(
+        (status = 201, description = "Created.", body = CreatedToken),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
 pub async fn create_token(
     State(engine): State<Arc<Engine>>,
     who: Principal,
@@ -282,6 +432,19 @@ pub async fn issue_token(
 }
 
 /// Revokes one of the caller's tokens.
+#[utoipa::path(
+    delete, path = "/tokens/{id}", tag = "access", operation_id = "deleteToken",
+    summary = "Revoke one of the caller's API tokens.",
+    params(TokenPath),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    )
+)]
 pub async fn delete_token(
     State(engine): State<Arc<Engine>>,
     who: Principal,

@@ -9,7 +9,18 @@ use sqlx::PgExecutor;
 use super::{ProjectId, Result, StoreError};
 
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
 )]
 #[sqlx(transparent)]
 #[serde(transparent)]
@@ -17,7 +28,18 @@ pub struct UserId(pub i64);
 
 /// A role in one project; each includes what the ones before it allow.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
 )]
 #[sqlx(type_name = "project_role", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
@@ -45,10 +67,13 @@ impl Role {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// A user.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = User)]
 pub struct UserRow {
     pub id: UserId,
     pub name: String,
+    /// An engine administrator: every role in every project, and manages users.
     pub is_admin: bool,
     pub created_at: DateTime<Utc>,
 }
@@ -189,12 +214,16 @@ pub async fn touch_token(db: impl PgExecutor<'_>, id: i64) -> Result<()> {
     Ok(())
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// An API token (its value is never shown again after creation).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Token)]
 pub struct TokenRow {
     pub id: i64,
     pub name: String,
     pub created_at: DateTime<Utc>,
+    #[schema(required)]
     pub last_used_at: Option<DateTime<Utc>>,
+    #[schema(required)]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -338,11 +367,15 @@ pub async fn project_access(
     }))
 }
 
-/// One project as a user sees it: their role (if any) and whether anyone may read it.
-#[derive(Clone, Debug, Serialize)]
+/// A project as the caller sees it: their role (if any) and whether anyone may read it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Project)]
 pub struct ProjectRow {
     pub name: String,
+    /// Anyone may read it, signed in or not.
     pub anonymous_read: bool,
+    /// The role the caller acts with there.
+    #[schema(required)]
     pub role: Option<Role>,
 }
 
@@ -375,7 +408,9 @@ pub async fn set_anonymous_read(
     Ok(())
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// A user's role in a project.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Member)]
 pub struct MemberRow {
     pub user: String,
     pub role: Role,

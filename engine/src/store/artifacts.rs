@@ -9,12 +9,16 @@ use super::{Result, RunId, StageRunId, StoreError};
 /// Size of one stored piece of an artifact.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
-#[derive(Clone, Debug, Serialize)]
+/// A file set a stage kept (a tar.gz).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Artifact)]
 pub struct ArtifactRow {
     pub id: i64,
     pub stage_run_id: StageRunId,
     pub name: String,
+    /// Bytes.
     pub size: i64,
+    #[schema(required)]
     pub sha256: Option<String>,
 }
 

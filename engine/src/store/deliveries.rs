@@ -8,7 +8,7 @@ use sqlx::PgExecutor;
 use super::{PipelineId, ProjectId, Result, RunId, StoreError};
 use crate::store::repos::RepoId;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "delivery_status", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
@@ -228,24 +228,30 @@ pub async fn link_run(db: impl PgExecutor<'_>, delivery: i64, run: RunId) -> Res
     Ok(())
 }
 
-/// A delivery as the API and UI show it (without the payload).
-#[derive(Clone, Debug, Serialize)]
+/// A webhook delivery and what it led to (without the payload).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Delivery)]
 pub struct DeliveryRow {
     pub id: i64,
     pub provider: String,
     pub delivery_key: String,
+    #[schema(required)]
     pub repository: Option<String>,
+    #[schema(required)]
     pub project: Option<String>,
     pub event: String,
     pub status: DeliveryStatus,
+    #[schema(required)]
     pub summary: Option<String>,
     pub received_at: DateTime<Utc>,
+    #[schema(required)]
     pub processed_at: Option<DateTime<Utc>>,
     /// Runs it started, as (run id, pipeline name, run number).
     pub runs: Vec<DeliveryRun>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// A run the delivery started.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryRun {
     pub id: RunId,
     pub pipeline: String,

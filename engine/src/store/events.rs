@@ -7,10 +7,16 @@ use sqlx::PgExecutor;
 
 use super::{Result, RunId, StageRunId};
 
-#[derive(Clone, Debug, Serialize)]
+/// One entry of a run's trail, written in the same transaction as the change it records.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Event)]
 pub struct EventRow {
     pub id: i64,
+    /// The stage run it concerns, if any.
+    #[schema(required)]
     pub stage_run_id: Option<StageRunId>,
+    /// `run` (triggered, cancel requested, ended), `stage` (a status change) or `approval`
+    /// (approved or rejected, by whom).
     pub kind: String,
     pub message: String,
     pub at: DateTime<Utc>,

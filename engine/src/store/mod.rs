@@ -61,6 +61,7 @@ macro_rules! id_type {
             Serialize,
             Deserialize,
             sqlx::Type,
+            utoipa::ToSchema,
         )]
         #[sqlx(transparent)]
         #[serde(transparent)]
@@ -80,7 +81,9 @@ id_type!(VersionId);
 id_type!(RunId);
 id_type!(StageRunId);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "run_status", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
@@ -109,7 +112,9 @@ impl RunStatus {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "stage_status", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum StageStatus {

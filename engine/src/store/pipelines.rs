@@ -9,7 +9,8 @@ use sqlx::PgExecutor;
 use super::{PipelineId, ProjectId, Result, StoreError, VersionId};
 
 /// A pipeline with its newest version.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Pipeline)]
 pub struct PipelineRow {
     pub id: PipelineId,
     pub project: String,

@@ -6,7 +6,7 @@ use sqlx::PgExecutor;
 
 use super::{ProjectId, Result, StoreError};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(transparent)]
 #[serde(transparent)]
 pub struct RepoId(pub i64);
@@ -17,8 +17,9 @@ impl std::fmt::Display for RepoId {
     }
 }
 
-/// A repository as the API shows it (never the webhook secret).
-#[derive(Clone, Debug, Serialize)]
+/// A registered Git repository (the webhook secret is never shown).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Repository)]
 pub struct RepoRow {
     pub id: RepoId,
     pub project: String,
@@ -27,7 +28,9 @@ pub struct RepoRow {
     pub provider: String,
     pub full_name: String,
     pub clone_url: String,
+    #[schema(required)]
     pub token_secret: Option<String>,
+    #[schema(required)]
     pub api_url: Option<String>,
     pub pipeline_files: Vec<String>,
     pub default_branch: String,

@@ -7,7 +7,8 @@ use sqlx::PgExecutor;
 use super::{PipelineId, Result, RunId, RunStatus, StoreError, VersionId};
 
 /// One execution of one pipeline version.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Run)]
 pub struct RunRow {
     pub id: RunId,
     pub pipeline_id: PipelineId,
@@ -18,19 +19,28 @@ pub struct RunRow {
     pub number: i32,
     /// What started it: manual, push, schedule, rerun, ...
     pub trigger: String,
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     pub params: serde_json::Value,
+    // Documented as `RunContext` by `http::openapi` (the store does not import `run`).
+    #[schema(value_type = Object)]
     pub context: serde_json::Value,
     pub status: RunStatus,
     /// Why the run ended as it did.
+    #[schema(required)]
     pub reason: Option<String>,
     pub cancel_requested: bool,
+    #[schema(required)]
     pub rerun_of: Option<RunId>,
     pub created_at: DateTime<Utc>,
+    #[schema(required)]
     pub started_at: Option<DateTime<Utc>>,
+    #[schema(required)]
     pub finished_at: Option<DateTime<Utc>>,
     /// Who or what started the run: a user, the webhook's sender, `schedule`.
+    #[schema(required)]
     pub triggered_by: Option<String>,
     /// Who cancelled it (a user; `concurrency` for a newer run of its group).
+    #[schema(required)]
     pub cancelled_by: Option<String>,
 }
 

@@ -7,7 +7,9 @@ use sqlx::PgExecutor;
 
 use super::{ProjectId, Result};
 
-#[derive(Clone, Debug, Serialize)]
+/// A secret's name (values are never returned).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Secret)]
 pub struct SecretInfo {
     pub name: String,
     pub updated_at: DateTime<Utc>,

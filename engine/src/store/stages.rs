@@ -7,32 +7,54 @@ use sqlx::PgExecutor;
 
 use super::{Result, RunId, StageRunId, StageStatus, StoreError};
 
-#[derive(Clone, Debug, Serialize)]
+/// One planned stage instance of a run (the same row across retry attempts).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Stage)]
 pub struct StageRunRow {
     pub id: StageRunId,
     pub run_id: RunId,
     pub key: String,
     pub plan_index: i32,
+    /// The plan indices of the stages it waits for.
     pub needs: Vec<i32>,
     pub finally: bool,
     pub allow_failure: bool,
     pub status: StageStatus,
+    /// The current attempt (0 before the first).
     pub attempt: i32,
     pub max_attempts: i32,
+    #[schema(required)]
     pub timeout_secs: Option<i32>,
+    #[schema(required)]
     pub executor: Option<String>,
+    #[schema(required)]
     pub executor_handle: Option<String>,
+    /// The engine process that started the attempt.
+    #[schema(required)]
     pub claimed_by: Option<String>,
     pub cancel_requested: bool,
+    #[schema(required)]
     pub error: Option<String>,
+    /// Who approved the stage (a rejection is in `error`: "rejected by NAME").
+    #[schema(required)]
     pub approved_by: Option<String>,
-    /// The approval question as asked (rendered when the stage began to wait).
+    /// The approval question as asked: `approval.message` with the run's values, set when the
+    /// stage began to wait.
+    #[schema(required)]
     pub approval_message: Option<String>,
+    /// The stage run whose result a rerun reused.
+    #[schema(required)]
     pub reused_from: Option<StageRunId>,
+    #[schema(required)]
     pub queued_at: Option<DateTime<Utc>>,
+    #[schema(required)]
     pub started_at: Option<DateTime<Utc>>,
+    #[schema(required)]
     pub finished_at: Option<DateTime<Utc>>,
+    #[schema(required)]
     pub heartbeat_at: Option<DateTime<Utc>>,
+    /// The image a build stage pushed.
+    #[schema(required)]
     pub image: Option<String>,
     pub log_lines: i64,
 }
@@ -497,14 +519,20 @@ pub async fn count_by_status(db: impl PgExecutor<'_>) -> Result<Vec<(StageStatus
     Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// One step of one stage attempt.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Step)]
 pub struct StepRow {
     pub attempt: i32,
     pub idx: i32,
     pub name: String,
+    #[schema(required)]
     pub exit_code: Option<i32>,
     pub started_at: DateTime<Utc>,
+    #[schema(required)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// The step's first log line.
+    #[schema(required)]
     pub first_line: Option<i64>,
 }
 
