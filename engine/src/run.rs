@@ -345,49 +345,107 @@ pub struct NewRunOf<'a> {
     pub triggered_by: Option<&'a str>,
 }
 
+/// A run checked and ready to be stored: what [`start_many`] takes.
+pub struct Starting {
+    pipeline: PipelineId,
+    version: store::VersionId,
+    trigger: String,
+    params: serde_json::Value,
+    context: serde_json::Value,
+    group: Option<String>,
+    cancel_in_progress: bool,
+    stages: Vec<runs::NewStage>,
+    triggered_by: Option<String>,
+    delivery: Option<i64>,
+}
+
+impl Starting {
+    /// Checks what does not need the database (its concurrency group renders), so that a
+    /// batch of runs stored together fails only for a database error.
+    pub fn new(new: NewRunOf<'_>) -> Result<Starting, RunError> {
+        let concurrency = new.plan.pipeline.concurrency.as_ref();
+        let group = concurrency
+            .map(|c| render_group(&c.group, new.params, new.context))
+            .transpose()?;
+        Ok(Starting {
+            pipeline: new.pipeline,
+            version: new.version,
+            trigger: new.trigger.to_owned(),
+            params: serde_json::to_value(new.params).unwrap_or_default(),
+            context: serde_json::to_value(new.context).unwrap_or_default(),
+            group,
+            cancel_in_progress: concurrency.is_some_and(|c| c.cancel_in_progress),
+            stages: new_stages(new.plan),
+            triggered_by: new.triggered_by.map(str::to_owned),
+            delivery: None,
+        })
+    }
+
+    /// Started by this webhook delivery (the delivery lists it).
+    pub fn from_delivery(self, delivery: i64) -> Starting {
+        Starting {
+            delivery: Some(delivery),
+            ..self
+        }
+    }
+}
+
 /// Creates a run and its stages inside the caller's transaction (so a webhook delivery or a
 /// cron slot is marked done in the same commit that creates its run), cancels older runs of
 /// its concurrency group when asked to, and wakes the schedulers on commit.
 pub async fn start(tx: &mut sqlx::PgConnection, new: NewRunOf<'_>) -> Result<Triggered, RunError> {
-    let params_json = serde_json::to_value(new.params).unwrap_or_default();
-    let context_json = serde_json::to_value(new.context).unwrap_or_default();
-    let group = new
-        .plan
-        .pipeline
-        .concurrency
-        .as_ref()
-        .map(|c| render_group(&c.group, new.params, new.context))
-        .transpose()?;
-    let (run_id, number) = runs::create(
-        &mut *tx,
-        runs::NewRun {
-            pipeline: new.pipeline,
-            version: new.version,
-            trigger: new.trigger,
-            params: &params_json,
-            context: &context_json,
-            concurrency_group: group.as_deref(),
-            rerun_of: None,
-            triggered_by: new.triggered_by,
-        },
-        &new_stages(new.plan),
-    )
-    .await?;
-    if let (Some(group), Some(c)) = (&group, &new.plan.pipeline.concurrency)
-        && c.cancel_in_progress
-    {
-        for older in runs::older_active_in_group(&mut *tx, new.pipeline, group, run_id).await? {
-            runs::request_cancel(&mut *tx, older, Some(BY_CONCURRENCY)).await?;
-            tracing::info!(run.id = older.0, newer = run_id.0, group = %group, "cancelling an older run of the concurrency group");
-        }
+    start_many(tx, &[Starting::new(new)?])
+        .await?
+        .pop()
+        .ok_or_else(|| RunError::Store(StoreError::NotFound("the run just started".into())))
+}
+
+/// [`start`] for many runs at once, in the order given (a later run of a concurrency group
+/// cancels an earlier one), in a few statements: what a batch of webhook deliveries starts.
+pub async fn start_many(
+    tx: &mut sqlx::PgConnection,
+    starting: &[Starting],
+) -> Result<Vec<Triggered>, RunError> {
+    if starting.is_empty() {
+        return Ok(Vec::new());
     }
-    let what = match new.triggered_by {
-        Some(by) => format!("triggered ({}) by {by}", new.trigger),
-        None => format!("triggered ({})", new.trigger),
-    };
-    store::events::record(&mut *tx, run_id, None, "run", &what).await?;
+    let new: Vec<runs::NewRun<'_>> = starting
+        .iter()
+        .map(|s| runs::NewRun {
+            pipeline: s.pipeline,
+            version: s.version,
+            trigger: &s.trigger,
+            params: &s.params,
+            context: &s.context,
+            concurrency_group: s.group.as_deref(),
+            rerun_of: None,
+            triggered_by: s.triggered_by.as_deref(),
+            delivery: s.delivery,
+            stages: &s.stages,
+        })
+        .collect();
+    let created = runs::create_many(&mut *tx, &new).await?;
+    let mut events = Vec::with_capacity(created.len());
+    let mut triggered = Vec::with_capacity(created.len());
+    for (s, &(run_id, number)) in starting.iter().zip(&created) {
+        if let Some(group) = &s.group
+            && s.cancel_in_progress
+        {
+            for older in runs::older_active_in_group(&mut *tx, s.pipeline, group, run_id).await? {
+                runs::request_cancel(&mut *tx, older, Some(BY_CONCURRENCY)).await?;
+                tracing::info!(run.id = older.0, newer = run_id.0, group = %group, "cancelling an older run of the concurrency group");
+            }
+        }
+        let what = match &s.triggered_by {
+            Some(by) => format!("triggered ({}) by {by}", s.trigger),
+            None => format!("triggered ({})", s.trigger),
+        };
+        events.push((run_id, what));
+        triggered.push(Triggered { run_id, number });
+    }
+    store::events::record_for_runs(&mut *tx, "run", &events).await?;
     store::wake(&mut *tx).await?;
-    Ok(Triggered { run_id, number })
+    Ok(triggered)
 }
 
 /// The concurrency group of a run: the template rendered with its params and commit.
@@ -449,8 +507,9 @@ pub async fn rerun(
             concurrency_group: None,
             rerun_of: Some(id),
             triggered_by: by,
+            delivery: None,
+            stages: &new_stages(&plan),
         },
-        &new_stages(&plan),
     )
     .await?;
     if failed_only {

@@ -22,11 +22,14 @@ struct Fixture {
     ended: RunId,
     /// The flood's oldest run.
     oldest: RunId,
+    /// The runs held back, oldest first: the first three are of the concurrency group
+    /// `deploy`, as is `ended`.
+    held: Vec<RunId>,
 }
 
 /// One project with one repository pipeline: FLOOD new runs (queued, dirty, no status reported
-/// yet), three the scheduler held back (queued, looked at), one of another commit whose
-/// `pending` was reported, and one that has just ended.
+/// yet), three the scheduler held back (queued, looked at; of the concurrency group `deploy`),
+/// one of another commit whose `pending` was reported, and one of `deploy` that has just ended.
 async fn flood(db: &mut PgConnection) -> Fixture {
     let project: i64 =
         sqlx::query_scalar("INSERT INTO projects (name) VALUES ('flood') RETURNING id")
@@ -75,21 +78,24 @@ async fn flood(db: &mut PgConnection) -> Fixture {
     .await
     .expect("flood runs");
     // Held back by the project's limit, and one reported `pending` (another commit).
-    sqlx::query(
-        "INSERT INTO runs (pipeline_id, version_id, number, trigger, context, dirty, status_reported)
-         SELECT $1, $2, $3 + n, 'push', $4, false, CASE WHEN n = 4 THEN 'pending' END
-         FROM generate_series(1, 4) n",
+    let held: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO runs (pipeline_id, version_id, number, trigger, context, dirty, status_reported,
+                           concurrency_group)
+         SELECT $1, $2, $3 + n, 'push', $4, false, CASE WHEN n = 4 THEN 'pending' END,
+                CASE WHEN n < 4 THEN 'deploy' END
+         FROM generate_series(1, 4) n ORDER BY n RETURNING id",
     )
     .bind(pipeline)
     .bind(version)
     .bind(FLOOD)
     .bind(context("0ther"))
-    .execute(&mut *db)
+    .fetch_all(&mut *db)
     .await
     .expect("held runs");
     let ended: i64 = sqlx::query_scalar(
-        "INSERT INTO runs (pipeline_id, version_id, number, trigger, context, status, status_reported, dirty)
-         VALUES ($1, $2, $3 + 5, 'push', $4, 'succeeded', 'pending', false) RETURNING id",
+        "INSERT INTO runs (pipeline_id, version_id, number, trigger, context, status, status_reported, dirty,
+                           concurrency_group)
+         VALUES ($1, $2, $3 + 5, 'push', $4, 'succeeded', 'pending', false, 'deploy') RETURNING id",
     )
     .bind(pipeline)
     .bind(version)
@@ -114,6 +120,7 @@ async fn flood(db: &mut PgConnection) -> Fixture {
         pipeline: PipelineId(pipeline),
         ended: RunId(ended),
         oldest: RunId(oldest),
+        held: held.into_iter().map(RunId).collect(),
     }
 }
 
@@ -171,6 +178,60 @@ async fn per_run_queries_read_a_bounded_number_of_runs_whatever_a_flood_queued()
     assert!(
         read <= BOUND && scans == 0,
         "waking the held-back runs read {read} runs ({scans} sequential scans)"
+    );
+
+    // The scheduler, for each run it advances: must it wait for an older run of its group?
+    let (blocking, read, scans) =
+        reading!(db, |tx| runs::blocking_in_group(&mut *tx, fixture.oldest)
+            .await
+            .expect("blocking"));
+    assert_eq!(blocking, None, "the flood's runs have no concurrency group");
+    assert!(
+        read <= BOUND && scans == 0,
+        "looking for an older run of a run's group read {read} runs ({scans} sequential scans)"
+    );
+    let (blocking, read, scans) =
+        reading!(db, |tx| runs::blocking_in_group(&mut *tx, fixture.held[2])
+            .await
+            .expect("blocking"));
+    assert_eq!(
+        blocking,
+        Some(fixture.held[0]),
+        "a run of `deploy` waits for the oldest unfinished run of `deploy`"
+    );
+    assert!(
+        read <= BOUND && scans == 0,
+        "looking for an older run of a run's group read {read} runs ({scans} sequential scans)"
+    );
+    // ... and when a run of a group ends, the group's queued runs are looked at again.
+    let (woken, read, scans) = reading!(db, |tx| {
+        sqlx::query("UPDATE runs SET dirty = false WHERE id = ANY($1)")
+            .bind(fixture.held.iter().map(|r| r.0).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await
+            .expect("clean");
+        let (before, _) = runs_read(&mut tx).await;
+        runs::wake_group(&mut *tx, fixture.ended)
+            .await
+            .expect("wake group");
+        let (after, _) = runs_read(&mut tx).await;
+        let dirty: Vec<RunId> =
+            sqlx::query_scalar("SELECT id FROM runs WHERE id = ANY($1) AND dirty ORDER BY id")
+                .bind(fixture.held.iter().map(|r| r.0).collect::<Vec<_>>())
+                .fetch_all(&mut *tx)
+                .await
+                .expect("dirty");
+        (dirty, after - before)
+    });
+    let (woken, wake_read) = woken;
+    assert_eq!(
+        woken,
+        fixture.held[..3],
+        "the three queued runs of `deploy`"
+    );
+    assert!(
+        wake_read <= BOUND && read <= BOUND + 10 && scans == 0,
+        "waking a group read {wake_read} runs ({scans} sequential scans)"
     );
 
     // The reporter: each repository's oldest run whose status lags behind is leased.

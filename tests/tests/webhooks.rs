@@ -1857,6 +1857,31 @@ async fn one_projects_flood_holds_back_no_other_project() {
         .map(|s| s.1)
         .sum::<i64>();
     assert_eq!(ended, 0, "no flood run could end: {by_status:?}");
+
+    // Every one of a's deliveries started its run: numbered without gap in the order the
+    // deliveries were stored (a batch's runs are created together), each summary naming its
+    // own run's number.
+    for id in ids.iter().take(FLOOD) {
+        processed(&app, id.expect("stored")).await;
+    }
+    let numbered: Vec<(i64, i64, Option<String>)> = sqlx::query_as(
+        "SELECT r.number::int8, d.id, d.summary FROM runs r
+           JOIN pipelines p ON p.id = r.pipeline_id
+           JOIN deliveries d ON d.id = r.delivery_id
+         WHERE p.name = 'flood' ORDER BY d.id",
+    )
+    .fetch_all(app.pool())
+    .await
+    .expect("runs");
+    assert_eq!(numbered.len(), FLOOD, "one run per delivery");
+    for (i, (number, delivery, summary)) in numbered.iter().enumerate() {
+        assert_eq!(*number, i as i64 + 1, "delivery {delivery}'s run");
+        let summary = summary.as_deref().unwrap_or_default();
+        assert!(
+            summary.contains(&format!(": run {number} started")),
+            "delivery {delivery}: {summary}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,26 @@ pub async fn record(
     Ok(())
 }
 
+/// Records a run-level event of `kind` for each (run, message), in one statement.
+pub async fn record_for_runs(
+    db: impl PgExecutor<'_>,
+    kind: &str,
+    entries: &[(RunId, String)],
+) -> Result<()> {
+    let runs: Vec<i64> = entries.iter().map(|e| e.0.0).collect();
+    let messages: Vec<&str> = entries.iter().map(|e| e.1.as_str()).collect();
+    sqlx::query!(
+        "INSERT INTO events (run_id, kind, message)
+         SELECT r, $1, m FROM UNNEST($2::int8[], $3::text[]) WITH ORDINALITY AS u(r, m, o) ORDER BY o",
+        kind,
+        &runs,
+        &messages as &[&str]
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 pub async fn for_run(db: impl PgExecutor<'_>, run: RunId) -> Result<Vec<EventRow>> {
     Ok(sqlx::query_as!(
         EventRow,

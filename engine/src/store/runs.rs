@@ -68,6 +68,9 @@ pub struct NewRun<'a> {
     pub concurrency_group: Option<&'a str>,
     pub rerun_of: Option<RunId>,
     pub triggered_by: Option<&'a str>,
+    /// The webhook delivery that started it.
+    pub delivery: Option<i64>,
+    pub stages: &'a [NewStage],
 }
 
 /// One planned stage instance to store with a new run.
@@ -81,56 +84,122 @@ pub struct NewStage {
     pub timeout_secs: Option<i32>,
 }
 
-/// Creates the run and its stage rows in the caller's transaction. The run number comes from
-/// the pipeline row, whose update serialises concurrent triggers of one pipeline.
-pub async fn create(
+/// Creates the run and its stage rows in the caller's transaction ([`create_many`] of one).
+pub async fn create(tx: &mut sqlx::PgConnection, run: NewRun<'_>) -> Result<(RunId, i32)> {
+    create_many(tx, std::slice::from_ref(&run))
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::NotFound("the run just created".into()))
+}
+
+/// Creates runs and their stage rows in the caller's transaction, in four statements however
+/// many there are (and one more per pipeline), answering (id, number) in the order given.
+///
+/// The run numbers come from the pipeline row, whose update serialises everything that starts
+/// runs of that pipeline until the transaction ends (so numbers have no gaps). Taking them for
+/// all of the runs at once, and last, is what keeps that short: a delivery processor's batch
+/// holds the row for these few statements and its commit, not for all of its work.
+pub async fn create_many(
     tx: &mut sqlx::PgConnection,
-    run: NewRun<'_>,
-    stages: &[NewStage],
-) -> Result<(RunId, i32)> {
-    let number = sqlx::query_scalar!(
-        "UPDATE pipelines SET last_run_number = last_run_number + 1 WHERE id = $1 RETURNING last_run_number",
-        run.pipeline.0
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    let id = sqlx::query_scalar!(
+    runs: &[NewRun<'_>],
+) -> Result<Vec<(RunId, i32)>> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Pipeline by pipeline in id order: two transactions starting runs of the same two
+    // pipelines lock their rows in the same order, never each waiting for the other.
+    let mut by_pipeline: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
+    for (i, run) in runs.iter().enumerate() {
+        by_pipeline.entry(run.pipeline.0).or_default().push(i);
+    }
+    let mut numbers = vec![0; runs.len()];
+    for (pipeline, indices) in &by_pipeline {
+        let count = i32::try_from(indices.len()).unwrap_or(i32::MAX);
+        let last = sqlx::query_scalar!(
+            "UPDATE pipelines SET last_run_number = last_run_number + $2 WHERE id = $1 RETURNING last_run_number",
+            pipeline,
+            count
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        for (n, &i) in (last - count + 1..).zip(indices) {
+            numbers[i] = n;
+        }
+    }
+    let pipelines: Vec<i64> = runs.iter().map(|r| r.pipeline.0).collect();
+    let versions: Vec<i64> = runs.iter().map(|r| r.version.0).collect();
+    let triggers: Vec<&str> = runs.iter().map(|r| r.trigger).collect();
+    let params: Vec<serde_json::Value> = runs.iter().map(|r| r.params.clone()).collect();
+    let contexts: Vec<serde_json::Value> = runs.iter().map(|r| r.context.clone()).collect();
+    let groups: Vec<Option<&str>> = runs.iter().map(|r| r.concurrency_group).collect();
+    let rerun_of: Vec<Option<i64>> = runs.iter().map(|r| r.rerun_of.map(|r| r.0)).collect();
+    let by: Vec<Option<&str>> = runs.iter().map(|r| r.triggered_by).collect();
+    let deliveries: Vec<Option<i64>> = runs.iter().map(|r| r.delivery).collect();
+    // Inserted in the order given, so a later run of a concurrency group has the higher id.
+    let created = sqlx::query!(
         r#"INSERT INTO runs (pipeline_id, version_id, number, trigger, params, context, concurrency_group,
-                             rerun_of, triggered_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id AS "id: RunId""#,
-        run.pipeline.0,
-        run.version.0,
-        number,
-        run.trigger,
-        run.params,
-        run.context,
-        run.concurrency_group,
-        run.rerun_of.map(|r| r.0),
-        run.triggered_by,
+                             rerun_of, triggered_by, delivery_id)
+           SELECT p, v, n, t, pa, c, g, r, b, d
+           FROM UNNEST($1::int8[], $2::int8[], $3::int4[], $4::text[], $5::jsonb[], $6::jsonb[],
+                       $7::text[], $8::int8[], $9::text[], $10::int8[])
+                WITH ORDINALITY AS u(p, v, n, t, pa, c, g, r, b, d, o)
+           ORDER BY o
+           RETURNING id AS "id: RunId", pipeline_id, number"#,
+        &pipelines,
+        &versions,
+        &numbers,
+        &triggers as &[&str],
+        &params,
+        &contexts,
+        &groups as &[Option<&str>],
+        &rerun_of as &[Option<i64>],
+        &by as &[Option<&str>],
+        &deliveries as &[Option<i64>],
     )
-    .fetch_one(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    let keys: Vec<String> = stages.iter().map(|s| s.key.clone()).collect();
-    let indices: Vec<i32> = stages.iter().map(|s| s.plan_index).collect();
-    // Postgres arrays cannot be ragged, so needs travel as text (`{1,2}`) and are cast back.
-    let needs: Vec<String> = stages
-        .iter()
-        .map(|s| {
-            let items: Vec<String> = s.needs.iter().map(i32::to_string).collect();
-            format!("{{{}}}", items.join(","))
-        })
+    // RETURNING promises no order: (pipeline, number) is the row's key.
+    let ids: std::collections::HashMap<(i64, i32), RunId> = created
+        .into_iter()
+        .map(|row| ((row.pipeline_id, row.number), row.id))
         .collect();
-    let finally: Vec<bool> = stages.iter().map(|s| s.finally).collect();
-    let allow: Vec<bool> = stages.iter().map(|s| s.allow_failure).collect();
-    let attempts: Vec<i32> = stages.iter().map(|s| s.max_attempts).collect();
-    let timeouts: Vec<Option<i32>> = stages.iter().map(|s| s.timeout_secs).collect();
+    let mut answer = Vec::with_capacity(runs.len());
+    for (run, &number) in runs.iter().zip(&numbers) {
+        let id = ids
+            .get(&(run.pipeline.0, number))
+            .copied()
+            .ok_or_else(|| StoreError::NotFound(format!("run #{number} just created")))?;
+        answer.push((id, number));
+    }
+    let mut run_ids = Vec::new();
+    let mut keys = Vec::new();
+    let mut indices = Vec::new();
+    // Postgres arrays cannot be ragged, so needs travel as text (`{1,2}`) and are cast back.
+    let mut needs = Vec::new();
+    let mut finally = Vec::new();
+    let mut allow = Vec::new();
+    let mut attempts = Vec::new();
+    let mut timeouts: Vec<Option<i32>> = Vec::new();
+    for (run, (id, _)) in runs.iter().zip(&answer) {
+        for stage in run.stages {
+            run_ids.push(id.0);
+            keys.push(stage.key.as_str());
+            indices.push(stage.plan_index);
+            let items: Vec<String> = stage.needs.iter().map(i32::to_string).collect();
+            needs.push(format!("{{{}}}", items.join(",")));
+            finally.push(stage.finally);
+            allow.push(stage.allow_failure);
+            attempts.push(stage.max_attempts);
+            timeouts.push(stage.timeout_secs);
+        }
+    }
     sqlx::query!(
         r#"INSERT INTO stage_runs (run_id, key, plan_index, needs, finally, allow_failure, max_attempts, timeout_secs)
-           SELECT $1, k, i, n::int[], f, a, m, t
-           FROM UNNEST($2::text[], $3::int[], $4::text[], $5::bool[], $6::bool[], $7::int[], $8::int[])
-                AS s(k, i, n, f, a, m, t)"#,
-        id.0,
-        &keys,
+           SELECT r, k, i, n::int[], f, a, m, t
+           FROM UNNEST($1::int8[], $2::text[], $3::int[], $4::text[], $5::bool[], $6::bool[], $7::int[], $8::int[])
+                AS s(r, k, i, n, f, a, m, t)"#,
+        &run_ids,
+        &keys as &[&str],
         &indices,
         &needs,
         &finally,
@@ -140,7 +209,7 @@ pub async fn create(
     )
     .execute(&mut *tx)
     .await?;
-    Ok((id, number))
+    Ok(answer)
 }
 
 macro_rules! select_runs {
@@ -403,7 +472,8 @@ pub async fn blocking_in_group(db: impl PgExecutor<'_>, id: RunId) -> Result<Opt
     Ok(sqlx::query_scalar!(
         r#"SELECT o.id AS "id: RunId" FROM runs r
            JOIN runs o ON o.pipeline_id = r.pipeline_id AND o.concurrency_group = r.concurrency_group
-           WHERE r.id = $1 AND o.id < r.id AND o.status IN ('queued', 'running')
+           WHERE r.id = $1 AND r.concurrency_group IS NOT NULL AND o.concurrency_group IS NOT NULL
+             AND o.id < r.id AND o.status IN ('queued', 'running')
            ORDER BY o.id LIMIT 1"#,
         id.0
     )
@@ -415,7 +485,8 @@ pub async fn blocking_in_group(db: impl PgExecutor<'_>, id: RunId) -> Result<Opt
 pub async fn wake_group(db: impl PgExecutor<'_>, ended: RunId) -> Result<()> {
     sqlx::query!(
         "UPDATE runs n SET dirty = true FROM runs e
-         WHERE e.id = $1 AND n.pipeline_id = e.pipeline_id AND n.concurrency_group = e.concurrency_group
+         WHERE e.id = $1 AND e.concurrency_group IS NOT NULL AND n.concurrency_group IS NOT NULL
+           AND n.pipeline_id = e.pipeline_id AND n.concurrency_group = e.concurrency_group
            AND n.status = 'queued' AND n.id <> e.id",
         ended.0
     )

@@ -4,7 +4,7 @@
 //! engines each delivery is processed once, and one left `received` by a crash is picked up
 //! again on the next start.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use crate::engine::Engine;
 use crate::run::{self, NewRunOf, RunContext, RunError};
 use crate::store::deliveries::{self, DeliveryStatus, Pending};
 use crate::store::repos::{self, RepoRow};
-use crate::store::{StoreError, pipelines, runs};
+use crate::store::{PipelineId, StoreError, VersionId, pipelines, runs};
 
 /// Delivery processors per engine.
 pub const WORKERS: usize = 4;
@@ -97,20 +97,40 @@ pub async fn process_batch(engine: &Engine) -> Result<usize, ProcessError> {
     let ids: Vec<i64> = waiting.iter().map(|p| p.id).collect();
     let mut tx = engine.store.pool.begin().await?;
     let claimed = deliveries::claim(&mut tx, &ids).await?;
-    let mut outcomes = Vec::with_capacity(claimed.len());
+    let mut stored = Stored::default();
+    let mut starting = Vec::new();
+    let mut recorded = Vec::with_capacity(claimed.len());
     for (id, ready) in prepared {
         if !claimed.contains(&id) {
             continue;
         }
-        let (status, summary) = match ready {
-            Prepared::Done(done) => done,
-            Prepared::Ready(ready) => match record(&mut tx, id, *ready).await {
-                Ok(done) => done,
-                Err(e) => failed(e)?,
+        let (status, lines) = match ready {
+            Prepared::Done((status, summary)) => (status, vec![Line::Text(summary)]),
+            Prepared::Ready(ready) => match record(&mut tx, id, *ready, &mut stored).await {
+                Ok(done) => {
+                    let first = starting.len();
+                    starting.extend(done.runs);
+                    let lines = done.lines.into_iter().map(|l| l.after(first)).collect();
+                    (done.status, lines)
+                }
+                Err(e) => {
+                    let (status, summary) = failed(e)?;
+                    (status, vec![Line::Text(summary)])
+                }
             },
         };
-        outcomes.push((id, status, summary));
+        recorded.push((id, status, lines));
     }
+    // The batch's runs last, all at once: numbering them holds their pipeline's row until the
+    // commit, and every other processor starting runs of that pipeline waits for it.
+    let triggered = run::start_many(&mut tx, &starting).await?;
+    let outcomes: Vec<(i64, DeliveryStatus, String)> = recorded
+        .into_iter()
+        .map(|(id, status, lines)| {
+            let text: Vec<String> = lines.iter().map(|l| l.render(&triggered)).collect();
+            (id, status, text.join("\n"))
+        })
+        .collect();
     deliveries::finish_all(&mut *tx, &outcomes).await?;
     tx.commit().await?;
     for (id, status, summary) in &outcomes {
@@ -272,14 +292,84 @@ async fn prepare(
     })))
 }
 
+/// A line of a delivery's summary. A run's number is known only once the batch's runs are
+/// stored, after every delivery of the batch was recorded.
+enum Line {
+    Text(String),
+    /// `WHAT: run N started`, N the number of the batch's run at this index.
+    Started {
+        what: String,
+        run: usize,
+    },
+}
+
+impl Line {
+    /// The same line, its run index counted from `first` in the batch's list of runs.
+    fn after(self, first: usize) -> Line {
+        match self {
+            Line::Started { what, run } => Line::Started {
+                what,
+                run: first + run,
+            },
+            text => text,
+        }
+    }
+
+    fn render(&self, triggered: &[run::Triggered]) -> String {
+        match self {
+            Line::Text(text) => text.clone(),
+            Line::Started { what, run } => match triggered.get(*run) {
+                Some(t) => format!("{what}: run {} started", t.number),
+                None => format!("{what}: run started"),
+            },
+        }
+    }
+}
+
+/// What one delivery leads to: its status and summary, and the runs it starts.
+struct Recorded {
+    status: DeliveryStatus,
+    lines: Vec<Line>,
+    runs: Vec<run::Starting>,
+}
+
+/// The pipelines and versions a batch stored: in a flood of pushes the deliveries of a batch
+/// mostly carry the same file at the same commit, which is then looked up once per batch.
+#[derive(Default)]
+struct Stored {
+    versions: HashMap<(i64, String, String), (PipelineId, VersionId)>,
+}
+
+impl Stored {
+    /// The pipeline `name` from `file` of `repo`, with the file's text as a version of it.
+    async fn version(
+        &mut self,
+        tx: &mut sqlx::PgConnection,
+        repo: &RepoRow,
+        file: &CachedFile,
+        name: &str,
+    ) -> Result<(PipelineId, VersionId), ProcessError> {
+        let key = (repo.id.0, file.path.clone(), file.text.clone());
+        if let Some(&known) = self.versions.get(&key) {
+            return Ok(known);
+        }
+        let pipeline = pipelines::ensure_pipeline(&mut *tx, repo.project_id, name).await?;
+        let (version, _, _) = pipelines::add_version(&mut *tx, pipeline, &file.text).await?;
+        pipelines::link_repository(&mut *tx, pipeline, repo.id, &file.path).await?;
+        self.versions.insert(key, (pipeline, version));
+        Ok((pipeline, version))
+    }
+}
+
 /// Records what one prepared event leads to, inside the batch's transaction: schedules armed
-/// by a push to the default branch, runs started (or failed runs for broken files), and the
-/// delivery's summary.
+/// by a push to the default branch, failed runs for broken files, the runs to start (left to
+/// the caller, which starts a whole batch's at once), and the delivery's summary.
 async fn record(
     tx: &mut sqlx::PgConnection,
     delivery: i64,
     ready: Ready,
-) -> Result<(DeliveryStatus, String), ProcessError> {
+    stored: &mut Stored,
+) -> Result<Recorded, ProcessError> {
     let Ready {
         repo,
         event,
@@ -288,8 +378,10 @@ async fn record(
         commit,
         files,
         changed,
-        mut lines,
+        lines,
     } = ready;
+    let mut lines: Vec<Line> = lines.into_iter().map(Line::Text).collect();
+    let mut runs = Vec::new();
     // A push to the default branch (re)arms the schedules of the files it leaves there.
     if let Event::Push(Push {
         git_ref: GitRef::Branch(branch),
@@ -297,15 +389,20 @@ async fn record(
     }) = &event
         && *branch == repo.default_branch
     {
-        lines.extend(super::arming::sync(tx, &repo, &files).await?);
+        let armed = super::arming::sync(tx, &repo, &files).await?;
+        lines.extend(armed.into_iter().map(Line::Text));
     }
     let short = &commit[..commit.len().min(12)];
     if files.is_empty() {
-        lines.push(format!(
+        lines.push(Line::Text(format!(
             "no pipeline files ({}) at commit {short}",
             repo.pipeline_files.join(", ")
-        ));
-        return Ok((DeliveryStatus::Ignored, lines.join("\n")));
+        )));
+        return Ok(Recorded {
+            status: DeliveryStatus::Ignored,
+            lines,
+            runs,
+        });
     }
     let changed_refs: Vec<&str> = changed
         .as_deref()
@@ -322,48 +419,46 @@ async fn record(
                 )
                 .await?;
                 deliveries::link_run(&mut *tx, delivery, run.0).await?;
-                lines.push(format!("{}: invalid, run {} failed", file.path, run.1));
+                lines.push(Line::Text(format!(
+                    "{}: invalid, run {} failed",
+                    file.path, run.1
+                )));
                 started += 1;
             }
             Ok(plan) => match filter::decide(&plan.pipeline, &event, &changed_refs) {
                 Decision::Skip(why) => {
-                    lines.push(format!(
+                    lines.push(Line::Text(format!(
                         "{} (`{}`): {why}",
                         file.path, plan.pipeline.name.value
-                    ));
+                    )));
                 }
                 Decision::Run => {
                     let name = plan.pipeline.name.value.clone();
-                    let pipeline =
-                        pipelines::ensure_pipeline(&mut *tx, repo.project_id, &name).await?;
-                    let (version, _, _) =
-                        pipelines::add_version(&mut *tx, pipeline, &file.text).await?;
-                    pipelines::link_repository(&mut *tx, pipeline, repo.id, &file.path).await?;
+                    let (pipeline, version) = stored.version(tx, &repo, file, &name).await?;
                     let params = match run::resolve_params(&plan.pipeline, &BTreeMap::new()) {
                         Ok(params) => params,
                         Err(e) => {
-                            lines.push(format!("{} (`{name}`): cannot start: {e}", file.path));
+                            lines.push(Line::Text(format!(
+                                "{} (`{name}`): cannot start: {e}",
+                                file.path
+                            )));
                             continue;
                         }
                     };
-                    let triggered = run::start(
-                        &mut *tx,
-                        NewRunOf {
-                            pipeline,
-                            version,
-                            plan,
-                            trigger,
-                            params: &params,
-                            context: &context,
-                            triggered_by: context.actor.as_deref(),
-                        },
-                    )
-                    .await?;
-                    deliveries::link_run(&mut *tx, delivery, triggered.run_id).await?;
-                    lines.push(format!(
-                        "{} (`{name}`): run {} started",
-                        file.path, triggered.number
-                    ));
+                    let starting = run::Starting::new(NewRunOf {
+                        pipeline,
+                        version,
+                        plan,
+                        trigger,
+                        params: &params,
+                        context: &context,
+                        triggered_by: context.actor.as_deref(),
+                    })?;
+                    runs.push(starting.from_delivery(delivery));
+                    lines.push(Line::Started {
+                        what: format!("{} (`{name}`)", file.path),
+                        run: runs.len() - 1,
+                    });
                     started += 1;
                 }
             },
@@ -374,7 +469,11 @@ async fn record(
     } else {
         DeliveryStatus::Ignored
     };
-    Ok((status, lines.join("\n")))
+    Ok(Recorded {
+        status,
+        lines,
+        runs,
+    })
 }
 
 /// The run context and the trigger name of an event that can start runs.
