@@ -148,8 +148,9 @@ pub struct Pending {
 ///
 /// The repositories with waiting deliveries are found by a loose index scan (one index probe
 /// per repository, not a pass over every waiting row), so a backlog of thousands costs no more
-/// to look into than a few.
-pub async fn peek(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Pending>> {
+/// to look into than a few. Deliveries in `held` (those this engine's other processors have
+/// taken up) are passed over.
+pub async fn peek(db: impl PgExecutor<'_>, limit: i64, held: &[i64]) -> Result<Vec<Pending>> {
     let waiting = sqlx::query_as!(
         Pending,
         r#"WITH RECURSIVE repos AS (
@@ -169,11 +170,13 @@ pub async fn peek(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Pending>> {
                       row_number() OVER (ORDER BY d.id) AS turn
                FROM deliveries d
                WHERE d.status = 'received' AND d.repository_id = r.repository_id
+                 AND d.id <> ALL($2)
                ORDER BY d.id LIMIT $1) w
            WHERE r.repository_id IS NOT NULL
            ORDER BY w.turn, w.id
            LIMIT $1"#,
-        limit
+        limit,
+        held
     )
     .fetch_all(db)
     .await?;

@@ -76,11 +76,16 @@ pub async fn worker(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
 /// or a database error midway leaves every one of them `received`, and a later batch processes
 /// them from the start, so no delivery is half-done or done twice.
 pub async fn process_batch(engine: &Engine) -> Result<usize, ProcessError> {
-    // Enough to give each of this engine's processors a batch of its own: they read without
-    // locks, and would otherwise all read the same oldest batch, one of them winning the
-    // claim and the others finding nothing to do.
-    let peeked = deliveries::peek(&engine.store.pool, BATCH * PEEK_BATCHES).await?;
-    let (mut waiting, _taken) = engine.delivery_batches.take(peeked, BATCH);
+    // A batch no other processor of this engine holds: they read without locks, and would
+    // otherwise all read the same oldest batch, one of them winning the claim and the others
+    // finding nothing to do.
+    let pool = &engine.store.pool;
+    let (mut waiting, _taken) = engine
+        .delivery_batches
+        .next(BATCH, |held| async move {
+            deliveries::peek(pool, BATCH, &held).await
+        })
+        .await?;
     if waiting.is_empty() {
         return Ok(0);
     }
@@ -139,9 +144,6 @@ pub async fn process_batch(engine: &Engine) -> Result<usize, ProcessError> {
     // What it took up, claimed or not: another engine winning some is no reason to wait.
     Ok(waiting.len())
 }
-
-/// Batches read ahead per processor ([`process_batch`]).
-const PEEK_BATCHES: i64 = 4;
 
 /// A delivery that cannot lead anywhere (its commit cannot be fetched, a run cannot start) is
 /// recorded as failed with the reason, like any outcome; a database error is returned, and
