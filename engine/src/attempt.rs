@@ -211,6 +211,9 @@ pub async fn complete(
         }
     }
     let mut tx = engine.store.pool.begin().await?;
+    // The run before the stage's rows (the tail and the steps change them): the lock order of
+    // `stages::lock_run_of`.
+    stages::lock_run_of(&mut tx, grant.stage_run).await?;
     if let Some(tail) = &completion.tail {
         append_tail(engine, &mut tx, grant, tail).await?;
     }

@@ -566,6 +566,8 @@ pub async fn cancel(
             }
         },
         Some(stage) => {
+            // The run before the stage (the lock order of `stages::lock_run_of`).
+            stages::lock_run_of(&mut tx, stage).await?;
             let row = stages::get(&mut *tx, stage).await?;
             if row.run_id != run {
                 return Err(StoreError::NotFound(format!("stage run {stage} of run {run}")).into());

@@ -29,6 +29,7 @@ mod kubernetes_pipeline;
 mod kubernetes_restart;
 mod kubernetes_runner_image;
 mod local_runs;
+mod lock_order;
 mod logs;
 mod postgres_restart;
 mod replicas;

@@ -273,12 +273,11 @@ pub async fn list(
     Ok(rows)
 }
 
-/// Locks the next run that may move on (skipping runs other schedulers hold) and clears its
-/// dirty flag; the caller advances it in the same transaction.
 /// Locks the next run to advance, taking turns between pipelines: the oldest dirty run of the
 /// first pipeline after `after` (the one served last), wrapping round. A flood of runs in one
 /// pipeline is thus advanced one run per turn, and another pipeline's run waits for one turn,
-/// not for the flood. Returns the run and its pipeline.
+/// not for the flood. Clears its dirty flag; the caller advances it in the same transaction.
+/// Returns the run and its pipeline.
 pub async fn lock_next_dirty(
     tx: &mut sqlx::PgConnection,
     after: PipelineId,

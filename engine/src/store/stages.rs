@@ -282,6 +282,7 @@ pub async fn lock(
     tx: &mut sqlx::PgConnection,
     id: StageRunId,
 ) -> Result<(i32, StageStatus, i64, RunId)> {
+    lock_run_of(&mut *tx, id).await?;
     let row = sqlx::query!(
         r#"SELECT attempt, status AS "status: StageStatus", log_lines, run_id AS "run_id: RunId"
            FROM stage_runs WHERE id = $1 FOR UPDATE"#,
@@ -312,6 +313,25 @@ pub async fn set_image(
     Ok(())
 }
 
+/// Locks the run of stage `id` (as for an update of the run's row) and returns it.
+///
+/// The lock order of runs and their stages: a transaction that changes a stage and then its
+/// run (marks it to be looked at again) takes the run's row first, as the scheduler does (it
+/// locks a run, then changes its stages) and a cancel does. In the other order a stage ending
+/// while the scheduler advances its run, or while the run is cancelled, waits for the run the
+/// other holds while holding the stage the other waits for: PostgreSQL ends the deadlock by
+/// failing one of them, an error the user or the runner would get.
+pub async fn lock_run_of(tx: &mut sqlx::PgConnection, id: StageRunId) -> Result<RunId> {
+    sqlx::query_scalar!(
+        r#"SELECT r.id AS "id: RunId" FROM runs r JOIN stage_runs s ON s.run_id = r.id
+           WHERE s.id = $1 FOR NO KEY UPDATE OF r"#,
+        id.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("stage run {id}")))
+}
+
 /// Ends a running attempt. A failure with attempts left puts the stage back in the queue.
 /// Returns the status the stage ends up in.
 pub async fn finish_attempt(
@@ -321,6 +341,9 @@ pub async fn finish_attempt(
     outcome: StageStatus,
     error: Option<&str>,
 ) -> Result<Option<StageStatus>> {
+    // The run first (see [`lock_run_of`]); a caller that changed the stage already in this
+    // transaction must have taken it before that.
+    lock_run_of(&mut *tx, id).await?;
     let row = sqlx::query!(
         r#"SELECT status AS "status: StageStatus", attempt, max_attempts, cancel_requested, run_id
            FROM stage_runs WHERE id = $1 FOR UPDATE"#,
