@@ -129,8 +129,8 @@ pub async fn create_many(
     let pipelines: Vec<i64> = runs.iter().map(|r| r.pipeline.0).collect();
     let versions: Vec<i64> = runs.iter().map(|r| r.version.0).collect();
     let triggers: Vec<&str> = runs.iter().map(|r| r.trigger).collect();
-    let params: Vec<serde_json::Value> = runs.iter().map(|r| r.params.clone()).collect();
-    let contexts: Vec<serde_json::Value> = runs.iter().map(|r| r.context.clone()).collect();
+    let params: Vec<&serde_json::Value> = runs.iter().map(|r| r.params).collect();
+    let contexts: Vec<&serde_json::Value> = runs.iter().map(|r| r.context).collect();
     let groups: Vec<Option<&str>> = runs.iter().map(|r| r.concurrency_group).collect();
     let rerun_of: Vec<Option<i64>> = runs.iter().map(|r| r.rerun_of.map(|r| r.0)).collect();
     let by: Vec<Option<&str>> = runs.iter().map(|r| r.triggered_by).collect();
@@ -149,8 +149,8 @@ pub async fn create_many(
         &versions,
         &numbers,
         &triggers as &[&str],
-        &params,
-        &contexts,
+        &params as &[&serde_json::Value],
+        &contexts as &[&serde_json::Value],
         &groups as &[Option<&str>],
         &rerun_of as &[Option<i64>],
         &by as &[Option<&str>],

@@ -46,7 +46,7 @@ impl InFlight {
 
     /// The first `limit` of `peeked` (in their order) that no other processor of this engine
     /// has, marked as taken.
-    pub fn take(
+    fn take(
         &self,
         peeked: Vec<deliveries::Pending>,
         limit: i64,
